@@ -1,0 +1,270 @@
+"""The `artveil` command line: protect, purify, models, eval, bench.
+
+    artveil protect IN... --out DIR [--method antipure] [--strength 8] [--steps 100] [--model tiny]
+    artveil purify IN... --purifier sdedit:0.2 --out DIR
+
+IN may be files or folders. One line per failed file on stderr while the others still get done;
+the exit status is 1 if any file failed, 2 if nothing could start (bad model, bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from engine.errors import ArtveilError, Cancelled
+from engine.jobs import BUDGET_PRESETS, STRENGTH_PRESETS, ProtectSettings
+
+# Subcommands that live in their own modules register themselves when present.
+_SUBCOMMAND_MODULES = ("engine.cli_models", "engine.evaluation.cli", "engine.bench")
+
+
+def _strength(value: str) -> float:
+    if value in STRENGTH_PRESETS:
+        return STRENGTH_PRESETS[value]
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a number of pixel levels or one of {', '.join(STRENGTH_PRESETS)}") from None
+
+
+def _steps(value: str) -> int:
+    if value in BUDGET_PRESETS:
+        return BUDGET_PRESETS[value]
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a step count or one of {', '.join(BUDGET_PRESETS)}") from None
+
+
+def _param(value: str) -> tuple[str, object]:
+    key, sep, raw = value.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--param expects KEY=VALUE, got '{value}'")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+class ProgressLine:
+    """A one-line progress bar on a terminal (stderr); silent when stderr is not a terminal."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self._last = 0.0
+
+    def update(self, label: str, done: int, total: int, eta: float | None, final: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not final and now - self._last < 0.1:
+            return
+        self._last = now
+        width = 24
+        filled = int(width * done / max(total, 1))
+        eta_txt = f" ETA {eta:4.0f}s" if eta is not None else ""
+        self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label[:40]}{eta_txt}\x1b[K")
+        if final:
+            self.stream.write("\r\x1b[K")
+        self.stream.flush()
+
+
+def _load_model_or_exit(source: str, device: str):
+    from engine.models import load_model
+
+    try:
+        model = load_model(source, device=device)
+    except ArtveilError as exc:
+        print(f"artveil: model: {exc.message}", file=sys.stderr)
+        raise SystemExit(2)
+    if model.is_demo:
+        print("artveil: note: the built-in 'tiny' demo model gives NO real protection; use a Stable Diffusion model (--model).", file=sys.stderr)
+    return model
+
+
+def _fail(path: Path, exc: BaseException) -> None:
+    message = exc.message if isinstance(exc, ArtveilError) else f"{path.name}: {type(exc).__name__}: {exc}"
+    print(f"error: {message}", file=sys.stderr)
+
+
+def run_protect(args: argparse.Namespace) -> int:
+    from engine.images import collect_inputs, load_image, output_path_for, save_image
+    from engine.protect import protect_iter
+    from engine.jobs import ProtectResult
+
+    out_dir = Path(args.out)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"artveil: cannot create output folder {out_dir}: {exc.strerror}", file=sys.stderr)
+        return 2
+    if not os.access(out_dir, os.W_OK):
+        print(f"artveil: output folder {out_dir} is not writable.", file=sys.stderr)
+        return 2
+    inputs = collect_inputs(args.inputs)
+    if not inputs:
+        print("artveil: no images found in the given inputs.", file=sys.stderr)
+        return 2
+    settings = ProtectSettings(
+        method=args.method,
+        strength_levels=args.strength,
+        steps=args.steps,
+        step_levels=args.step_size,
+        seed=args.seed,
+        eot=tuple(args.eot or ()),
+        working_size=args.working_size,
+        large_image=args.large_image,
+        timesteps_per_step=args.timesteps_per_step,
+        method_params=dict(args.param or []),
+        preview_every=0,
+    )
+    try:
+        from engine.methods import get_method
+        from engine.protect import validate_settings
+
+        validate_settings(settings)
+        get_method(settings.method, settings.method_params)
+    except ArtveilError as exc:
+        print(f"artveil: {exc.message}", file=sys.stderr)
+        return 2
+    model = _load_model_or_exit(args.model, args.device)
+    bar = ProgressLine()
+    failed = 0
+    for path in inputs:
+        try:
+            target = output_path_for(path, out_dir, args.format)
+            if target.exists() and not args.overwrite:
+                raise ArtveilError("output", f"{target.name}: already exists in {out_dir} (use --overwrite to replace it).")
+            image = load_image(path)
+            for note in image.notes:
+                print(f"note: {path.name}: {note}", file=sys.stderr)
+            result = None
+            for item in protect_iter(model, image.pixels, settings):
+                if isinstance(item, ProtectResult):
+                    result = item
+                else:
+                    if item.message:
+                        print(f"\nnote: {path.name}: {item.message}", file=sys.stderr)
+                    bar.update(path.name, item.step, item.total, item.eta_s)
+            bar.update(path.name, settings.steps, settings.steps, None, final=True)
+            save_image(result.protected, target, icc_profile=image.icc_profile, overwrite=args.overwrite)
+        except (ArtveilError, OSError) as exc:
+            if isinstance(exc, Cancelled):
+                raise
+            failed += 1
+            _fail(path, exc)
+            continue
+        m = result.metrics
+        if args.json:
+            print(json.dumps({
+                "input": str(path), "output": str(target), "method": settings.method,
+                "strength": settings.strength_levels, "steps": settings.steps,
+                "seconds": round(result.seconds, 3), "psnr": round(m["psnr"], 3), "ssim": round(m["ssim"], 5),
+                "ms_ssim": None if m["ms_ssim"] != m["ms_ssim"] else round(m["ms_ssim"], 5),
+                "linf": m["linf_levels"], "objective_start": result.objective_start, "objective_end": result.objective_end,
+            }), flush=True)
+        else:
+            print(f"{path.name} -> {target}  PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}  L∞ {m['linf_levels']:.0f}  {result.seconds:.1f}s", flush=True)
+    if failed:
+        print(f"artveil: {failed} of {len(inputs)} file(s) failed.", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run_purify(args: argparse.Namespace) -> int:
+    from engine.images import collect_inputs, load_image, safe_stem, save_image
+    from engine.purify import PURIFIERS, parse_purifier, purify
+
+    try:
+        name, params = parse_purifier(args.purifier)
+    except ArtveilError as exc:
+        print(f"artveil: {exc.message}", file=sys.stderr)
+        return 2
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = _load_model_or_exit(args.model, args.device) if PURIFIERS[name].needs_model else None
+    failed = 0
+    inputs = collect_inputs(args.inputs)
+    for path in inputs:
+        try:
+            image = load_image(path)
+            out = purify(model, image.pixels, name, seed=args.seed, **params)
+            target = out_dir / f"{safe_stem(path.stem)}.purified-{name}.png"
+            save_image(out, target, icc_profile=image.icc_profile, overwrite=args.overwrite)
+            print(f"{path.name} -> {target}", flush=True)
+        except ArtveilError as exc:
+            failed += 1
+            _fail(path, exc)
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from engine.methods import METHODS
+    from engine.purify import PURIFIERS
+
+    parser = argparse.ArgumentParser(prog="artveil", description="Protect artwork from diffusion-model mimicry.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("protect", help="protect images or folders of images", description="Protect images; writes {name}.protected.png into --out.")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("--method", default="antipure", choices=sorted(METHODS), help="protection method (default: antipure)")
+    p.add_argument("--strength", type=_strength, default=8.0, help="budget in pixel levels 0-255, or subtle/default/strong/maximum (4/8/12/16)")
+    p.add_argument("--steps", type=_steps, default=100, help="optimizer steps, or quick/default/thorough/maximum (50/100/200/400)")
+    p.add_argument("--step-size", type=float, default=None, help="step size in pixel levels (default: automatic)")
+    p.add_argument("--model", default=os.environ.get("ARTVEIL_MODEL", "tiny"), help="diffusers folder, .safetensors file, cached hub id, or 'tiny' (demo)")
+    p.add_argument("--device", default="auto", help="auto, cuda, cuda:1 or cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eot", action="append", choices=["blur", "resize", "jpeg", "flip"], help="robustness transforms (repeatable)")
+    p.add_argument("--working-size", type=int, default=512, help="longer side optimized at (px)")
+    p.add_argument("--large-image", choices=["resize", "tiles"], default="resize")
+    p.add_argument("--timesteps-per-step", type=int, default=1, help="timesteps batched per UNet call")
+    p.add_argument("--param", action="append", type=_param, metavar="KEY=VALUE", help="method parameter, e.g. lambda_pfg=0.5 (repeatable)")
+    p.add_argument("--format", choices=["png", "webp", "jpg"], default="png", help="png (default, lossless); jpg weakens protection")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never originals)")
+    p.add_argument("--json", action="store_true", help="one JSON line per image on stdout")
+    p.set_defaults(func=run_protect)
+
+    q = sub.add_parser("purify", help="apply a purifier (what a mimic would do) to images")
+    q.add_argument("inputs", nargs="+")
+    q.add_argument("--purifier", required=True, help=f"one of {', '.join(PURIFIERS)}, optionally NAME:VALUE (sdedit:0.3, jpeg:50, noise:0.02)")
+    q.add_argument("--out", required=True)
+    q.add_argument("--model", default=os.environ.get("ARTVEIL_MODEL", "tiny"))
+    q.add_argument("--device", default="auto")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--overwrite", action="store_true")
+    q.set_defaults(func=run_purify)
+
+    for name in _SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            # Absent optional module (or its package): skip; a missing dependency inside it is a bug.
+            if not (exc.name and name.startswith(exc.name)):
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except Cancelled:
+        print("artveil: stopped.", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("\nartveil: interrupted; finished files are complete, the current one was not written.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

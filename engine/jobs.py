@@ -1,0 +1,91 @@
+"""Plain data that travels between the engine and its callers (CLI, window, evaluation).
+
+Everything here is Qt-free and safe to hand across threads: numbers, strings, numpy arrays.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+STRENGTH_PRESETS = {"subtle": 4.0, "default": 8.0, "strong": 12.0, "maximum": 16.0}
+BUDGET_PRESETS = {"quick": 50, "default": 100, "thorough": 200, "maximum": 400}
+
+
+@dataclass(frozen=True)
+class ProtectSettings:
+    """What a protection job needs besides the image and the model.
+
+    strength_levels: L-infinity budget in pixel levels (0-255 scale); 8 is the product default.
+    step_levels: PGD step size in pixel levels; None picks 1 level, or strength/10 for short budgets.
+    working_size: images whose longer side exceeds this are optimized at this size (δ resized back)
+        or in tiles of this size, as large_image says.
+    eot: expectation-over-transformation transforms ("blur", "resize", "jpeg", "flip").
+    method_params: per-method knobs (e.g. AntiPure's lambda_pfg), see each method's Params.
+    """
+
+    method: str = "antipure"
+    strength_levels: float = 8.0
+    steps: int = 100
+    step_levels: float | None = None
+    seed: int = 0
+    eot: tuple[str, ...] = ()
+    working_size: int = 512
+    large_image: str = "resize"  # "resize" or "tiles"
+    timesteps_per_step: int = 1
+    preview_every: int = 10
+    eot_samples: int = 1  # transforms averaged per step when eot is set (k transforms: k× the cost)
+    measure_objective: bool = True
+    method_params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ProtectProgress:
+    """One optimizer step done. preview is an HxWx3 uint8 image of the current protected state."""
+
+    step: int
+    total: int
+    losses: dict[str, float]
+    elapsed_s: float
+    eta_s: float | None
+    preview: np.ndarray | None = None
+    message: str | None = None  # e.g. "out of GPU memory: retrying in 256-px tiles"
+
+
+@dataclass
+class ProtectResult:
+    """A finished protection: the protected pixels at the original size and mode.
+
+    original, protected: HxWxC uint8 (C = 3 or 4; alpha is copied from the original untouched).
+    metrics: psnr, ssim, ms_ssim (dB / unitless), linf_levels, l2_levels (pixel levels).
+    """
+
+    original: np.ndarray
+    protected: np.ndarray
+    settings: ProtectSettings
+    metrics: dict[str, float]
+    seconds: float
+    steps_done: int
+    objective_start: float | None = None
+    objective_end: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class CancelToken:
+    """Set from any thread; the optimizer checks it once per step."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    def reset(self) -> None:
+        self._event.clear()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()

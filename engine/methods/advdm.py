@@ -1,0 +1,35 @@
+"""AdvDM: maximize the latent-diffusion denoising loss (Liang et al. 2023). methods.md §4."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from engine import diffusion as D
+from engine.methods.base import MethodContext, ProtectionMethod
+
+
+@dataclass
+class AdvDMParams:
+    t_min: int = 0
+    t_max: int | None = None  # None: the model's whole training range
+
+
+def semantic_loss(ctx: MethodContext, z: torch.Tensor, generator: torch.Generator, t_min: int = 0, t_max: int | None = None) -> torch.Tensor:
+    """L_sem = E_t,n ||model(z_t, t, c) - target||^2, several timesteps batched in one UNet call."""
+    t = D.sample_timesteps(ctx.model, ctx.timesteps_per_step, generator, t_min, t_max)
+    noise = D.randn_like(z.expand(t.shape[0], -1, -1, -1), generator)
+    return D.denoising_loss(ctx.model, z, ctx.cond, t, noise)
+
+
+class AdvDM(ProtectionMethod):
+    name = "advdm"
+    label = "AdvDM (baseline)"
+    summary = "Classic baseline: makes the image hard for the model to learn. Weak against purification."
+    Params = AdvDMParams
+
+    def loss(self, ctx, x, generator):
+        z = D.encode(ctx.model, x)
+        loss = semantic_loss(ctx, z, generator, self.params.t_min, self.params.t_max)
+        return loss, {"semantic": float(loss.detach())}

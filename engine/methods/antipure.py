@@ -1,0 +1,174 @@
+"""AntiPure (arXiv 2509.13922): a denoising-loss attack made to survive diffusion purification.
+
+The paper's equations are not public; this is the formulation of methods.md §2, every choice a
+parameter so ablations can switch it:
+
+    maximize  L_sem - λ_f · L_PFG - λ_t · L_ETG
+
+- L_sem: the ASPL/AdvDM denoising loss over the whole training range of t.
+- Purifier model: SDEdit at strength s (drawn per step from [s_min, s_max]) estimated in one step:
+  z0_hat = predict_x0(z_{t*}) with t* = s·T, x_hat = D(z0_hat).
+- PFG (Patch-wise Frequency Guidance): per p×p patch DCT-II; keep the high band u + v >= k. "match"
+  (default) penalizes ||M ⊙ (DCT(x_hat) - DCT(x'))||^2 so the purified image keeps the protection's high
+  frequencies; "contrast" instead maximizes ||M ⊙ (DCT(x_hat(x')) - DCT(x_hat(x)))||^2.
+- ETG (Erroneous Timestep Guidance): for t in the purifier's band [1, t*], pull the model's prediction at
+  t toward its (stop-gradient) prediction at the wrong timestep t' = min(t + Δ, T - 1) ("wrong_timestep",
+  default), or maximize the denoising error only inside the band ("band_error").
+- λ_f, λ_t are relative weights: with normalize=True each term is first scaled so its gradient norm
+  at step 0 matches L_sem's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from engine import diffusion as D
+from engine.methods.base import MethodContext, ProtectionMethod
+
+
+@dataclass
+class AntiPureParams:
+    use_pfg: bool = True
+    use_etg: bool = True
+    lambda_pfg: float = 1.0
+    lambda_etg: float = 1.0
+    normalize: bool = True
+    pfg_variant: str = "match"  # "match" or "contrast"
+    etg_variant: str = "wrong_timestep"  # "wrong_timestep" or "band_error"
+    patch_size: int = 8
+    high_band_k: int | None = None  # None: patch_size // 2
+    etg_offset: int = 500  # Δ, in training timesteps
+    purify_strength_min: float = 0.05
+    purify_strength_max: float = 0.3
+
+
+def dct_matrix(n: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Orthonormal DCT-II matrix C (n×n): DCT(x) = C @ x for a column vector x."""
+    k = torch.arange(n, dtype=torch.float64)[:, None]
+    i = torch.arange(n, dtype=torch.float64)[None, :]
+    c = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2.0 / n)
+    c[0] /= math.sqrt(2.0)
+    return c.to(device=device, dtype=dtype)
+
+
+def patch_dct(x: torch.Tensor, p: int) -> torch.Tensor:
+    """2-D DCT-II of every p×p patch: [B, C, H, W] -> [B, C, H/p, W/p, p, p] (H, W multiples of p)."""
+    b, c, h, w = x.shape
+    patches = x.reshape(b, c, h // p, p, w // p, p).permute(0, 1, 2, 4, 3, 5)
+    m = dct_matrix(p, x.device, x.dtype)
+    return m @ patches @ m.T
+
+
+def high_band_mask(p: int, k: int, device=None) -> torch.Tensor:
+    """M[u, v] = 1 where u + v >= k: the high-frequency coefficients of a p×p patch."""
+    u = torch.arange(p, device=device)[:, None]
+    v = torch.arange(p, device=device)[None, :]
+    return ((u + v) >= k).float()
+
+
+def high_frequency_distance(a: torch.Tensor, b: torch.Tensor, p: int, k: int) -> torch.Tensor:
+    """Mean over patches of ||M ⊙ (DCT(a) - DCT(b))||^2."""
+    diff = patch_dct(a - b, p)  # the DCT is linear
+    masked = diff * high_band_mask(p, k, a.device)
+    return masked.pow(2).sum(dim=(-1, -2)).mean()
+
+
+def etg_target_timestep(t: torch.Tensor, offset: int, num_train_timesteps: int) -> torch.Tensor:
+    return torch.clamp(t + offset, max=num_train_timesteps - 1)
+
+
+class AntiPure(ProtectionMethod):
+    name = "antipure"
+    label = "AntiPure (recommended: survives purification)"
+    summary = "Built to survive the clean-up tricks mimics use (light SDEdit, noise, JPEG) before training."
+    Params = AntiPureParams
+
+    def _terms(self, ctx: MethodContext, x: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        p = self.params
+        model = ctx.model
+        big_t = model.num_train_timesteps
+        z = D.encode(model, x)
+        n = ctx.timesteps_per_step
+
+        # One batched UNet call with a graph: [semantic t's | purifier t* | ETG t's].
+        t_sem = D.sample_timesteps(model, n, generator)
+        s = p.purify_strength_min + (p.purify_strength_max - p.purify_strength_min) * float(
+            torch.rand((), generator=generator, device=generator.device)
+        )
+        t_star = max(1, min(big_t - 1, int(round(s * big_t))))
+        parts_t = [t_sem]
+        if p.use_pfg:
+            parts_t.append(torch.full((1,), t_star, device=model.device, dtype=torch.long))
+        if p.use_etg:
+            t_etg = D.sample_timesteps(model, n, generator, 1, t_star + 1)
+            parts_t.append(t_etg)
+        t_all = torch.cat(parts_t)
+        noise = D.randn_like(z.expand(t_all.shape[0], -1, -1, -1), generator)
+        zb = z.expand(t_all.shape[0], -1, -1, -1)
+        z_t = D.add_noise(model, zb, noise, t_all)
+        out = D.unet(model, z_t, t_all, ctx.cond)
+
+        terms: dict[str, torch.Tensor] = {}
+        terms["semantic"] = ((out[:n] - D.target(model, zb[:n], noise[:n], t_sem)) ** 2).mean()
+        i = n
+        if p.use_pfg:
+            ts = t_all[i : i + 1]
+            z0_hat = D.predict_x0(model, z_t[i : i + 1], ts, out[i : i + 1])
+            x_hat = D.decode(model, z0_hat)
+            k = p.high_band_k if p.high_band_k is not None else p.patch_size // 2
+            if p.pfg_variant == "contrast":
+                with torch.no_grad():
+                    z_clean = D.encode(model, ctx.x_clean)
+                    zc_t = D.add_noise(model, z_clean, noise[i : i + 1], ts)
+                    zc0 = D.predict_x0(model, zc_t, ts, D.unet(model, zc_t, ts, ctx.cond))
+                    x_hat_clean = D.decode(model, zc0)
+                # Maximized, so it enters the total with a minus sign below.
+                terms["pfg"] = -high_frequency_distance(x_hat, x_hat_clean, p.patch_size, k)
+            else:
+                terms["pfg"] = high_frequency_distance(x_hat, x, p.patch_size, k)
+            i += 1
+        if p.use_etg:
+            t_e = t_all[i:]
+            z_te = z_t[i:]
+            if p.etg_variant == "band_error":
+                err = ((out[i:] - D.target(model, zb[i:], noise[i:], t_e)) ** 2).mean()
+                terms["etg"] = -err
+            else:
+                t_wrong = etg_target_timestep(t_e, p.etg_offset, big_t)
+                with torch.no_grad():
+                    wrong = D.predict_eps(model, z_te, t_wrong, D.unet(model, z_te, t_wrong, ctx.cond))
+                eps = D.predict_eps(model, z_te, t_e, out[i:])
+                terms["etg"] = ((eps - wrong) ** 2).mean()
+        return terms
+
+    def setup(self, ctx: MethodContext) -> None:
+        p = self.params
+        scales = {"pfg": 1.0, "etg": 1.0}
+        if p.normalize and (p.use_pfg or p.use_etg):
+            # Gradient norms of each term at δ = 0 with one fixed draw: the weights then mean
+            # "relative to the base term", whatever the model and image size.
+            x = ctx.x_clean.clone().requires_grad_(True)
+            terms = self._terms(ctx, x, ctx.fresh_generator(7))
+            names = [k for k in ("semantic", "pfg", "etg") if k in terms]
+            norms = {}
+            for k in names:
+                g = torch.autograd.grad(terms[k], x, retain_graph=True, allow_unused=True)[0]
+                norms[k] = float(g.norm()) if g is not None else 0.0
+            for k in ("pfg", "etg"):
+                if k in norms and norms[k] > 0:
+                    scales[k] = norms["semantic"] / norms[k]
+        ctx.cache["antipure_scales"] = scales
+
+    def loss(self, ctx, x, generator):
+        p = self.params
+        scales = ctx.cache.get("antipure_scales", {"pfg": 1.0, "etg": 1.0})
+        terms = self._terms(ctx, x, generator)
+        total = terms["semantic"]
+        if "pfg" in terms:
+            total = total - p.lambda_pfg * scales["pfg"] * terms["pfg"]
+        if "etg" in terms:
+            total = total - p.lambda_etg * scales["etg"] * terms["etg"]
+        return total, {k: float(v.detach()) for k, v in terms.items()}

@@ -1,0 +1,89 @@
+"""What a protection method is: given the model, the image and δ, a loss to maximize.
+
+The optimizer loop (engine.protect) owns everything else once: the budget, the sign-gradient step,
+tiling, EOT, progress and cancel. A new method is one module here plus one line in the registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from engine.errors import ArtveilError
+from engine.models import ModelBundle
+
+
+@dataclass
+class MethodContext:
+    """What a method sees of one image (or one tile) being protected.
+
+    x_clean: [1, 3, h, w] in [0, 1], fp32, on the model's device.
+    budget: the L-infinity budget in [0, 1] units (strength_levels / 255).
+    cache: per-image scratch space (targets, normalizers) filled by setup().
+    """
+
+    model: ModelBundle
+    x_clean: torch.Tensor
+    cond: torch.Tensor
+    generator: torch.Generator
+    budget: float
+    steps: int
+    timesteps_per_step: int = 1
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def fresh_generator(self, seed: int) -> torch.Generator:
+        g = torch.Generator(device=self.generator.device)
+        g.manual_seed(seed)
+        return g
+
+
+@dataclass
+class EmptyParams:
+    pass
+
+
+class ProtectionMethod:
+    name: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    Params: ClassVar[type] = EmptyParams
+    # Fixed seeds for objective(): the same noises and timesteps every time, so values compare.
+    objective_seeds: ClassVar[tuple[int, ...]] = (101, 202, 303, 404)
+
+    def __init__(self, params: dict[str, Any] | None = None):
+        known = {f.name for f in dataclasses.fields(self.Params)}
+        unknown = set(params or {}) - known
+        if unknown:
+            raise ArtveilError(
+                "config", f"{self.name}: unknown parameter(s) {sorted(unknown)}; known: {sorted(known)}"
+            )
+        self.params = self.Params(**(params or {}))
+
+    def setup(self, ctx: MethodContext) -> None:
+        """Precompute what the loss needs (targets, normalizers). Called once per image or tile."""
+
+    def loss(self, ctx: MethodContext, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        """The quantity the optimizer maximizes for the protected image x ([1,3,h,w] in [0,1]).
+
+        Returns the scalar loss and its named terms (plain floats, for progress and logs).
+        """
+        raise NotImplementedError
+
+    def between_steps(self, ctx: MethodContext, x_protected: torch.Tensor, step: int) -> None:
+        """Hook for surrogate fine-tuning (ASPL, Anti-Diffusion) between optimizer steps."""
+
+    def objective(self, ctx: MethodContext, x: torch.Tensor) -> float:
+        """The method's own objective at x, with fixed noise: higher means stronger protection."""
+        with torch.no_grad():
+            values = [float(self.loss(ctx, x, ctx.fresh_generator(s))[0]) for s in self.objective_seeds]
+        return sum(values) / len(values)
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    name: str
+    label: str
+    summary: str

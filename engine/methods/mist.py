@@ -1,0 +1,50 @@
+"""Mist (Liang & Wu 2023): texture loss toward a target pattern fused with the semantic (AdvDM) loss.
+
+loss (maximized) = w * L_sem - ||E(x') - E(pattern)||^2, as methods.md §4 gives it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from engine import diffusion as D
+from engine.methods.advdm import semantic_loss
+from engine.methods.base import MethodContext, ProtectionMethod
+
+
+@dataclass
+class MistParams:
+    semantic_weight: float = 1e4
+    pattern_period: int = 16  # pixels
+
+
+def target_pattern(height: int, width: int, period: int = 16) -> np.ndarray:
+    """A high-contrast, deterministic texture (diagonal bands crossed with a checker) in [0, 1]."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    bands = 0.5 + 0.5 * np.sin(2 * np.pi * (x + y) / period)
+    checker = ((x // period + y // period) % 2).astype(np.float32)
+    gray = 0.6 * bands + 0.4 * checker
+    return np.stack([gray, 1 - gray, 0.5 * gray + 0.25], axis=0)
+
+
+class Mist(ProtectionMethod):
+    name = "mist"
+    label = "Mist (texture + semantic)"
+    summary = "Pushes a visible texture into what models learn from the image. Stronger noise, good against training."
+    Params = MistParams
+
+    def setup(self, ctx: MethodContext) -> None:
+        _, _, h, w = ctx.x_clean.shape
+        pattern = torch.from_numpy(target_pattern(h, w, self.params.pattern_period))[None].to(ctx.x_clean.device)
+        with torch.no_grad():
+            ctx.cache["mist_target"] = D.encode(ctx.model, pattern)
+
+    def loss(self, ctx, x, generator):
+        z = D.encode(ctx.model, x)
+        texture = ((z - ctx.cache["mist_target"]) ** 2).mean()
+        semantic = semantic_loss(ctx, z, generator)
+        loss = self.params.semantic_weight * semantic - texture
+        return loss, {"semantic": float(semantic.detach()), "texture": float(texture.detach())}

@@ -1,0 +1,318 @@
+"""Loading Stable Diffusion 1.x / 2.x through diffusers, and the built-in tiny demo model.
+
+Sources: "tiny" (random weights, for trying the app and for tests: no protection), a local diffusers
+folder, a single .safetensors checkpoint (configs shipped in resources/model_configs), or a hub id
+resolved from the local Hugging Face cache only. Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from engine.device import pick_device, pick_dtype
+from engine.errors import ArtveilError
+
+PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
+TINY_NAME = "tiny"
+TINY_DESCRIPTION = "Built-in demo model (random weights): for trying Artveil, gives NO real protection."
+
+
+@dataclass
+class ModelBundle:
+    """The frozen parts of an SD pipeline plus what the optimizer needs to know about them."""
+
+    name: str
+    vae: torch.nn.Module
+    unet: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    scheduler: object
+    device: torch.device
+    dtype: torch.dtype
+    is_demo: bool = False
+    description: str = ""
+    _prompt_cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler.config.get("prediction_type", "epsilon")
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.scheduler.config.num_train_timesteps)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def shift_factor(self) -> float:
+        return float(self.vae.config.get("shift_factor", None) or 0.0)
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        key = ("alphas_cumprod", self.device)
+        if key not in self._prompt_cache:
+            self._prompt_cache[key] = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
+        return self._prompt_cache[key]
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str = "") -> torch.Tensor:
+        """Text condition [1, 77, d] in the model dtype; cached per prompt."""
+        if prompt not in self._prompt_cache:
+            ids = self.tokenizer(
+                [prompt],
+                padding="max_length",
+                max_length=self.tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids.to(self.device)
+            self._prompt_cache[prompt] = self.text_encoder(ids)[0].to(self.dtype)
+        return self._prompt_cache[prompt]
+
+    def as_pipeline(self, cls=None):
+        """A diffusers pipeline sharing these modules (no copies), for img2img purification and sampling."""
+        from diffusers import StableDiffusionPipeline
+
+        cls = cls or StableDiffusionPipeline
+        pipe = cls(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=self.unet,
+            scheduler=self.scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+
+def _freeze(bundle: ModelBundle) -> ModelBundle:
+    for module in (bundle.vae, bundle.unet, bundle.text_encoder):
+        module.requires_grad_(False)
+        module.eval()
+        # .to() only when something changes: diffusers warns on every cast otherwise.
+        first = next(module.parameters())
+        if first.device != bundle.device or first.dtype != bundle.dtype:
+            module.to(bundle.device, bundle.dtype)
+    # SDPA is diffusers' default processor on torch 2; set it explicitly in case a checkpoint
+    # carried another (attention slicing is slower and saves less than SDPA's fused kernels).
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    bundle.unet.set_attn_processor(AttnProcessor2_0())
+    bundle.vae.set_attn_processor(AttnProcessor2_0())
+    return bundle
+
+
+def _tiny_tokenizer_dir() -> Path:
+    return Path(str(resources.files("resources") / "tiny" / "tokenizer"))
+
+
+def build_tiny_model(seed: int = 0, device: str = "auto") -> ModelBundle:
+    """An SD-shaped pipeline with random weights, identical for the same seed.
+
+    Same structure as SD (factor-8 VAE, cross-attention UNet, CLIP text encoder) at a tiny width so
+    every engine path runs in seconds on a CPU. It protects nothing: it has learned nothing.
+    """
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    dev = pick_device(device)
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        unet = UNet2DConditionModel(
+            sample_size=32,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=2,
+            norm_num_groups=32,
+        )
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(8, 16, 32, 32),
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=8,
+            sample_size=64,
+        )
+        tokenizer = CLIPTokenizer.from_pretrained(_tiny_tokenizer_dir(), local_files_only=True)
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=32,
+                intermediate_size=64,
+                num_attention_heads=4,
+                num_hidden_layers=2,
+                max_position_embeddings=77,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+    finally:
+        torch.random.set_rng_state(gen_state)
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="epsilon",
+        clip_sample=False,
+        steps_offset=1,
+    )
+    bundle = ModelBundle(
+        name=TINY_NAME,
+        vae=vae,
+        unet=unet,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        device=dev,
+        dtype=pick_dtype(dev),
+        is_demo=True,
+        description=TINY_DESCRIPTION,
+    )
+    return _freeze(bundle)
+
+
+def _refuse_unsafe_pickle(path: Path) -> None:
+    """A pickle can run code when loaded: accept it only if torch's weights_only loader can read it."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, or anything a hostile file raises
+        raise ArtveilError(
+            "model",
+            f"{path.name}: refused: a pickled checkpoint that does not load with weights_only=True "
+            f"(it may contain code). Convert it to .safetensors. ({type(exc).__name__})",
+        ) from None
+
+
+def _check_diffusers_folder(folder: Path) -> None:
+    if not (folder / "model_index.json").is_file():
+        raise ArtveilError("model", f"{folder}: not a diffusers model folder (no model_index.json).")
+    missing = [part for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not (folder / part).is_dir()]
+    if missing:
+        raise ArtveilError("model", f"{folder}: model folder is missing {', '.join(missing)}.")
+    for part in ("unet", "vae", "text_encoder"):
+        files = [p for p in (folder / part).iterdir() if p.is_file()]
+        if any(p.suffix == ".safetensors" for p in files):
+            continue
+        pickles = [p for p in files if p.suffix in PICKLE_SUFFIXES]
+        if not pickles:
+            raise ArtveilError("model", f"{folder}: {part}/ has no weights.")
+        for p in pickles:
+            _refuse_unsafe_pickle(p)
+
+
+def _bundle_from_pipeline(pipe, name: str, dev: torch.device, dtype: torch.dtype) -> ModelBundle:
+    return _freeze(
+        ModelBundle(
+            name=name,
+            vae=pipe.vae,
+            unet=pipe.unet,
+            text_encoder=pipe.text_encoder,
+            tokenizer=pipe.tokenizer,
+            scheduler=pipe.scheduler,
+            device=dev,
+            dtype=dtype,
+            is_demo=False,
+            description=f"Stable Diffusion model: {name}",
+        )
+    )
+
+
+def _single_file_config(path: Path) -> Path:
+    """Pick the shipped config folder by the checkpoint's text-encoder width (768: SD 1.x, 1024: SD 2.x)."""
+    from safetensors import safe_open
+
+    root = Path(str(resources.files("resources") / "model_configs"))
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+    except Exception as exc:
+        raise ArtveilError("model", f"{path.name}: not a readable .safetensors file ({exc}).") from None
+    if any(k.startswith("cond_stage_model.model.") for k in keys):
+        return root / "sd21-base"
+    if any(k.startswith("cond_stage_model.transformer.") for k in keys):
+        return root / "sd15"
+    raise ArtveilError("model", f"{path.name}: not a Stable Diffusion 1.x/2.x checkpoint (unknown layout).")
+
+
+def load_model(source: str, device: str = "auto", seed: int = 0) -> ModelBundle:
+    """Load a model for protection; weights frozen, on `device`, in bf16/fp16 (CUDA) or fp32 (CPU)."""
+    if source == TINY_NAME:
+        return build_tiny_model(seed=seed, device=device)
+    from diffusers import StableDiffusionPipeline
+
+    dev = pick_device(device)
+    dtype = pick_dtype(dev)
+    path = Path(os.path.expanduser(source))
+    try:
+        if path.is_dir():
+            _check_diffusers_folder(path)
+            pipe = StableDiffusionPipeline.from_pretrained(
+                path, local_files_only=True, safety_checker=None, requires_safety_checker=False
+            )
+            return _bundle_from_pipeline(pipe, path.name, dev, dtype)
+        if path.suffix in PICKLE_SUFFIXES and path.is_file():
+            _refuse_unsafe_pickle(path)
+            raise ArtveilError(
+                "model", f"{path.name}: pickled single-file checkpoints are not supported; use .safetensors."
+            )
+        if path.suffix == ".safetensors":
+            if not path.is_file():
+                raise ArtveilError("model", f"{path}: file not found.")
+            config = _single_file_config(path)
+            pipe = StableDiffusionPipeline.from_single_file(
+                str(path), config=str(config), local_files_only=True, safety_checker=None,
+                requires_safety_checker=False,
+            )
+            return _bundle_from_pipeline(pipe, path.stem, dev, dtype)
+        if source.count("/") == 1 and not path.exists():
+            try:
+                pipe = StableDiffusionPipeline.from_pretrained(
+                    source, local_files_only=True, safety_checker=None, requires_safety_checker=False,
+                    use_safetensors=True,
+                )
+            except (OSError, ValueError, EnvironmentError) as exc:
+                raise ArtveilError(
+                    "model",
+                    f"{source}: not found in the local Hugging Face cache. "
+                    f"Download it first: artveil models download {source}",
+                ) from exc
+            return _bundle_from_pipeline(pipe, source, dev, dtype)
+    except ArtveilError:
+        raise
+    except Exception as exc:
+        raise ArtveilError("model", f"{source}: could not be loaded: {type(exc).__name__}: {exc}") from exc
+    raise ArtveilError("model", f"{source}: no such model folder, checkpoint or cached hub id.")
+
+
+def save_tiny_model(folder: Path, seed: int = 0) -> Path:
+    """Write the tiny model as a diffusers folder (safetensors): used by tests and the installer."""
+    bundle = build_tiny_model(seed=seed, device="cpu")
+    bundle.as_pipeline().save_pretrained(folder, safe_serialization=True)
+    # model_index lists no safety checker; diffusers writes [null, null] for it, which is what we want.
+    json.loads((Path(folder) / "model_index.json").read_text())
+    return Path(folder)

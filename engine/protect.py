@@ -1,0 +1,331 @@
+"""The one optimizer loop every protection method runs in.
+
+Projected sign-gradient ascent (PGD) on δ within an L-infinity ball of `strength_levels` pixel levels:
+    δ <- clip_ε(δ + α · sign(∇_δ loss)),  then x + δ clipped to [0, 1].
+
+Large images: with large_image="resize" (default) δ is optimized on a copy whose longer side is
+`working_size` and resized back bilinearly (a convex interpolation, so |δ| stays within ε); this is
+Mist-v2's choice and matches what a mimic feeds a model. With "tiles" δ is optimized at full resolution
+on overlapping working_size tiles and blended with convex weights. Either way the output is the
+original at full resolution plus δ, rounded to 8 bits and clamped so the budget holds on the file.
+On out-of-memory the job restarts in tiles of half the size (down to 128 px) and says so.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.eot import EOT_TRANSFORMS, apply_random_transform
+from engine.errors import ArtveilError, Cancelled
+from engine.faults import is_out_of_memory
+from engine.jobs import CancelToken, ProtectProgress, ProtectResult, ProtectSettings
+from engine.methods import MethodContext, get_method
+from engine.metrics import image_metrics, to_tensor
+from engine.models import ModelBundle
+
+MAX_STRENGTH_LEVELS = 32.0
+MIN_TILE = 128
+WARMUP_STEPS = 2  # excluded from the ETA: the first steps pay for allocation and kernel selection
+
+
+def default_step_levels(strength_levels: float, steps: int) -> float:
+    """α in pixel levels: 1 level, or larger for short budgets so δ can cross the ball twice."""
+    return max(1.0, 2.0 * strength_levels / steps)
+
+
+def validate_settings(settings: ProtectSettings) -> None:
+    if not (0 < settings.strength_levels <= MAX_STRENGTH_LEVELS):
+        raise ArtveilError("config", f"strength must be between 0 and {MAX_STRENGTH_LEVELS:g} pixel levels, got {settings.strength_levels:g}.")
+    if settings.steps < 1:
+        raise ArtveilError("config", f"steps must be at least 1, got {settings.steps}.")
+    if settings.large_image not in ("resize", "tiles"):
+        raise ArtveilError("config", f"large_image must be 'resize' or 'tiles', got {settings.large_image!r}.")
+    unknown = set(settings.eot) - set(EOT_TRANSFORMS)
+    if unknown:
+        raise ArtveilError("config", f"unknown EOT transform(s) {sorted(unknown)}; known: {', '.join(EOT_TRANSFORMS)}.")
+    if settings.working_size < 64:
+        raise ArtveilError("config", f"working size must be at least 64 px, got {settings.working_size}.")
+
+
+@dataclass
+class _Region:
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+
+def _axis_starts(length: int, tile: int, overlap: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    n = math.ceil((length - overlap) / (tile - overlap))
+    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
+
+
+def _plan(h: int, w: int, settings: ProtectSettings, tile: int | None) -> tuple[tuple[int, int], list[_Region]]:
+    """(working height, width) and the regions to optimize in working coordinates."""
+    size = settings.working_size
+    if tile is None and max(h, w) > size and settings.large_image == "resize":
+        scale = size / max(h, w)
+        wh, ww = max(8, round(h * scale)), max(8, round(w * scale))
+        return (wh, ww), [_Region(0, wh, 0, ww)]
+    t = tile or size
+    if max(h, w) <= t:
+        return (h, w), [_Region(0, h, 0, w)]
+    overlap = max(16, t // 8)
+    regions = [
+        _Region(y, min(h, y + t), x, min(w, x + t))
+        for y in _axis_starts(h, t, overlap)
+        for x in _axis_starts(w, t, overlap)
+    ]
+    return (h, w), regions
+
+
+def _pad_to_multiple(x: torch.Tensor, m: int) -> tuple[torch.Tensor, int, int]:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % m, (-w) % m
+    if ph or pw:
+        mode = "reflect" if (ph < h and pw < w) else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    return x, h, w
+
+
+def _feather(h: int, w: int, ramp: int) -> torch.Tensor:
+    """Blend weights for a tile: 1 inside, a linear ramp over `ramp` px at the borders (never 0)."""
+    def axis(n: int) -> torch.Tensor:
+        i = torch.arange(n, dtype=torch.float32)
+        edge = torch.minimum(i + 1, n - i)
+        return torch.clamp(edge / max(1, ramp), max=1.0)
+
+    return axis(h)[:, None] * axis(w)[None, :]
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    return (x[0].detach().clamp(0, 1).permute(1, 2, 0).float().cpu().numpy() * 255).round().astype(np.uint8)
+
+
+def quantize_protected(rgb: np.ndarray, delta_levels: np.ndarray, strength_levels: float) -> np.ndarray:
+    """original + δ rounded to 8 bits, clamped so |out - original| <= floor(ε) on every channel."""
+    bound = math.floor(strength_levels + 1e-6)
+    out = np.clip(np.round(rgb.astype(np.float32) + delta_levels), 0, 255)
+    diff = np.clip(out - rgb.astype(np.float32), -bound, bound)
+    return (rgb.astype(np.float32) + diff).astype(np.uint8)
+
+
+def _make_generator(device: torch.device, seed: int) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
+
+
+def _optimize_region(
+    model: ModelBundle,
+    method,
+    x: torch.Tensor,
+    settings: ProtectSettings,
+    cancel: CancelToken | None,
+    seed: int,
+    step_offset: int,
+    total_steps: int,
+    clock: dict,
+    measure: bool,
+) -> Iterator[ProtectProgress | tuple[torch.Tensor, float | None, float | None]]:
+    """PGD on one working-resolution region. Yields progress; the last item is (δ, obj0, obj1)."""
+    dev = model.device
+    m = model.vae_scale_factor
+    x_pad, h, w = _pad_to_multiple(x.to(dev), m)
+    eps = settings.strength_levels / 255.0
+    alpha = (settings.step_levels or default_step_levels(settings.strength_levels, settings.steps)) / 255.0
+    gen = _make_generator(dev, seed)
+    eot_gen = _make_generator(torch.device("cpu") if dev.type == "cpu" else dev, seed + 1)
+    ctx = MethodContext(
+        model=model,
+        x_clean=x_pad,
+        cond=model.encode_prompt(""),
+        generator=gen,
+        budget=eps,
+        steps=settings.steps,
+        timesteps_per_step=settings.timesteps_per_step,
+    )
+    method.setup(ctx)
+    obj0 = method.objective(ctx, x_pad) if measure else None
+    delta = torch.zeros_like(x_pad)
+    n_eot = max(1, settings.eot_samples) if settings.eot else 1
+    for step in range(settings.steps):
+        if cancel is not None and cancel.cancelled:
+            raise Cancelled()
+        method.between_steps(ctx, (x_pad + delta).detach(), step)
+        delta.requires_grad_(True)
+        x_adv = x_pad + delta
+        grad = torch.zeros_like(delta)
+        terms: dict[str, float] = {}
+        for _ in range(n_eot):
+            x_in = apply_random_transform(x_adv, settings.eot, eot_gen) if settings.eot else x_adv
+            loss, terms = method.loss(ctx, x_in, gen)
+            grad += torch.autograd.grad(loss, delta)[0]
+        with torch.no_grad():
+            delta = (delta + alpha * grad.sign()).clamp(-eps, eps)
+            delta = (x_pad + delta).clamp(0, 1) - x_pad
+        done = step_offset + step + 1
+        now = time.perf_counter()
+        clock["times"].append(now)
+        elapsed = now - clock["start"]
+        eta = None
+        if len(clock["times"]) > WARMUP_STEPS + 1:
+            warm = clock["times"][WARMUP_STEPS:]
+            per_step = (warm[-1] - warm[0]) / (len(warm) - 1)
+            eta = per_step * (total_steps - done)
+        preview = None
+        if settings.preview_every and (step + 1) % settings.preview_every == 0 or step + 1 == settings.steps:
+            preview = _to_uint8((x_pad + delta)[..., :h, :w])
+        terms = dict(terms, loss=float(loss.detach()))
+        yield ProtectProgress(done, total_steps, terms, elapsed, eta, preview)
+    obj1 = method.objective(ctx, (x_pad + delta).detach()) if measure else None
+    yield delta[..., :h, :w].detach().float().cpu(), obj0, obj1
+
+
+def _run(model, pixels, settings, cancel, tile, notes) -> Iterator[ProtectProgress | ProtectResult]:
+    start = time.perf_counter()
+    method = get_method(settings.method, settings.method_params)
+    rgb = pixels[..., :3]
+    h, w = rgb.shape[:2]
+    x_full = to_tensor(rgb)
+    (wh, ww), regions = _plan(h, w, settings, tile)
+    x_work = x_full if (wh, ww) == (h, w) else F.interpolate(x_full, size=(wh, ww), mode="bilinear", align_corners=False, antialias=True)
+    total = settings.steps * len(regions)
+    delta_sum = torch.zeros(1, 3, wh, ww)
+    weight_sum = torch.zeros(1, 1, wh, ww)
+    clock = {"start": start, "times": [start]}
+    obj0 = obj1 = None
+    ramp = max(16, (tile or settings.working_size) // 8)
+    for i, r in enumerate(regions):
+        crop = x_work[..., r.y0 : r.y1, r.x0 : r.x1]
+        measure = settings.measure_objective and i == 0
+        for item in _optimize_region(model, method, crop, settings, cancel, settings.seed + 1000 * i, i * settings.steps, total, clock, measure):
+            if isinstance(item, ProtectProgress):
+                yield item
+            else:
+                delta, o0, o1 = item
+                if i == 0:
+                    obj0, obj1 = o0, o1
+        wgt = _feather(r.y1 - r.y0, r.x1 - r.x0, ramp)[None, None] if len(regions) > 1 else torch.ones(1, 1, r.y1 - r.y0, r.x1 - r.x0)
+        delta_sum[..., r.y0 : r.y1, r.x0 : r.x1] += delta * wgt
+        weight_sum[..., r.y0 : r.y1, r.x0 : r.x1] += wgt
+    delta_work = delta_sum / weight_sum
+    if (wh, ww) != (h, w):
+        # Bilinear without antialias is a convex combination of neighbours: |δ| stays <= ε.
+        delta_work = F.interpolate(delta_work, size=(h, w), mode="bilinear", align_corners=False)
+    delta_levels = delta_work[0].permute(1, 2, 0).numpy() * 255.0
+    protected_rgb = quantize_protected(rgb, delta_levels, settings.strength_levels)
+    protected = np.concatenate([protected_rgb, pixels[..., 3:]], axis=2) if pixels.shape[2] == 4 else protected_rgb
+    metrics = image_metrics(pixels, protected)
+    if metrics["linf_levels"] > settings.strength_levels:
+        raise ArtveilError("internal", f"budget check failed: {metrics['linf_levels']} > {settings.strength_levels}")
+    yield ProtectResult(
+        original=pixels,
+        protected=protected,
+        settings=settings,
+        metrics=metrics,
+        seconds=time.perf_counter() - start,
+        steps_done=total,
+        objective_start=obj0,
+        objective_end=obj1,
+        notes=list(notes),
+    )
+
+
+def protect_iter(
+    model: ModelBundle,
+    pixels: np.ndarray,
+    settings: ProtectSettings,
+    cancel: CancelToken | None = None,
+) -> Iterator[ProtectProgress | ProtectResult]:
+    """Protect one image (HxWx3/4 uint8). Yields ProtectProgress per step; the last item is the result.
+
+    Raises Cancelled when `cancel` is set (checked before every step), ArtveilError otherwise.
+    """
+    validate_settings(settings)
+    if pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or pixels.dtype != np.uint8:
+        raise ArtveilError("input", f"expected an HxWx3 or HxWx4 uint8 image, got {pixels.dtype} {pixels.shape}")
+    notes: list[str] = []
+    tile: int | None = None
+    while True:
+        try:
+            yield from _run(model, pixels, settings, cancel, tile, notes)
+            return
+        except Cancelled:
+            raise
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            if model.device.type == "cuda":
+                torch.cuda.empty_cache()
+            current = tile or min(settings.working_size, max(pixels.shape[:2]))
+            smaller = max(MIN_TILE, (current // 2) // 8 * 8)
+            if tile is not None and (smaller >= tile or tile <= MIN_TILE):
+                raise ArtveilError("memory", f"out of memory even in {tile}-px tiles; try a smaller working size or close other GPU programs.") from None
+            if tile is None and smaller >= current:
+                raise ArtveilError("memory", "out of memory; try a smaller working size or close other GPU programs.") from None
+            tile = smaller
+            message = f"out of memory: retrying in {tile}-px tiles"
+            notes.append(message)
+            yield ProtectProgress(0, settings.steps, {}, 0.0, None, None, message=message)
+
+
+def protect_image(model, pixels, settings, cancel=None, on_progress=None) -> ProtectResult:
+    """protect_iter, drained: returns the result, passing each progress item to on_progress."""
+    result = None
+    for item in protect_iter(model, pixels, settings, cancel):
+        if isinstance(item, ProtectResult):
+            result = item
+        elif on_progress is not None:
+            on_progress(item)
+    assert result is not None
+    return result
+
+
+def estimate_step_seconds(model: ModelBundle, settings: ProtectSettings, height: int, width: int) -> float:
+    """Seconds per optimizer step measured on this machine at the working size of an HxW image.
+
+    Runs three steps on a flat image and times the last two (the first pays for warm-up).
+    """
+    size = settings.working_size
+    scale = min(1.0, size / max(height, width))
+    h, w = max(64, int(height * scale)) // 8 * 8, max(64, int(width * scale)) // 8 * 8
+    probe = np.full((h, w, 3), 128, np.uint8)
+    probe_settings = replace(settings, steps=3, preview_every=0, measure_objective=False)
+    times = []
+    for item in protect_iter(model, probe, probe_settings):
+        if isinstance(item, ProtectProgress):
+            times.append(time.perf_counter())
+    return (times[-1] - times[0]) / (len(times) - 1)
+
+
+def method_objective(model: ModelBundle, pixels: np.ndarray, settings: ProtectSettings, reference: np.ndarray | None = None) -> float:
+    """The method's own objective (fixed noise) on an image at working size; higher = stronger.
+
+    reference: the clean image whose latent the method's targets are computed from (defaults to pixels).
+    """
+    method = get_method(settings.method, settings.method_params)
+    ref = pixels if reference is None else reference
+
+    def prepare(arr: np.ndarray) -> torch.Tensor:
+        x = to_tensor(arr[..., :3])
+        h, w = x.shape[-2:]
+        if max(h, w) > settings.working_size:
+            s = settings.working_size / max(h, w)
+            x = F.interpolate(x, size=(max(8, round(h * s)), max(8, round(w * s))), mode="bilinear", align_corners=False, antialias=True)
+        return _pad_to_multiple(x.to(model.device), model.vae_scale_factor)[0]
+
+    x_ref = prepare(ref)
+    ctx = MethodContext(model=model, x_clean=x_ref, cond=model.encode_prompt(""), generator=_make_generator(model.device, settings.seed),
+                        budget=settings.strength_levels / 255.0, steps=settings.steps, timesteps_per_step=settings.timesteps_per_step)
+    method.setup(ctx)
+    return method.objective(ctx, prepare(pixels))

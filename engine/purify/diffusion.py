@@ -1,0 +1,138 @@
+"""Diffusion purifiers: SDEdit/DiffPure, GrIDPure and noisy upscaling, on the user's own model.
+
+SDEdit runs diffusers' img2img pipeline over the loaded modules (no copies): DDIM, empty prompt, no
+classifier-free guidance. Images larger than max_side are purified at max_side and resized back, as a
+mimic working at the model's resolution would.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+
+from engine.errors import ArtveilError
+
+
+def _pipeline(model, kind: str):
+    key = ("pipeline", kind)
+    cache = model._prompt_cache
+    if key not in cache:
+        from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline
+
+        pipe = model.as_pipeline(StableDiffusionImg2ImgPipeline)
+        pipe.scheduler = DDIMScheduler.from_config(model.scheduler.config)
+        cache[key] = pipe
+    return cache[key]
+
+
+def _fit(rgb: np.ndarray, max_side: int, multiple: int) -> tuple[Image.Image, tuple[int, int]]:
+    h, w = rgb.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    nh = max(multiple, int(round(h * scale / multiple)) * multiple)
+    nw = max(multiple, int(round(w * scale / multiple)) * multiple)
+    img = Image.fromarray(rgb)
+    if (nh, nw) != (h, w):
+        img = img.resize((nw, nh), Image.Resampling.LANCZOS)
+    return img, (w, h)
+
+
+def _img2img(model, img: Image.Image, strength: float, seed: int, steps: int, prompt: str) -> np.ndarray:
+    pipe = _pipeline(model, "img2img")
+    generator = torch.Generator(device=model.device).manual_seed(seed)
+    # At least one denoising step must run: strength * steps >= 1.
+    steps = max(steps, int(np.ceil(1.0 / max(strength, 1e-3))))
+    with torch.no_grad():
+        out = pipe(
+            prompt=prompt,
+            image=img,
+            strength=float(strength),
+            num_inference_steps=steps,
+            guidance_scale=1.0,
+            generator=generator,
+            output_type="np",
+        ).images[0]
+    return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
+
+
+def purify_sdedit(model, rgb: np.ndarray, seed: int = 0, strength: float = 0.2, steps: int = 50, max_side: int = 768, prompt: str = "") -> np.ndarray:
+    """Noise to t = strength·T and denoise back with DDIM (SDEdit / DiffPure). strength in (0, 1]."""
+    if not 0 < strength <= 1:
+        raise ArtveilError("config", f"SDEdit strength must be in (0, 1], got {strength}")
+    img, (w, h) = _fit(rgb, max_side, model.vae_scale_factor)
+    out = _img2img(model, img, strength, seed, steps, prompt)
+    if out.shape[:2] != (h, w):
+        out = np.asarray(Image.fromarray(out).resize((w, h), Image.Resampling.LANCZOS))
+    return out
+
+
+def purify_gridpure(model, rgb: np.ndarray, seed: int = 0, rounds: int = 20, t: int = 10, gamma: float = 0.1, max_side: int = 512, crop: int = 256, steps: int = 100) -> np.ndarray:
+    """GrIDPure (Zhao et al. 2024): 256² crops at stride 128 plus a mosaic of the four 128² corners,
+    each purified at a very small strength (t / 1000), overlaps averaged, blended x <- (1-γ)·pure + γ·x,
+    repeated `rounds` times."""
+    img, (w0, h0) = _fit(rgb, max_side, model.vae_scale_factor)
+    x = np.asarray(img, dtype=np.float64) / 255.0
+    h, w = x.shape[:2]
+    c = min(crop, h, w) // 8 * 8
+    half = c // 2
+    strength = t / model.num_train_timesteps
+    for r in range(int(rounds)):
+        acc = np.zeros_like(x)
+        cnt = np.zeros(x.shape[:2] + (1,))
+        ys = sorted(set(list(range(0, max(1, h - c + 1), half)) + [h - c]))
+        xs = sorted(set(list(range(0, max(1, w - c + 1), half)) + [w - c]))
+        k = 0
+        for y in ys:
+            for xx in xs:
+                patch = (x[y : y + c, xx : xx + c] * 255).round().astype(np.uint8)
+                out = _img2img(model, Image.fromarray(patch), strength, seed + 7919 * r + k, steps, "") / 255.0
+                acc[y : y + c, xx : xx + c] += out
+                cnt[y : y + c, xx : xx + c] += 1
+                k += 1
+        # The corner mosaic lets the image borders see a centred context once per round.
+        if h >= c and w >= c:
+            corners = [(0, 0), (0, w - half), (h - half, 0), (h - half, w - half)]
+            mosaic = np.zeros((c, c, 3))
+            for (cy, cx), (my, mx) in zip(corners, [(0, 0), (0, half), (half, 0), (half, half)]):
+                mosaic[my : my + half, mx : mx + half] = x[cy : cy + half, cx : cx + half]
+            out = _img2img(model, Image.fromarray((mosaic * 255).round().astype(np.uint8)), strength, seed + 7919 * r + k, steps, "") / 255.0
+            for (cy, cx), (my, mx) in zip(corners, [(0, 0), (0, half), (half, 0), (half, half)]):
+                acc[cy : cy + half, cx : cx + half] += out[my : my + half, mx : mx + half]
+                cnt[cy : cy + half, cx : cx + half] += 1
+        pure = acc / np.maximum(cnt, 1)
+        x = (1 - gamma) * pure + gamma * x
+    out = (np.clip(x, 0, 1) * 255).round().astype(np.uint8)
+    if out.shape[:2] != (h0, w0):
+        out = np.asarray(Image.fromarray(out).resize((w0, h0), Image.Resampling.LANCZOS))
+    return out
+
+
+def purify_upscale(model, rgb: np.ndarray, seed: int = 0, sigma: float = 0.1, noise_level: int = 320, upscaler: str | None = None, prompt: str = "", steps: int = 20, max_side: int = 512) -> np.ndarray:
+    """Noisy upscaling (Hönig et al. 2024): Gaussian noise, downscale ×4, the SD ×4 upscaler back up."""
+    upscaler = upscaler or os.environ.get("ARTVEIL_UPSCALER")
+    if not upscaler or not os.path.isdir(upscaler):
+        raise ArtveilError(
+            "model",
+            "noisy upscaling needs the SD ×4 upscaler weights (stabilityai/stable-diffusion-x4-upscaler) in a "
+            "local folder: pass upscaler=DIR (CLI: --purifier upscale:DIR) or set ARTVEIL_UPSCALER.",
+        )
+    from diffusers import StableDiffusionUpscalePipeline
+
+    key = ("upscaler", upscaler)
+    if key not in model._prompt_cache:
+        pipe = StableDiffusionUpscalePipeline.from_pretrained(upscaler, local_files_only=True)
+        pipe.to(model.device, model.dtype)
+        pipe.set_progress_bar_config(disable=True)
+        model._prompt_cache[key] = pipe
+    pipe = model._prompt_cache[key]
+    h, w = rgb.shape[:2]
+    rng = np.random.default_rng(seed)
+    noisy = np.clip(rgb / 255.0 + rng.normal(0, sigma, rgb.shape), 0, 1)
+    small = Image.fromarray((noisy * 255).round().astype(np.uint8)).resize((max(8, w // 4), max(8, h // 4)), Image.Resampling.BICUBIC)
+    generator = torch.Generator(device=model.device).manual_seed(seed)
+    with torch.no_grad():
+        out = pipe(prompt=prompt, image=small, noise_level=int(noise_level), num_inference_steps=steps, guidance_scale=0.0, generator=generator, output_type="np").images[0]
+    out = (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
+    return np.asarray(Image.fromarray(out).resize((w, h), Image.Resampling.LANCZOS))

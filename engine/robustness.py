@@ -1,0 +1,124 @@
+"""How much of a protection survives purification, per purifier and in the worst case.
+
+For each purifier P, with the same seed for both images:
+- latent survival = ||E(P(x')) - E(P(x))|| / ||E(x') - E(x)||: how far the purified protected image's
+  latent still sits from the purified original's, relative to before purification;
+- objective survival = (J(P(x')) - J(P(x))) / (J(x') - J(x)) with J the method's own objective
+  (fixed noise): the share of the method's damage still there after purification.
+`survival` is the latent ratio clipped to [0, 1] (the objective ratio is noisy when J barely moved);
+both ratios are reported. The worst case over the purifiers run is the robustness score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from engine import diffusion as D
+from engine.jobs import ProtectSettings
+from engine.metrics import to_tensor
+from engine.models import ModelBundle
+from engine.protect import _pad_to_multiple, method_objective
+from engine.purify import PURIFIERS, purifier_label, purify
+
+
+@dataclass
+class PurifierOutcome:
+    name: str
+    label: str
+    params: dict
+    survival: float
+    latent_ratio: float
+    objective_ratio: float | None
+    purified_original: np.ndarray
+    purified_protected: np.ndarray
+
+
+@dataclass
+class RobustnessReport:
+    rows: list[PurifierOutcome]
+    worst: PurifierOutcome | None
+    verdict: str
+
+    def as_dict(self) -> dict:
+        return {
+            "worst": None if self.worst is None else {"purifier": self.worst.label, "survival": self.worst.survival},
+            "verdict": self.verdict,
+            "purifiers": [
+                {"purifier": r.label, "survival": r.survival, "latent_ratio": r.latent_ratio, "objective_ratio": r.objective_ratio}
+                for r in self.rows
+            ],
+        }
+
+
+@torch.no_grad()
+def _latent(model: ModelBundle, pixels: np.ndarray, working_size: int) -> torch.Tensor:
+    x = to_tensor(pixels[..., :3])
+    h, w = x.shape[-2:]
+    if max(h, w) > working_size:
+        s = working_size / max(h, w)
+        x = torch.nn.functional.interpolate(x, size=(max(8, round(h * s)), max(8, round(w * s))), mode="bilinear", align_corners=False, antialias=True)
+    x, _, _ = _pad_to_multiple(x.to(model.device), model.vae_scale_factor)
+    return D.encode(model, x)
+
+
+def verdict_for(survival: float | None, is_demo: bool = False) -> str:
+    if survival is None:
+        return "No purifier was run."
+    pct = round(100 * survival)
+    if survival >= 0.6:
+        words = f"Most of the protection survives even the strongest clean-up tried ({pct}% left)."
+    elif survival >= 0.3:
+        words = f"Part of the protection survives the strongest clean-up tried ({pct}% left): consider a higher strength."
+    else:
+        words = f"Little of the protection survives the strongest clean-up tried ({pct}% left): raise strength or budget."
+    if is_demo:
+        words += " (Demo model: these numbers say nothing about real protection.)"
+    return words
+
+
+def robustness_summary(
+    model: ModelBundle,
+    original: np.ndarray,
+    protected: np.ndarray,
+    settings: ProtectSettings,
+    purifiers: list[str | tuple[str, dict]],
+    seed: int = 0,
+    with_objective: bool = True,
+) -> RobustnessReport:
+    ws = settings.working_size
+    z_o, z_p = _latent(model, original, ws), _latent(model, protected, ws)
+    base_latent = float((z_p - z_o).norm())
+    if with_objective:
+        j_o = method_objective(model, original, settings)
+        j_p = method_objective(model, protected, settings, reference=original)
+    rows = []
+    for spec in purifiers:
+        name, params = (spec, {}) if isinstance(spec, str) else spec
+        po = purify(model, original, name, seed=seed, **params)
+        pp = purify(model, protected, name, seed=seed, **params)
+        lat = float((_latent(model, pp, ws) - _latent(model, po, ws)).norm()) / max(base_latent, 1e-12)
+        obj_ratio = None
+        if with_objective and abs(j_p - j_o) > 1e-9:
+            jpo = method_objective(model, po, settings, reference=original)
+            jpp = method_objective(model, pp, settings, reference=original)
+            obj_ratio = (jpp - jpo) / (j_p - j_o)
+        rows.append(
+            PurifierOutcome(
+                name=name,
+                label=purifier_label(name, params),
+                params=dict(params),
+                survival=float(np.clip(lat, 0.0, 1.0)),
+                latent_ratio=lat,
+                objective_ratio=obj_ratio,
+                purified_original=po,
+                purified_protected=pp,
+            )
+        )
+    worst = min(rows, key=lambda r: r.survival) if rows else None
+    return RobustnessReport(rows, worst, verdict_for(worst.survival if worst else None, model.is_demo))
+
+
+__all__ = ["PURIFIERS", "PurifierOutcome", "RobustnessReport", "robustness_summary", "verdict_for"]
