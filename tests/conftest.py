@@ -1,0 +1,44 @@
+"""Shared fixtures: the tiny model (built once per session), sample images, CPU thread limits."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+import torch
+
+# Two cores on CI: more threads than cores only adds contention.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from engine.models import build_tiny_model
+
+    return build_tiny_model(seed=0, device="cpu")
+
+
+@pytest.fixture
+def textured_image():
+    """A 64×64 RGB image with structure (gradients + rings + noise), deterministic."""
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[0:64, 0:64] / 64.0
+    r = np.sqrt((x - 0.5) ** 2 + (y - 0.5) ** 2)
+    img = np.stack([x, y, 0.5 + 0.5 * np.sin(20 * r)], axis=2)
+    img = img * 200 + rng.normal(0, 10, img.shape) + 20
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_image(h: int, w: int, channels: int = 3, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([(xx * 255 / max(w - 1, 1)), (yy * 255 / max(h - 1, 1)), ((xx + yy) % 64) * 4], axis=2)
+    img = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    if channels == 4:
+        alpha = ((xx // 16 + yy // 16) % 2 * 200 + 30).astype(np.uint8)[..., None]
+        img = np.concatenate([img, alpha], axis=2)
+    return img
