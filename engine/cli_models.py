@@ -103,9 +103,8 @@ class _ProgressLine:
 
     def show(self, event: hub.DownloadProgress) -> None:
         percent = 100 * event.bytes_done / event.bytes_total if event.bytes_total else 100
-        name = event.current_file.rsplit("/", 2)
-        name = "/".join(name[-2:])
-        text = (f"{name[-44:]:<44} {format_bytes(event.bytes_done):>9} / {format_bytes(event.bytes_total):<9}"
+        name = event.current_file if len(event.current_file) <= 48 else "…" + event.current_file[-47:]
+        text = (f"{name:<48} {format_bytes(event.bytes_done):>9} / {format_bytes(event.bytes_total):<9}"
                 f" {percent:3.0f}%  {format_bytes(event.speed_bps):>9}/s  ETA {format_duration(event.eta_s)}")
         self._stream.write("\r" + text.ljust(self._width))
         self._stream.flush()

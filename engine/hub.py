@@ -534,8 +534,8 @@ def _cached_copy(spec: ModelSpec, cache_dir) -> LocalModel | None:
     missing, variant = _missing_in(spec, exists)
     if not found:
         return None
-    some_path, some_file = next(iter(found.items()))[::-1]
-    root = _snapshot_root(some_file, some_path)
+    relative, local = next(iter(found.items()))
+    root = _snapshot_root(local, relative)
     return LocalModel(spec.name, spec.repo_id, spec.title, not missing, str(root), missing, "cache", variant)
 
 

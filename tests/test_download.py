@@ -188,7 +188,12 @@ def server(tiny_repo):
 
 
 @pytest.fixture
-def fake_hub(server):
+def fake_hub(server, monkeypatch):
+    from huggingface_hub import constants
+
+    # The suite runs with HF_HUB_OFFLINE=1 so nothing reaches the real hub; these tests talk only
+    # to the 127.0.0.1 server, named explicitly as the endpoint of every call.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     server.requests.clear()
     server.drop_once.clear()
     server.corrupt.clear()
@@ -217,7 +222,7 @@ def test_download_fetches_only_inference_files_and_diffusers_loads_them_offline(
     assert result.variant == "fp16"
     assert result.bytes_total == sum(len(tiny_repo[f]) for f in SELECTED)
     pipe = StableDiffusionPipeline.from_pretrained(result.path, variant="fp16", local_files_only=True,
-                                                   torch_dtype=torch.float16)
+                                                   dtype=torch.float16)
     served = safetensors.torch.load(tiny_repo[UNET_FP16])
     assert torch.equal(pipe.unet.conv_in.weight, served["conv_in.weight"])
     assert pipe.unet.dtype == torch.float16 and pipe.unet.config.block_out_channels == [32, 64]

@@ -68,9 +68,15 @@ def test_configs_build_the_published_architectures(model):
 
 @pytest.mark.parametrize("model", sorted(EXPECTED))
 def test_pipeline_index_needs_no_safety_checker(model):
-    from diffusers import StableDiffusionPipeline
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTokenizer
 
     index = StableDiffusionPipeline.load_config(str(CONFIGS / model))
     assert index["safety_checker"] == [None, None]
     for part in ("scheduler", "text_encoder", "tokenizer", "unet", "vae"):
         assert (CONFIGS / model / part).is_dir(), part
+    # the two loads from_single_file(config=folder) makes for parts a checkpoint does not hold
+    scheduler = PNDMScheduler.from_pretrained(str(CONFIGS / model), subfolder="scheduler", local_files_only=True)
+    assert scheduler.config.steps_offset == 1 and scheduler.config.beta_schedule == "scaled_linear"
+    tokenizer = CLIPTokenizer.from_pretrained(str(CONFIGS / model), subfolder="tokenizer", local_files_only=True)
+    assert tokenizer("a photo of an astronaut riding a horse").input_ids == ASTRONAUT_IDS

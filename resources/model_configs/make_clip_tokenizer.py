@@ -5,9 +5,9 @@ open-clip-torch wheel (open_clip/bpe_simple_vocab_16e6.txt.gz) and the CLIP repo
 script rebuilds exactly what CLIP's own tokenizer builds from it, so that the model configs in
 this folder load a tokenizer offline without any hub download:
 
-    pip download --no-deps open-clip-torch -d /tmp/oc
-    unzip -j /tmp/oc/open_clip_torch-*.whl open_clip/bpe_simple_vocab_16e6.txt.gz -d /tmp/oc
-    python resources/model_configs/make_clip_tokenizer.py /tmp/oc/bpe_simple_vocab_16e6.txt.gz
+    pip download --no-deps open-clip-torch -d clip-bpe
+    unzip -j /tmp/oc/open_clip_torch-*.whl open_clip/bpe_simple_vocab_16e6.txt.gz -d clip-bpe
+    python resources/model_configs/make_clip_tokenizer.py clip-bpe/bpe_simple_vocab_16e6.txt.gz
 
 It writes tokenizer/ into both sd15/ and sd21-base/: the two share the vocabulary but not the
 padding token (SD 2.x pads with "!", id 0; SD 1.x with <|endoftext|>, id 49407), and
