@@ -6,7 +6,7 @@ script rebuilds exactly what CLIP's own tokenizer builds from it, so that the mo
 this folder load a tokenizer offline without any hub download:
 
     pip download --no-deps open-clip-torch -d clip-bpe
-    unzip -j /tmp/oc/open_clip_torch-*.whl open_clip/bpe_simple_vocab_16e6.txt.gz -d clip-bpe
+    unzip -j clip-bpe/open_clip_torch-*.whl open_clip/bpe_simple_vocab_16e6.txt.gz -d clip-bpe
     python resources/model_configs/make_clip_tokenizer.py clip-bpe/bpe_simple_vocab_16e6.txt.gz
 
 It writes tokenizer/ into both sd15/ and sd21-base/: the two share the vocabulary but not the
