@@ -1,0 +1,230 @@
+"""The engine as the window sees it: one Qt-free object that the engine thread owns.
+
+Everything the window asks of the engine goes through ``EngineBackend`` so that tests can hand the
+bridge a fake with the same methods, and so that the one place that knows the engine's module layout
+is this file. Engine modules are imported lazily, on the engine thread, because importing torch
+takes seconds and must not freeze the window at start-up.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+import numpy as np
+
+from engine.jobs import CancelToken, ProtectProgress, ProtectResult, ProtectSettings
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A method or purifier as a menu entry: internal name, label and one line on what it is for."""
+
+    name: str
+    label: str
+    summary: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What the window shows before any job runs: the device and what can be chosen."""
+
+    device_name: str
+    device_kind: str  # "cuda", "mps", "cpu"
+    vram_gb: float | None
+    device_warning: str | None
+    methods: tuple[Choice, ...]
+    purifiers: tuple[Choice, ...]
+    hub_available: bool
+    hub_note: str
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    source: str
+    name: str
+    description: str
+    is_demo: bool
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A model that can be loaded without a network: ``source`` goes to load_model as is."""
+
+    source: str
+    label: str
+
+
+@dataclass(frozen=True)
+class LoadedPixels:
+    """An input image: HxWxC uint8 (C = 3 or 4), with its colour profile kept for export."""
+
+    pixels: np.ndarray
+    icc_profile: bytes | None
+    name: str
+
+
+@dataclass(frozen=True)
+class PurifierRequest:
+    """One purifier to run in the preview: its engine name and parameters (engine units)."""
+
+    name: str
+    params: dict[str, Any]
+
+
+class EngineBackend(Protocol):
+    """The calls the engine thread makes. Each runs on the engine thread only."""
+
+    def engine_info(self) -> EngineInfo: ...
+    def load_model(self, source: str) -> ModelSummary: ...
+    def estimate_step_seconds(self, settings: ProtectSettings, height: int, width: int) -> float: ...
+    def load_image(self, path: str) -> LoadedPixels: ...
+    def protect_iter(
+        self, pixels: np.ndarray, settings: ProtectSettings, cancel: CancelToken
+    ) -> Iterator[ProtectProgress | ProtectResult]: ...
+    def save_image(self, pixels: np.ndarray, path: str, icc_profile: bytes | None, overwrite: bool) -> str: ...
+    def robustness(
+        self, original: np.ndarray, protected: np.ndarray, settings: ProtectSettings,
+        purifiers: list[PurifierRequest],
+    ) -> Any: ...
+    def list_local_models(self) -> list[LocalModel]: ...
+    def download_model(self, name: str, progress: Callable[..., None], cancel: CancelToken) -> str: ...
+
+
+def output_path_for(input_path: Path, out_dir: Path, fmt: str) -> Path:
+    """Where the protected copy of ``input_path`` goes: ``{stem}.protected.{png|jpg}`` in ``out_dir``.
+
+    A pure path function, so the window calls it on its own thread to find conflicts before a batch.
+    """
+    from engine.images import output_path_for as engine_output_path_for
+
+    return Path(engine_output_path_for(Path(input_path), Path(out_dir), fmt=fmt))
+
+
+def hub_available() -> bool:
+    return importlib.util.find_spec("engine.hub") is not None
+
+
+class RealBackend:
+    """The engine itself. Holds the one loaded model; created on the engine thread."""
+
+    def __init__(self) -> None:
+        self.model = None
+
+    def engine_info(self) -> EngineInfo:
+        from engine.device import describe_device
+        from engine.methods import METHODS
+        from engine.purify import PURIFIERS
+
+        device = describe_device("auto")
+        methods = tuple(Choice(m.name, m.label, m.summary) for m in METHODS.values())
+        purifiers = tuple(
+            Choice(p.name, p.label, p.summary, dict(getattr(p, "defaults", {}) or {})) for p in PURIFIERS.values()
+        )
+        has_hub = hub_available()
+        note = "" if has_hub else "Downloading needs the hub module, which this build does not include yet."
+        return EngineInfo(
+            device_name=device.name,
+            device_kind=device.kind,
+            vram_gb=device.vram_gb,
+            device_warning=device.warning,
+            methods=methods,
+            purifiers=purifiers,
+            hub_available=has_hub,
+            hub_note=note,
+        )
+
+    def load_model(self, source: str) -> ModelSummary:
+        from engine.models import load_model
+
+        # Drop the old model first so two large models never share the GPU.
+        self.model = None
+        model = load_model(source)
+        self.model = model
+        return ModelSummary(source, model.name, model.description, bool(model.is_demo))
+
+    def _require_model(self):
+        from engine.errors import ArtveilError
+
+        if self.model is None:
+            raise ArtveilError("model", "No model is loaded. Choose one in File → Model.")
+        return self.model
+
+    def estimate_step_seconds(self, settings: ProtectSettings, height: int, width: int) -> float:
+        from engine.protect import estimate_step_seconds
+
+        return float(estimate_step_seconds(self._require_model(), settings, height, width))
+
+    def load_image(self, path: str) -> LoadedPixels:
+        from engine.images import load_image
+
+        loaded = load_image(Path(path))
+        return LoadedPixels(loaded.pixels, loaded.icc_profile, loaded.name)
+
+    def protect_iter(self, pixels, settings, cancel):
+        from engine.protect import protect_iter
+
+        return protect_iter(self._require_model(), pixels, settings, cancel=cancel)
+
+    def save_image(self, pixels, path, icc_profile, overwrite):
+        from engine.images import save_image
+
+        save_image(pixels, Path(path), icc_profile=icc_profile, overwrite=overwrite)
+        return str(path)
+
+    def robustness(self, original, protected, settings, purifiers):
+        from engine.robustness import robustness_summary
+
+        return robustness_summary(
+            self._require_model(), original, protected, settings, [(p.name, dict(p.params)) for p in purifiers]
+        )
+
+    def known_downloads(self) -> list[LocalModel]:
+        """Models the hub module knows by a short name (source = that name)."""
+        if not hub_available():
+            return []
+        from engine.hub import KNOWN_MODELS
+
+        return [LocalModel(name, spec.title) for name, spec in KNOWN_MODELS.items()]
+
+    def list_local_models(self) -> list[LocalModel]:
+        if hub_available():
+            from engine.hub import list_local_models
+
+            # Only complete copies: a half-downloaded model would fail at load time.
+            return [
+                LocalModel(entry.path, f"{entry.title} ({entry.repo_id})")
+                for entry in list_local_models()
+                if entry.present and entry.path
+            ]
+        return _scan_hf_cache()
+
+    def download_model(self, name, progress, cancel):
+        if not hub_available():
+            from engine.errors import ArtveilError
+
+            raise ArtveilError("model", "Downloading is not available in this build.")
+        from engine.hub import download_model
+
+        result = download_model(name, progress=progress, cancel=lambda: cancel.cancelled)
+        return str(result.path)
+
+
+def _scan_hf_cache() -> list[LocalModel]:
+    """Diffusers pipelines already in the Hugging Face cache (used until engine.hub exists)."""
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        info = scan_cache_dir()
+    except Exception:  # no cache folder yet, or an unreadable one: nothing to offer
+        return []
+    found = []
+    for repo in sorted(info.repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model":
+            continue
+        if any(f.file_name == "model_index.json" for rev in repo.revisions for f in rev.files):
+            found.append(LocalModel(repo.repo_id, repo.repo_id))
+    return found

@@ -1,0 +1,204 @@
+"""One long-lived engine object on its own QThread, and the window-side handle that awaits it.
+
+Requests go in through queued signals to ``@Slot`` methods of ``EngineWorker`` (so they run on the
+engine thread, one at a time, in order); results come back as signals and resolve asyncio futures on
+the window's qasync loop. Only plain data crosses: numpy arrays, dataclasses of them, strings.
+Cancellation does not queue behind the running job: the ``CancelToken`` is a threading.Event that the
+window sets directly and the optimizer checks once per step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import weakref
+from dataclasses import replace
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from engine.errors import ArtveilError, Cancelled, ErrorInfo
+from engine.jobs import CancelToken, ProtectProgress, ProtectResult
+
+# Every engine thread ever started, so tests can fail when one outlives its test.
+LIVE_THREADS: "weakref.WeakSet[QThread]" = weakref.WeakSet()
+
+PROGRESS_INTERVAL_S = 0.05  # ~20 updates a second: smooth bars without flooding the event queue
+
+
+class ProgressThrottle:
+    """Lets through at most one progress item per interval; the last one always gets out.
+
+    A dropped item's preview is carried forward, so previews are never lost to throttling, only
+    delivered with the next item that gets through.
+    """
+
+    def __init__(self, interval_s: float = PROGRESS_INTERVAL_S, clock: Callable[[], float] = time.monotonic):
+        self._interval = interval_s
+        self._clock = clock
+        self._last_sent = float("-inf")
+        self._pending: ProtectProgress | None = None
+        self._pending_preview = None
+
+    def offer(self, item: ProtectProgress) -> ProtectProgress | None:
+        if item.preview is None and self._pending_preview is not None:
+            item = replace(item, preview=self._pending_preview)
+        now = self._clock()
+        if now - self._last_sent >= self._interval:
+            self._last_sent = now
+            self._pending = None
+            self._pending_preview = None
+            return item
+        self._pending = item
+        self._pending_preview = item.preview
+        return None
+
+    def flush(self) -> ProtectProgress | None:
+        item, self._pending, self._pending_preview = self._pending, None, None
+        return item
+
+
+class EngineWorker(QObject):
+    """Lives on the engine thread; owns the backend (and so the model)."""
+
+    finished = Signal(int, object)  # request id, result
+    failed = Signal(int, object)  # request id, ErrorInfo
+    progress = Signal(int, object)  # request id, ProtectProgress or a download progress tuple
+
+    def __init__(self, backend_factory: Callable[[], Any]):
+        super().__init__()
+        self._backend_factory = backend_factory
+        self._backend = None
+
+    @property
+    def backend(self):
+        # Built on first use so that its imports (torch) happen on this thread, not the window's.
+        if self._backend is None:
+            self._backend = self._backend_factory()
+        return self._backend
+
+    @Slot(int, str, object, object)
+    def call(self, request_id: int, method: str, args: tuple, kwargs: dict) -> None:
+        try:
+            kwargs = dict(kwargs)
+            if kwargs.get("progress") is True:
+                kwargs["progress"] = lambda *values: self.progress.emit(request_id, values)
+            result = getattr(self.backend, method)(*args, **kwargs)
+        except BaseException as exc:  # errors are values for the window, never lost on this thread
+            self.failed.emit(request_id, ErrorInfo.from_exception(exc))
+            return
+        self.finished.emit(request_id, result)
+
+    @Slot(int, object, object, object)
+    def protect(self, request_id: int, pixels, settings, cancel: CancelToken) -> None:
+        throttle = ProgressThrottle()
+        result = None
+        try:
+            if cancel.cancelled:
+                raise Cancelled()
+            for item in self.backend.protect_iter(pixels, settings, cancel):
+                if isinstance(item, ProtectResult):
+                    result = item
+                    break
+                out = throttle.offer(item)
+                if out is not None:
+                    self.progress.emit(request_id, out)
+                if cancel.cancelled:
+                    # The engine checks too; this makes Stop hold even for an engine that forgets.
+                    raise Cancelled()
+            last = throttle.flush()
+            if last is not None:
+                self.progress.emit(request_id, last)
+            if result is None:
+                if cancel.cancelled:
+                    raise Cancelled()
+                raise ArtveilError("internal", "The engine stopped without a result.")
+        except BaseException as exc:
+            self.failed.emit(request_id, ErrorInfo.from_exception(exc))
+            return
+        self.finished.emit(request_id, result)
+
+
+class EngineBridge(QObject):
+    """The window's handle on the engine thread. Methods return asyncio futures."""
+
+    job_progress = Signal(int, object)  # request id, ProtectProgress (throttled) or download values
+
+    _call_requested = Signal(int, str, object, object)
+    _protect_requested = Signal(int, object, object, object)
+
+    def __init__(self, backend_factory: Callable[[], Any], parent: QObject | None = None):
+        super().__init__(parent)
+        self._ids = itertools.count(1)
+        self._futures: dict[int, asyncio.Future] = {}
+        self._thread = QThread()
+        self._thread.setObjectName("artveil-engine")
+        self._worker = EngineWorker(backend_factory)
+        self._worker.moveToThread(self._thread)
+        self._thread.finished.connect(self._worker.deleteLater)
+        # Cross-thread connections are queued: the slots run on the engine thread, in order.
+        self._call_requested.connect(self._worker.call)
+        self._protect_requested.connect(self._worker.protect)
+        self._worker.finished.connect(self._on_finished)
+        self._worker.failed.connect(self._on_failed)
+        self._worker.progress.connect(self._on_progress)
+        LIVE_THREADS.add(self._thread)
+        self._thread.start()
+
+    @property
+    def thread(self) -> QThread:
+        return self._thread
+
+    def _new_request(self) -> tuple[int, asyncio.Future]:
+        request_id = next(self._ids)
+        future = asyncio.get_event_loop().create_future()
+        self._futures[request_id] = future
+        return request_id, future
+
+    def call(self, method: str, *args, **kwargs) -> asyncio.Future:
+        """Run ``backend.method(*args, **kwargs)`` on the engine thread."""
+        return self.call_tracked(method, *args, **kwargs)[1]
+
+    def call_tracked(self, method: str, *args, **kwargs) -> tuple[int, asyncio.Future]:
+        """Like ``call``, also giving the request id that its ``job_progress`` signals carry.
+
+        Pass ``progress=True`` to receive the backend's progress callback values.
+        """
+        request_id, future = self._new_request()
+        self._call_requested.emit(request_id, method, args, kwargs)
+        return request_id, future
+
+    def protect(self, pixels, settings, cancel: CancelToken) -> tuple[int, asyncio.Future]:
+        request_id, future = self._new_request()
+        self._protect_requested.emit(request_id, pixels, settings, cancel)
+        return request_id, future
+
+    @Slot(int, object)
+    def _on_finished(self, request_id: int, result) -> None:
+        future = self._futures.pop(request_id, None)
+        if future is not None and not future.done():
+            future.set_result(result)
+
+    @Slot(int, object)
+    def _on_failed(self, request_id: int, error: ErrorInfo) -> None:
+        future = self._futures.pop(request_id, None)
+        if future is not None and not future.done():
+            exc = Cancelled(error.message) if error.kind == "cancelled" else ArtveilError(error.kind, error.message)
+            future.set_exception(exc)
+
+    @Slot(int, object)
+    def _on_progress(self, request_id: int, item) -> None:
+        self.job_progress.emit(request_id, item)
+
+    def shutdown(self, timeout_ms: int = 30_000) -> bool:
+        """Stop the engine thread after its current request; True when it has stopped."""
+        if not self._thread.isRunning():
+            return True
+        self._thread.quit()
+        stopped = self._thread.wait(timeout_ms)
+        for future in self._futures.values():
+            if not future.done():
+                future.cancel()
+        self._futures.clear()
+        return stopped

@@ -1,0 +1,111 @@
+"""``artveil-gui``: the desktop window, and ``--self-test`` for installed bundles."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from typing import Callable
+
+NO_DISPLAY_MESSAGE = (
+    "artveil-gui: no display found. Run it from a desktop session, set QT_QPA_PLATFORM=offscreen "
+    "for a headless run, or use the `artveil` command line instead."
+)
+
+
+def has_display() -> bool:
+    if not sys.platform.startswith("linux"):
+        return True  # Windows and macOS always have their native platform plugin
+    return any(os.environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))
+
+
+def self_test(steps: int = 3, size: int = 32) -> tuple[bool, str]:
+    """Protect one small generated image with the built-in tiny model and check the budget.
+
+    The budget check is on the 8-bit result, as exported: |protected − original| ≤ strength levels.
+    """
+    import time
+
+    import numpy as np
+
+    from engine.jobs import ProtectSettings
+    from engine.models import load_model
+    from engine.protect import protect_image
+
+    started = time.perf_counter()
+    try:
+        model = load_model("tiny")
+        yy, xx = np.mgrid[0:size, 0:size]
+        image = np.stack([xx * 255 // size, yy * 255 // size, (xx + yy) * 127 // size], axis=2).astype(np.uint8)
+        settings = ProtectSettings(strength_levels=8.0, steps=steps, preview_every=0)
+        result = protect_image(model, image, settings)
+        diff = int(np.abs(result.protected.astype(np.int16) - image.astype(np.int16)).max())
+    except Exception as exc:  # the bundle is broken: say how, in one line
+        return False, f"artveil self-test FAILED: {type(exc).__name__}: {exc}"
+    seconds = time.perf_counter() - started
+    if result.protected.shape != image.shape or result.protected.dtype != np.uint8:
+        return False, f"artveil self-test FAILED: result is {result.protected.dtype} {result.protected.shape}"
+    if diff > settings.strength_levels:
+        return False, f"artveil self-test FAILED: largest change {diff} levels exceeds the budget of 8"
+    return True, (
+        f"artveil self-test OK: protected a {size}x{size} image in {steps} steps on {model.device} "
+        f"(largest change {diff} of 8 levels, {seconds:.1f} s)"
+    )
+
+
+def create_window(settings=None, backend_factory: Callable | None = None, prompts=None):
+    """Build settings → bridge → workspace → window (a QApplication must exist)."""
+    from .backend import RealBackend
+    from .bridge import EngineBridge
+    from .settings import Settings
+    from .ui.main_window import MainWindow
+    from .viewmodel import Workspace
+
+    settings = settings if settings is not None else Settings()
+    bridge = EngineBridge(backend_factory or RealBackend)
+    workspace = Workspace(settings, bridge, prompts)
+    window = MainWindow(workspace)
+    return window, workspace
+
+
+def run_window(argv: list[str]) -> int:
+    import qasync
+    from PySide6.QtWidgets import QApplication
+
+    from .ui.common import apply_theme, icon
+
+    app = QApplication.instance() or QApplication(argv)
+    app.setApplicationName("Artveil")
+    app.setOrganizationName("Artveil")
+    app.setWindowIcon(icon("artveil"))
+    apply_theme(app)
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    window, workspace = create_window()
+    window.show()
+    workspace.start()
+    closed = asyncio.Event()
+    app.aboutToQuit.connect(closed.set)
+    with loop:
+        loop.run_until_complete(closed.wait())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="artveil-gui", description="Protect artwork from diffusion-model mimicry.")
+    parser.add_argument("--self-test", action="store_true", help="protect a tiny generated image and exit")
+    args, qt_args = parser.parse_known_args(argv)
+    if args.self_test:
+        ok, line = self_test()
+        print(line)
+        return 0 if ok else 1
+    if not has_display():
+        print(NO_DISPLAY_MESSAGE, file=sys.stderr)
+        return 2
+    return run_window([sys.argv[0], *qt_args])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""User choices that outlive the session, as observable properties (``strength_changed`` etc.).
+
+Stored in an INI file in the platform's app-data folder (QStandardPaths). ``ARTVEIL_CONFIG_DIR``
+moves it, which is how tests keep their hands off the real one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QObject, QSettings, QStandardPaths, Signal
+
+from engine.jobs import BUDGET_PRESETS, STRENGTH_PRESETS
+
+CONFIG_DIR_ENV = "ARTVEIL_CONFIG_DIR"
+
+STRENGTH_RANGE = (1, 32)  # pixel levels; the slider stops where noise becomes plainly visible
+BUDGET_RANGE = (10, 1000)  # optimizer steps
+
+
+def config_dir() -> Path:
+    override = os.environ.get(CONFIG_DIR_ENV)
+    if override:
+        return Path(override)
+    location = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
+    if not location:
+        location = str(Path.home() / ".artveil")
+    return Path(location)
+
+
+class _Persisted:
+    """A property stored under its own name that emits ``<name>_changed`` when it changes."""
+
+    def __init__(self, default: Any, kind: type):
+        self.default = default
+        self.kind = kind
+        self.name = ""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        return obj._values[self.name]
+
+    def __set__(self, obj, value) -> None:
+        value = self.kind(value) if value is not None else None
+        if obj._values.get(self.name) == value:
+            return
+        obj._values[self.name] = value
+        obj._store.setValue(self.name, "" if value is None else value)
+        getattr(obj, f"{self.name}_changed").emit(value)
+
+    def load(self, store: QSettings):
+        raw = store.value(self.name, None)
+        if raw is None or raw == "":
+            return self.default
+        try:
+            if self.kind is bool:
+                return raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes")
+            return self.kind(raw)
+        except (TypeError, ValueError):
+            return self.default
+
+
+class Settings(QObject):
+    method_changed = Signal(object)
+    strength_levels_changed = Signal(object)
+    steps_changed = Signal(object)
+    purifier_changed = Signal(object)
+    purifier_level_changed = Signal(object)
+    output_dir_changed = Signal(object)
+    export_format_changed = Signal(object)
+    model_source_changed = Signal(object)
+
+    method = _Persisted("antipure", str)
+    strength_levels = _Persisted(STRENGTH_PRESETS["default"], float)
+    steps = _Persisted(BUDGET_PRESETS["default"], int)
+    purifier = _Persisted("sdedit", str)
+    purifier_level = _Persisted(1, int)  # 0 light, 1 medium, 2 heavy
+    output_dir = _Persisted("", str)
+    export_format = _Persisted("png", str)
+    model_source = _Persisted("", str)
+
+    def __init__(self, path: Path | None = None, parent: QObject | None = None):
+        super().__init__(parent)
+        self.path = Path(path) if path is not None else config_dir() / "settings.ini"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._store = QSettings(str(self.path), QSettings.Format.IniFormat)
+        self._values: dict[str, Any] = {}
+        for name, prop in type(self).__dict__.items():
+            if isinstance(prop, _Persisted):
+                self._values[name] = prop.load(self._store)
+        lo, hi = STRENGTH_RANGE
+        self._values["strength_levels"] = min(max(self._values["strength_levels"], lo), hi)
+        lo, hi = BUDGET_RANGE
+        self._values["steps"] = min(max(self._values["steps"], lo), hi)
+
+    # Opaque blobs that no view binds to: geometry, measured step times.
+    def window_state(self, key: str) -> QByteArray | None:
+        value = self._store.value(f"window/{key}")
+        return value if isinstance(value, QByteArray) and not value.isEmpty() else None
+
+    def set_window_state(self, key: str, value: QByteArray) -> None:
+        self._store.setValue(f"window/{key}", value)
+
+    def step_seconds(self, key: str) -> float | None:
+        value = self._store.value(f"step_seconds/{key}")
+        try:
+            return float(value) if value not in (None, "") else None
+        except (TypeError, ValueError):
+            return None
+
+    def set_step_seconds(self, key: str, seconds: float) -> None:
+        self._store.setValue(f"step_seconds/{key}", float(seconds))
+
+    def sync(self) -> None:
+        self._store.sync()

@@ -1,0 +1,336 @@
+"""Method, strength, budget, export and purifier choices, and the Protect / Stop buttons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QPushButton,
+    QScrollArea,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.jobs import BUDGET_PRESETS, STRENGTH_PRESETS
+
+from ..backend import EngineInfo
+from ..viewmodel import LEVEL_NAMES, Workspace, format_duration
+from .common import caption, section_title
+
+STRENGTH_MAX = 16
+BUDGET_MIN, BUDGET_MAX, BUDGET_STEP = 10, 400, 10
+
+STRENGTH_TIP = (
+    "How far each pixel may change, in levels of 255. Higher resists mimicry better but the "
+    "grain becomes visible: 4 is invisible, 8 is the default, 16 shows on flat colour."
+)
+BUDGET_TIP = (
+    "How many optimizer steps to spend on each image. More steps find a stronger protection "
+    "at the same strength; the time grows with it."
+)
+JPEG_WARNING = "JPEG re-compresses the image and weakens the protection. Prefer PNG."
+
+
+class ControlsPanel(QWidget):
+    def __init__(self, workspace: Workspace, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.workspace = workspace
+        settings = workspace.settings
+
+        # Protection method
+        self.method_combo = QComboBox()
+        self.method_combo.setToolTip("What the protection is optimized against")
+        self.method_summary = caption("")
+
+        # Strength, in pixel levels
+        self.strength_slider = QSlider(Qt.Orientation.Horizontal)
+        self.strength_slider.setRange(1, STRENGTH_MAX)
+        self.strength_slider.setPageStep(4)
+        self.strength_slider.setTickInterval(4)
+        self.strength_slider.setTickPosition(QSlider.TickPosition.NoTicks)
+        self.strength_slider.setValue(int(round(settings.strength_levels)))
+        self.strength_slider.setToolTip(STRENGTH_TIP)
+        self.strength_value = caption("")
+        self.strength_value.setToolTip(STRENGTH_TIP)
+        self.strength_presets = self._presets(STRENGTH_PRESETS, self.strength_slider, STRENGTH_TIP)
+
+        # Budget, in optimizer steps
+        self.budget_slider = QSlider(Qt.Orientation.Horizontal)
+        self.budget_slider.setRange(BUDGET_MIN // BUDGET_STEP, BUDGET_MAX // BUDGET_STEP)
+        self.budget_slider.setPageStep(5)
+        self.budget_slider.setValue(max(1, settings.steps // BUDGET_STEP))
+        self.budget_slider.setToolTip(BUDGET_TIP)
+        self.budget_value = caption("")
+        self.budget_estimate = caption("")
+        self.budget_presets = self._presets(
+            {k: v // BUDGET_STEP for k, v in BUDGET_PRESETS.items()}, self.budget_slider, BUDGET_TIP,
+            labels={k: f"{v}" for k, v in BUDGET_PRESETS.items()},
+        )
+
+        # Export
+        self.output_label = caption("")
+        self.output_button = QPushButton("Change…")
+        self.format_combo = QComboBox()
+        self.format_combo.addItem("PNG (lossless)", "png")
+        self.format_combo.addItem("JPEG (smaller, weaker)", "jpeg")
+        self.format_combo.setCurrentIndex(1 if settings.export_format == "jpeg" else 0)
+        self.format_warning = caption(JPEG_WARNING, "Warning")
+
+        # Run
+        self.protect_button = QPushButton("Protect selected")
+        self.protect_button.setObjectName("Primary")
+        self.protect_button.setToolTip("Protect the selected images (Ctrl+Return)")
+        self.protect_all_button = QPushButton("Protect all")
+        self.protect_all_button.setObjectName("Primary")
+        self.protect_all_button.setToolTip("Protect every image not done yet (Ctrl+Shift+Return)")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setObjectName("Stop")
+        self.stop_button.setToolTip("Stop after the current optimizer step (Esc)")
+
+        # Purification preview
+        self.purifier_combo = QComboBox()
+        self.purifier_combo.setToolTip("A clean-up a mimic might run before training on your image")
+        self.purifier_summary = caption("")
+        self.purifier_level = QSlider(Qt.Orientation.Horizontal)
+        self.purifier_level.setRange(0, 2)
+        self.purifier_level.setPageStep(1)
+        self.purifier_level.setValue(max(0, min(2, settings.purifier_level)))
+        self.purifier_level_value = caption("")
+        self.preview_button = QPushButton("Preview purification")
+
+        content = QWidget()
+        layout = QVBoxLayout(content)
+        layout.setContentsMargins(10, 4, 12, 10)
+        layout.setSpacing(4)
+        layout.addWidget(section_title("Protection"))
+        layout.addWidget(self.method_combo)
+        layout.addWidget(self.method_summary)
+        layout.addSpacing(6)
+        layout.addLayout(self._row(section_title("Strength"), self.strength_value))
+        layout.addWidget(self.strength_slider)
+        layout.addLayout(self._preset_row(self.strength_presets))
+        layout.addSpacing(6)
+        layout.addLayout(self._row(section_title("Budget"), self.budget_value))
+        layout.addWidget(self.budget_slider)
+        layout.addLayout(self._preset_row(self.budget_presets))
+        layout.addWidget(self.budget_estimate)
+        layout.addSpacing(6)
+        layout.addWidget(section_title("Save to"))
+        out_row = QHBoxLayout()
+        out_row.addWidget(self.output_label, 1)
+        out_row.addWidget(self.output_button)
+        layout.addLayout(out_row)
+        layout.addWidget(self.format_combo)
+        layout.addWidget(self.format_warning)
+        layout.addSpacing(8)
+        run_row = QGridLayout()
+        run_row.setSpacing(6)
+        run_row.addWidget(self.protect_button, 0, 0)
+        run_row.addWidget(self.protect_all_button, 0, 1)
+        run_row.addWidget(self.stop_button, 1, 0, 1, 2)
+        layout.addLayout(run_row)
+        line = QFrame()
+        line.setFrameShape(QFrame.Shape.HLine)
+        line.setStyleSheet("color: #33363b;")
+        layout.addSpacing(6)
+        layout.addWidget(line)
+        layout.addWidget(section_title("Purification preview"))
+        layout.addWidget(self.purifier_combo)
+        layout.addWidget(self.purifier_summary)
+        layout.addLayout(self._row(caption("Purifier strength"), self.purifier_level_value))
+        layout.addWidget(self.purifier_level)
+        layout.addWidget(self.preview_button)
+        layout.addStretch(1)
+
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+
+        # view → settings
+        self.strength_slider.valueChanged.connect(lambda v: setattr(settings, "strength_levels", float(v)))
+        self.budget_slider.valueChanged.connect(lambda v: setattr(settings, "steps", int(v) * BUDGET_STEP))
+        self.method_combo.currentIndexChanged.connect(self._method_picked)
+        self.purifier_combo.currentIndexChanged.connect(self._purifier_picked)
+        self.purifier_level.valueChanged.connect(lambda v: setattr(settings, "purifier_level", int(v)))
+        self.format_combo.currentIndexChanged.connect(
+            lambda _: setattr(settings, "export_format", self.format_combo.currentData())
+        )
+        # settings → view
+        settings.strength_levels_changed.connect(self._show_strength)
+        settings.steps_changed.connect(self._show_budget)
+        settings.output_dir_changed.connect(self._show_output)
+        settings.export_format_changed.connect(self._show_format)
+        settings.purifier_level_changed.connect(self._show_purifier_level)
+        workspace.estimate_changed.connect(self._show_estimate)
+        workspace.engine_info_changed.connect(self._fill_choices)
+        workspace.busy_changed.connect(self._show_busy)
+        workspace.selection_changed.connect(lambda _: self._show_busy(workspace.busy))
+        workspace.item_updated.connect(lambda _: self._show_busy(workspace.busy))
+        workspace.queue.rowsInserted.connect(lambda *_: self._show_busy(workspace.busy))
+        workspace.queue.rowsRemoved.connect(lambda *_: self._show_busy(workspace.busy))
+        workspace.model_changed.connect(lambda _: self._show_busy(workspace.busy))
+
+        self._show_strength(settings.strength_levels)
+        self._show_budget(settings.steps)
+        self._show_output(settings.output_dir)
+        self._show_format(settings.export_format)
+        self._show_purifier_level(settings.purifier_level)
+        if workspace.engine_info is not None:
+            self._fill_choices(workspace.engine_info)
+        else:
+            self.method_combo.addItem("Starting the engine…")
+            self.purifier_combo.addItem("Starting the engine…")
+        self._show_busy(workspace.busy)
+
+    # ---- layout helpers ----------------------------------------------------------------------
+
+    def _presets(self, presets: dict, slider: QSlider, tip: str, labels: dict | None = None) -> list[QPushButton]:
+        buttons = []
+        for name, value in presets.items():
+            text = name.capitalize() + (f" {labels[name]}" if labels else f" {int(value)}")
+            button = QPushButton(text)
+            button.setObjectName("Preset")
+            button.setToolTip(tip)
+            button.clicked.connect(lambda _=False, v=int(value): slider.setValue(v))
+            button.setProperty("preset_value", int(value))
+            buttons.append(button)
+        return buttons
+
+    @staticmethod
+    def _preset_row(buttons: list[QPushButton]) -> QHBoxLayout:
+        row = QHBoxLayout()
+        row.setSpacing(4)
+        for b in buttons:
+            row.addWidget(b)
+        return row
+
+    @staticmethod
+    def _row(left: QWidget, right: QWidget) -> QHBoxLayout:
+        row = QHBoxLayout()
+        row.addWidget(left)
+        row.addStretch(1)
+        row.addWidget(right)
+        return row
+
+    # ---- binding -----------------------------------------------------------------------------
+
+    def _fill_choices(self, info: EngineInfo) -> None:
+        settings = self.workspace.settings
+        for combo, choices, current in (
+            (self.method_combo, info.methods, settings.method),
+            (self.purifier_combo, info.purifiers, settings.purifier),
+        ):
+            combo.blockSignals(True)
+            combo.clear()
+            for choice in choices:
+                combo.addItem(choice.label, choice.name)
+                combo.setItemData(combo.count() - 1, choice.summary, Qt.ItemDataRole.ToolTipRole)
+            index = combo.findData(current)
+            combo.setCurrentIndex(index if index >= 0 else 0)
+            combo.blockSignals(False)
+        self._method_picked()
+        self._purifier_picked()
+
+    def _choice(self, choices, name):
+        return next((c for c in choices if c.name == name), None)
+
+    def _method_picked(self, *_args) -> None:
+        info = self.workspace.engine_info
+        name = self.method_combo.currentData()
+        if info is None or name is None:
+            return
+        self.workspace.settings.method = name
+        choice = self._choice(info.methods, name)
+        self.method_summary.setText(choice.summary if choice else "")
+
+    def _purifier_picked(self, *_args) -> None:
+        info = self.workspace.engine_info
+        name = self.purifier_combo.currentData()
+        if info is None or name is None:
+            return
+        self.workspace.settings.purifier = name
+        choice = self._choice(info.purifiers, name)
+        self.purifier_summary.setText(choice.summary if choice else "")
+        self._show_purifier_level(self.workspace.settings.purifier_level)
+
+    def _show_strength(self, value) -> None:
+        value = int(round(value))
+        if self.strength_slider.value() != value:
+            self.strength_slider.setValue(value)
+        named = next((k for k, v in STRENGTH_PRESETS.items() if int(v) == value), None)
+        self.strength_value.setText(f"{value} levels" + (f" · {named}" if named else ""))
+        for b in self.strength_presets:
+            b.setDown(b.property("preset_value") == value)
+
+    def _show_budget(self, steps) -> None:
+        steps = int(steps)
+        if self.budget_slider.value() * BUDGET_STEP != steps:
+            self.budget_slider.setValue(max(1, steps // BUDGET_STEP))
+        self.budget_value.setText(f"{steps} steps")
+        for b in self.budget_presets:
+            b.setDown(b.property("preset_value") * BUDGET_STEP == steps)
+        self._show_estimate()
+
+    def _show_estimate(self) -> None:
+        ws = self.workspace
+        per_image = ws.estimate_seconds()
+        if per_image is None:
+            self.budget_estimate.setText(
+                "Time estimate: measuring this machine…" if ws.model is not None else "Time estimate: load a model first"
+            )
+            return
+        text = f"≈ {format_duration(per_image)} per image on this machine"
+        pending = [i for i in ws.queue.items if i.protected is None]
+        if len(pending) > 1:
+            text += f"; ≈ {format_duration(ws.estimate_seconds(pending))} for the {len(pending)} waiting"
+        self.budget_estimate.setText(text)
+
+    def _show_output(self, path: str) -> None:
+        if path:
+            shown = Path(path).name or path
+            self.output_label.setText(shown)
+            self.output_label.setToolTip(path)
+        else:
+            self.output_label.setText("No folder chosen yet (asked on first Protect)")
+            self.output_label.setToolTip("")
+
+    def _show_format(self, fmt: str) -> None:
+        index = 1 if fmt == "jpeg" else 0
+        if self.format_combo.currentIndex() != index:
+            self.format_combo.setCurrentIndex(index)
+        self.format_warning.setVisible(fmt == "jpeg")
+
+    def _show_purifier_level(self, level: int) -> None:
+        level = max(0, min(2, int(level)))
+        if self.purifier_level.value() != level:
+            self.purifier_level.setValue(level)
+        text = LEVEL_NAMES[level]
+        request = next((r for r in self.workspace.purifier_requests() if r.name == self.workspace.settings.purifier), None)
+        if request and request.params:
+            text += " · " + ", ".join(f"{k} {v}" for k, v in request.params.items())
+        self.purifier_level_value.setText(text)
+
+    def _show_busy(self, busy: bool) -> None:
+        ws = self.workspace
+        ready = ws.model is not None and not busy
+        has_items = bool(ws.queue.items)
+        self.protect_button.setEnabled(ready and ws.selected is not None)
+        self.protect_all_button.setEnabled(ready and has_items)
+        self.stop_button.setEnabled(busy)
+        selected = ws.selected
+        self.preview_button.setEnabled(ready and selected is not None and selected.protected is not None)
+        for widget in (self.method_combo, self.strength_slider, self.budget_slider, self.format_combo, self.output_button):
+            widget.setEnabled(not busy)
+        for b in self.strength_presets + self.budget_presets:
+            b.setEnabled(not busy)
+        self._show_estimate()

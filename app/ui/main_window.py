@@ -1,0 +1,252 @@
+"""The main window: queue | compare | controls, menus, shortcuts and the status bar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, QStandardPaths, Qt
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QSplitter, QWidget
+
+from ..backend import EngineInfo, ModelSummary
+from ..viewmodel import IMAGE_SUFFIXES, Workspace
+from .common import icon
+from .compare_view import CompareArea
+from .controls_panel import ControlsPanel
+from .model_dialog import ModelDialog
+from .queue_panel import QueuePanel
+
+
+class DialogPrompts:
+    """The view-model's questions, asked with ordinary dialogs (outside any coroutine)."""
+
+    def __init__(self, parent: QWidget):
+        self.parent = parent
+
+    def choose_output_dir(self, current: str) -> str | None:
+        start = current or QStandardPaths.writableLocation(QStandardPaths.StandardLocation.PicturesLocation)
+        path = QFileDialog.getExistingDirectory(self.parent, "Where should protected images be saved?", start)
+        return path or None
+
+    def resolve_conflicts(self, paths: list[Path]) -> str | None:
+        names = "\n".join(p.name for p in paths[:6]) + ("\n…" if len(paths) > 6 else "")
+        box = QMessageBox(self.parent)
+        box.setIcon(QMessageBox.Icon.Question)
+        box.setWindowTitle("Files already exist")
+        box.setText(f"{len(paths)} protected file(s) already exist in the output folder:")
+        box.setInformativeText(names)
+        overwrite = box.addButton("Replace them", QMessageBox.ButtonRole.DestructiveRole)
+        keep = box.addButton("Keep both", QMessageBox.ButtonRole.AcceptRole)
+        skip = box.addButton("Don't save those", QMessageBox.ButtonRole.RejectRole)
+        cancel = box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(keep)
+        box.exec()
+        clicked = box.clickedButton()
+        return {overwrite: "overwrite", keep: "keep_both", skip: "skip"}.get(clicked) if clicked is not cancel else None
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, workspace: Workspace, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.workspace = workspace
+        if workspace.prompts is None:
+            workspace.prompts = DialogPrompts(self)
+        self.setWindowTitle("Artveil")
+        self.setWindowIcon(icon("artveil"))
+        self.setMinimumSize(960, 600)
+
+        self.queue_panel = QueuePanel(workspace)
+        self.compare = CompareArea(workspace)
+        self.controls = ControlsPanel(workspace)
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(self.queue_panel)
+        self.splitter.addWidget(self.compare)
+        self.splitter.addWidget(self.controls)
+        self.splitter.setStretchFactor(0, 0)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setStretchFactor(2, 0)
+        self.splitter.setSizes([270, 780, 316])
+        self.splitter.setChildrenCollapsible(False)
+        self.setCentralWidget(self.splitter)
+
+        self.device_label = QLabel("Starting the engine…")
+        self.model_label = QLabel(workspace.model_status)
+        self.batch_label = QLabel("")
+        bar = self.statusBar()
+        bar.addPermanentWidget(self.batch_label)
+        bar.addPermanentWidget(self.model_label)
+        bar.addPermanentWidget(self.device_label)
+
+        self._build_actions()
+        self._model_dialog: ModelDialog | None = None
+
+        c = self.controls
+        c.protect_button.clicked.connect(self.protect_selected)
+        c.protect_all_button.clicked.connect(workspace.protect_all)
+        c.stop_button.clicked.connect(workspace.stop)
+        c.preview_button.clicked.connect(self.preview_purification)
+        c.output_button.clicked.connect(self.choose_output_dir)
+        self.queue_panel.add_images_button.clicked.connect(self.add_images)
+        self.queue_panel.add_folder_button.clicked.connect(self.add_folder)
+
+        workspace.engine_info_changed.connect(self._show_device)
+        workspace.model_status_changed.connect(self._show_model_status)
+        workspace.model_changed.connect(self._show_model)
+        workspace.batch_text_changed.connect(self.batch_label.setText)
+        workspace.summary_changed.connect(lambda text: text and bar.showMessage(text, 15000))
+        workspace.problem.connect(lambda text: bar.showMessage(text, 10000))
+        workspace.model_needed.connect(self.show_model_dialog)
+        workspace.busy_changed.connect(self._sync_actions)
+        self._restore_geometry()
+
+    # ---- actions -----------------------------------------------------------------------------
+
+    def _action(self, menu, text: str, slot, shortcut=None, tip: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        action.setStatusTip(tip)
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        self.addAction(action)  # shortcuts work while the menu bar is hidden or unfocused
+        return action
+
+    def _build_actions(self) -> None:
+        ws = self.workspace
+        menu = self.menuBar()
+        file_menu = menu.addMenu("&File")
+        self.add_images_action = self._action(file_menu, "Add images…", self.add_images, QKeySequence.StandardKey.Open)
+        self.add_folder_action = self._action(file_menu, "Add folder…", self.add_folder, "Ctrl+Shift+O")
+        file_menu.addSeparator()
+        self.export_action = self._action(
+            file_menu, "Export protected images", self.export, "Ctrl+E", "Save protected images to the output folder"
+        )
+        self.output_action = self._action(file_menu, "Output folder…", self.choose_output_dir)
+        self.model_action = self._action(file_menu, "Model…", self.show_model_dialog)
+        file_menu.addSeparator()
+        self._action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
+
+        edit_menu = menu.addMenu("&Edit")
+        self.remove_action = self._action(edit_menu, "Remove from queue", self.queue_panel.remove_selected, "Delete")
+        # The queue view handles Delete itself when focused; the action covers the rest of the window.
+        self.remove_action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+
+        run_menu = menu.addMenu("&Protect")
+        self.protect_action = self._action(run_menu, "Protect selected", self.protect_selected, "Ctrl+Return")
+        self.protect_all_action = self._action(run_menu, "Protect all", ws.protect_all, "Ctrl+Shift+Return")
+        self.stop_action = self._action(run_menu, "Stop", ws.stop, "Esc")
+        run_menu.addSeparator()
+        self.preview_action = self._action(run_menu, "Preview purification", self.preview_purification, "Ctrl+P")
+
+        view_menu = menu.addMenu("&View")
+        canvas = self.compare.canvas
+        self.toggle_action = self._action(view_menu, "Before / after", self._toggle_before_after, "Space")
+        self._action(view_menu, "Split view", lambda: (self.compare.show_compare(), canvas.set_mode("split")), "S")
+        self._action(view_menu, "Fit", lambda: self._zoom(True), "Ctrl+0")
+        self._action(view_menu, "100 %", lambda: self._zoom(False), "Ctrl+1")
+        self._action(view_menu, "Compare", self.compare.show_compare, "Ctrl+2")
+        self._action(view_menu, "Purification preview", self.compare.show_purification, "Ctrl+3")
+        self._sync_actions(ws.busy)
+
+    def _sync_actions(self, busy: bool) -> None:
+        self.stop_action.setEnabled(busy)
+        for action in (self.export_action, self.model_action, self.output_action):
+            action.setEnabled(not busy)
+
+    def _toggle_before_after(self) -> None:
+        self.compare.show_compare()
+        self.compare.canvas.toggle_before_after()
+
+    def _zoom(self, fit: bool) -> None:
+        (self.compare.fit_button if fit else self.compare.actual_button).setChecked(True)
+        self.compare.canvas.set_fit(fit)
+
+    def protect_selected(self) -> None:
+        self.workspace.protect_selected(self.queue_panel.selected_items() or None)
+
+    def preview_purification(self) -> None:
+        if self.workspace.preview_purification() is not None:
+            self.compare.show_purification()
+
+    def export(self) -> None:
+        if self.workspace.export() is None and not any(i.protected is not None for i in self.workspace.queue.items):
+            self.statusBar().showMessage("Nothing to export yet: protect an image first.", 8000)
+
+    def add_images(self) -> None:
+        patterns = " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES))
+        paths, _ = QFileDialog.getOpenFileNames(self, "Add images", "", f"Images ({patterns})")
+        if paths:
+            self.workspace.add_paths(paths)
+
+    def add_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Add every image in a folder")
+        if path:
+            self.workspace.add_paths([path])
+
+    def choose_output_dir(self) -> None:
+        chosen = DialogPrompts(self).choose_output_dir(self.workspace.settings.output_dir)
+        if chosen:
+            self.workspace.settings.output_dir = chosen
+
+    def show_model_dialog(self) -> ModelDialog:
+        if self._model_dialog is not None and self._model_dialog.isVisible():
+            return self._model_dialog
+        dialog = ModelDialog(self.workspace, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.model_chosen.connect(self.workspace.load_model)
+        dialog.finished.connect(lambda _: setattr(self, "_model_dialog", None))
+        self._model_dialog = dialog
+        dialog.open()
+        dialog.refresh_local_models()
+        return dialog
+
+    # ---- status ------------------------------------------------------------------------------
+
+    def _show_device(self, info: EngineInfo) -> None:
+        if info.device_kind == "cpu":
+            self.device_label.setText("CPU — slow")
+            self.device_label.setObjectName("StatusWarning")
+        else:
+            vram = f" · {info.vram_gb:.0f} GB" if info.vram_gb else ""
+            self.device_label.setText(f"{info.device_name}{vram}")
+            self.device_label.setObjectName("")
+        self.device_label.setToolTip(info.device_warning or "")
+        self.device_label.style().unpolish(self.device_label)  # re-polish: the object name picks the colour
+        self.device_label.style().polish(self.device_label)
+        if info.device_warning:
+            self.statusBar().showMessage(info.device_warning, 15000)
+
+    def _show_model_status(self, text: str) -> None:
+        self.model_label.setText(f"Model: {text}")
+
+    def _show_model(self, model: ModelSummary | None) -> None:
+        if model is not None and model.is_demo:
+            self.model_label.setObjectName("StatusWarning")
+            self.model_label.setToolTip("The demo model gives no real protection. Choose a real model in File → Model.")
+        else:
+            self.model_label.setObjectName("")
+            self.model_label.setToolTip(model.description if model else "")
+        self.model_label.style().unpolish(self.model_label)
+        self.model_label.style().polish(self.model_label)
+
+    # ---- geometry ----------------------------------------------------------------------------
+
+    def _restore_geometry(self) -> None:
+        settings = self.workspace.settings
+        geometry = settings.window_state("geometry")
+        if geometry is None or not self.restoreGeometry(geometry):
+            self.resize(1366, 768)
+        splitter = settings.window_state("splitter")
+        if splitter is not None:
+            self.splitter.restoreState(splitter)
+
+    def save_geometry(self) -> None:
+        settings = self.workspace.settings
+        settings.set_window_state("geometry", QByteArray(self.saveGeometry()))
+        settings.set_window_state("splitter", QByteArray(self.splitter.saveState()))
+        settings.sync()
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.save_geometry()
+        self.workspace.shutdown()
+        super().closeEvent(event)

@@ -1,0 +1,779 @@
+"""Observable state and actions of the window: the queue, the batch, the model, the preview.
+
+No widgets live here (krita-ai-diffusion's *model* layer): widgets read properties, listen to
+``*_changed`` signals and call actions. Long actions are coroutines on the qasync loop that await the
+engine bridge's futures; questions to the user (where to save, what to do about existing files) are
+asked synchronously *before* a coroutine starts, so no modal dialog ever nests inside a running task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Protocol
+
+import numpy as np
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QSize, Qt, Signal
+from PySide6.QtGui import QImage, QImageReader
+
+from engine.errors import ArtveilError, Cancelled
+from engine.jobs import CancelToken, ProtectProgress, ProtectResult, ProtectSettings
+
+from . import backend as backend_module
+from .backend import EngineInfo, ModelSummary, PurifierRequest
+from .bridge import EngineBridge
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
+THUMBNAIL_PX = 160  # decoded once; big enough to stay sharp at 2x on a ~80 px tile
+MEASURE_SIDE = 256  # step time is measured at this size and scaled by pixel count
+
+# Purifier strength presets (light, medium, heavy) in each purifier's own parameter; from the
+# published defaults (methods.md §5). A purifier not listed here runs with its engine defaults.
+PURIFIER_LEVELS: dict[str, tuple[str, tuple[Any, Any, Any]]] = {
+    "sdedit": ("strength", (0.1, 0.2, 0.3)),
+    "gridpure": ("rounds", (5, 10, 20)),
+    "jpeg": ("quality", (95, 75, 50)),
+    "noise": ("sigma", (0.02, 0.05, 0.1)),
+}
+# Purifiers left out of the worst case unless chosen: they need weights the user may not have.
+OPTIONAL_PURIFIERS = {"upscale"}
+LEVEL_NAMES = ("light", "medium", "heavy")
+
+
+class ItemState(enum.Enum):
+    WAITING = "waiting"
+    PROTECTING = "protecting"
+    DONE = "done"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@dataclass(eq=False)
+class QueueItem:
+    """One image in the queue. Pixel arrays are HxWxC uint8, as the engine returns them."""
+
+    path: Path
+    thumbnail: QImage
+    state: ItemState = ItemState.WAITING
+    progress: float = 0.0  # 0..1 of the optimizer steps
+    error: str = ""
+    note: str = ""
+    original: np.ndarray | None = None
+    protected: np.ndarray | None = None
+    preview: np.ndarray | None = None
+    icc_profile: bytes | None = None
+    output_path: Path | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    report: Any = None
+    report_purifier: str = ""
+    size: tuple[int, int] | None = None  # (height, width) read from the file header
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def status_text(self) -> str:
+        if self.state is ItemState.PROTECTING:
+            return f"protecting {int(self.progress * 100)} %"
+        if self.state is ItemState.FAILED:
+            return f"failed: {self.error}"
+        if self.state is ItemState.DONE:
+            return "done" + (f" · {self.note}" if self.note else "")
+        if self.state is ItemState.STOPPED:
+            return "stopped"
+        return "waiting"
+
+
+def one_line(message: str, limit: int = 160) -> str:
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def load_thumbnail(path: Path, side: int = THUMBNAIL_PX) -> QImage:
+    """A small preview decoded at reduced size; a null image when Qt cannot read the file."""
+    reader = QImageReader(str(path))
+    reader.setAutoTransform(True)
+    size = reader.size()
+    if size.isValid() and (size.width() > side or size.height() > side):
+        reader.setScaledSize(size.scaled(QSize(side, side), Qt.AspectRatioMode.KeepAspectRatio))
+    image = reader.read()
+    return image if not image.isNull() else QImage()
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "unknown"
+    seconds = max(0.0, seconds)
+    if seconds < 1:
+        return "under a second"
+    if seconds < 60:
+        return f"{int(round(seconds))} s"
+    if seconds < 3600:
+        minutes, secs = divmod(int(round(seconds)), 60)
+        return f"{minutes} min" if minutes >= 10 or secs == 0 else f"{minutes} min {secs} s"
+    hours, rest = divmod(int(round(seconds)), 3600)
+    return f"{hours} h {rest // 60} min"
+
+
+def area_factor(height: int, width: int, working_size: int, large_image: str = "resize") -> float:
+    """Cost of one step on this image relative to the measured MEASURE_SIDE² step."""
+    pixels = height * width
+    if large_image == "resize":
+        scale = min(1.0, working_size / max(height, width, 1))
+        pixels = pixels * scale * scale
+    return max(pixels, 64 * 64) / (MEASURE_SIDE * MEASURE_SIDE)
+
+
+def _percent(value: float) -> str:
+    return f"{int(round(100 * max(0.0, min(1.0, value))))} %"
+
+
+def survival_words(survival: float) -> str:
+    if survival >= 0.7:
+        return "holds up well"
+    if survival >= 0.4:
+        return "is weakened but still there"
+    if survival >= 0.15:
+        return "is mostly washed out"
+    return "is removed"
+
+
+def _field(obj, name, default=None):
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
+def describe_robustness(report, chosen: str) -> str:
+    """The robustness report in words an artist reads at a glance.
+
+    survival is the fraction (0..1) of the protection's effect left after a purifier.
+    """
+    rows = list(_field(report, "rows", []) or [])
+    row = next((r for r in rows if _field(r, "name") == chosen), rows[0] if rows else None)
+    parts = []
+    if row is not None:
+        survival = float(_field(row, "survival", 0.0))
+        parts.append(
+            f"After {_field(row, 'label', chosen)}, about {_percent(survival)} of the protection survives: "
+            f"it {survival_words(survival)}."
+        )
+    worst = _field(report, "worst")
+    if isinstance(worst, (int, float)):
+        worst_row = min(rows, key=lambda r: float(_field(r, "survival", 1.0)), default=None)
+        worst_value = float(worst)
+    else:
+        worst_row = worst
+        worst_value = float(_field(worst, "survival", 0.0)) if worst is not None else None
+    if worst_value is not None and len(rows) > 1:
+        label = _field(worst_row, "label", "the strongest purifier") if worst_row is not None else "the strongest purifier"
+        parts.append(f"Worst case ({label}): {_percent(worst_value)} survives.")
+    verdict = _field(report, "verdict")
+    if verdict:
+        parts.append(str(verdict))
+    return " ".join(parts) if parts else "No purifier was run."
+
+
+class Prompts(Protocol):
+    """Questions the view-model asks the user. Called synchronously, never inside a coroutine."""
+
+    def choose_output_dir(self, current: str) -> str | None: ...
+
+    def resolve_conflicts(self, paths: list[Path]) -> str | None:
+        """'overwrite', 'keep_both' or 'skip' for files that exist already; None cancels."""
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    path: Path | None  # None: skip saving
+    overwrite: bool
+
+
+class QueueModel(QAbstractListModel):
+    """The queue as a list model; the item itself is under ItemRole."""
+
+    ItemRole = Qt.ItemDataRole.UserRole + 1
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.items: list[QueueItem] = []
+
+    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: B008 - Qt's signature
+        return 0 if parent.isValid() else len(self.items)
+
+    def data(self, index, role=Qt.ItemDataRole.DisplayRole):
+        if not index.isValid() or index.row() >= len(self.items):
+            return None
+        item = self.items[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return item.name
+        if role == Qt.ItemDataRole.DecorationRole:
+            return item.thumbnail
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return f"{item.path}\n{item.status_text}"
+        if role == self.ItemRole:
+            return item
+        return None
+
+    def append(self, items: list[QueueItem]) -> None:
+        if not items:
+            return
+        start = len(self.items)
+        self.beginInsertRows(QModelIndex(), start, start + len(items) - 1)
+        self.items.extend(items)
+        self.endInsertRows()
+
+    def remove(self, item: QueueItem) -> None:
+        row = self.items.index(item)
+        self.beginRemoveRows(QModelIndex(), row, row)
+        del self.items[row]
+        self.endRemoveRows()
+
+    def refresh(self, item: QueueItem) -> None:
+        if item in self.items:
+            index = self.index(self.items.index(item))
+            self.dataChanged.emit(index, index)
+
+    def index_of(self, item: QueueItem) -> QModelIndex:
+        return self.index(self.items.index(item)) if item in self.items else QModelIndex()
+
+
+class Workspace(QObject):
+    """The window's state and actions, between the engine bridge and the widgets."""
+
+    busy_changed = Signal(bool)
+    engine_info_changed = Signal(object)
+    model_changed = Signal(object)  # ModelSummary or None
+    model_status_changed = Signal(str)
+    model_needed = Signal()
+    batch_text_changed = Signal(str)
+    summary_changed = Signal(str)
+    estimate_changed = Signal()
+    selection_changed = Signal(object)  # QueueItem or None
+    item_updated = Signal(object)  # QueueItem
+    report_changed = Signal(object)  # QueueItem whose report arrived
+    problem = Signal(str)  # a one-line message for the status bar
+
+    def __init__(self, settings: Settings, bridge: EngineBridge, prompts: Prompts | None = None, parent: QObject | None = None):
+        super().__init__(parent)
+        self.settings = settings
+        self.bridge = bridge
+        self.prompts = prompts
+        self.queue = QueueModel(self)
+        self.engine_info: EngineInfo | None = None
+        self.model: ModelSummary | None = None
+        self.model_status = "No model loaded"
+        self.busy = False
+        self.batch_text = ""
+        self.summary = ""
+        self.selected: QueueItem | None = None
+        self._step_seconds: float | None = None
+        self._cancel = CancelToken()
+        self._active_request: int | None = None
+        self._active_item: QueueItem | None = None
+        self._batch: tuple[int, int] = (0, 0)
+        self._batch_remaining: list[QueueItem] = []
+        self._tasks: set[asyncio.Future] = set()
+        bridge.job_progress.connect(self._on_progress)
+        settings.steps_changed.connect(lambda _: self.estimate_changed.emit())
+        settings.method_changed.connect(lambda _: self._on_method_changed())
+        settings.strength_levels_changed.connect(lambda _: self.estimate_changed.emit())
+
+    # ---- tasks -------------------------------------------------------------------------------
+
+    def _spawn(self, coro) -> asyncio.Future:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Future) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            # Unexpected failures surface in the window; they are never swallowed.
+            log.error("window task failed", exc_info=exc)
+            self._set_summary(f"Something went wrong: {one_line(exc)}")
+
+    async def idle(self) -> None:
+        """Wait until every action started so far (and any it started) has finished."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _set_busy(self, busy: bool) -> None:
+        if busy != self.busy:
+            self.busy = busy
+            self.busy_changed.emit(busy)
+
+    def _set_summary(self, text: str) -> None:
+        self.summary = text
+        self.summary_changed.emit(text)
+
+    def _set_batch_text(self, text: str) -> None:
+        self.batch_text = text
+        self.batch_text_changed.emit(text)
+
+    def _set_model_status(self, text: str) -> None:
+        self.model_status = text
+        self.model_status_changed.emit(text)
+
+    # ---- engine and model --------------------------------------------------------------------
+
+    def start(self) -> asyncio.Future:
+        """Ask the engine thread what it runs on, then load the configured model (if any)."""
+        return self._spawn(self._start())
+
+    async def _start(self) -> None:
+        try:
+            self.engine_info = await self.bridge.call("engine_info")
+        except ArtveilError as exc:
+            self._set_summary(f"The engine could not start: {exc.message}")
+            return
+        self.engine_info_changed.emit(self.engine_info)
+        if self.settings.model_source:
+            await self._load_model(self.settings.model_source)
+        else:
+            self.model_needed.emit()
+
+    def load_model(self, source: str) -> asyncio.Future:
+        return self._spawn(self._load_model(source))
+
+    async def _load_model(self, source: str) -> bool:
+        self._set_model_status(f"Loading model {source} …")
+        self._set_busy(True)
+        try:
+            self.model = await self.bridge.call("load_model", source)
+        except ArtveilError as exc:
+            self.model = None
+            self._set_model_status(f"Model not loaded: {one_line(exc.message)}")
+            self.model_changed.emit(None)
+            return False
+        finally:
+            self._set_busy(False)
+        self.settings.model_source = source
+        self._set_model_status(self.model.name + (" (demo: no real protection)" if self.model.is_demo else ""))
+        self.model_changed.emit(self.model)
+        self._step_seconds = self.settings.step_seconds(self._step_key())
+        if self._step_seconds is None:
+            await self._measure_step_seconds()
+        self.estimate_changed.emit()
+        return True
+
+    def _step_key(self) -> str:
+        info = self.engine_info
+        raw = f"{self.settings.model_source}|{self.settings.method}|{info.device_name if info else ''}"
+        return hashlib.sha1(raw.encode()).hexdigest()[:16]
+
+    async def _measure_step_seconds(self) -> None:
+        if self.model is None:
+            return
+        key = self._step_key()
+        try:
+            seconds = await self.bridge.call("estimate_step_seconds", self.job_settings(), MEASURE_SIDE, MEASURE_SIDE)
+        except ArtveilError as exc:
+            log.warning("step time not measured: %s", exc.message)
+            return
+        if key == self._step_key():
+            self._step_seconds = float(seconds)
+            self.settings.set_step_seconds(key, self._step_seconds)
+            self.estimate_changed.emit()
+
+    def _on_method_changed(self) -> None:
+        self._step_seconds = self.settings.step_seconds(self._step_key())
+        self.estimate_changed.emit()
+        if self._step_seconds is None and self.model is not None:
+            self._spawn(self._measure_step_seconds())
+
+    def _refine_step_seconds(self, result: ProtectResult, shape: tuple[int, ...]) -> None:
+        if result.steps_done <= 0 or result.seconds <= 0:
+            return
+        factor = area_factor(shape[0], shape[1], result.settings.working_size, result.settings.large_image)
+        measured = result.seconds / result.steps_done / factor
+        old = self._step_seconds
+        # A real run beats the short measurement, but one run can be noisy: average, weight to the new.
+        self._step_seconds = measured if old is None else 0.3 * old + 0.7 * measured
+        self.settings.set_step_seconds(self._step_key(), self._step_seconds)
+        self.estimate_changed.emit()
+
+    @property
+    def step_seconds(self) -> float | None:
+        return self._step_seconds
+
+    def estimate_seconds(self, items: Iterable[QueueItem] | None = None, steps: int | None = None) -> float | None:
+        """Seconds to protect ``items`` (default: one image at the working size) at ``steps``."""
+        if self._step_seconds is None:
+            return None
+        steps = self.settings.steps if steps is None else steps
+        settings = self.job_settings()
+        if items is None:
+            return self._step_seconds * steps * area_factor(settings.working_size, settings.working_size, settings.working_size)
+        total = 0.0
+        for item in items:
+            h, w = self._image_size(item)
+            total += self._step_seconds * steps * area_factor(h, w, settings.working_size, settings.large_image)
+        return total
+
+    def _image_size(self, item: QueueItem) -> tuple[int, int]:
+        if item.original is not None:
+            return item.original.shape[0], item.original.shape[1]
+        return item.size or (512, 512)
+
+    # ---- settings to a job -------------------------------------------------------------------
+
+    def job_settings(self) -> ProtectSettings:
+        """Everything a protection job needs besides the image, from the current controls."""
+        steps = int(self.settings.steps)
+        return ProtectSettings(
+            method=self.settings.method,
+            strength_levels=float(self.settings.strength_levels),
+            steps=steps,
+            # Previews every few steps keep the compare view alive without slowing short runs.
+            preview_every=max(1, min(10, steps // 10)),
+        )
+
+    def purifier_requests(self) -> list[PurifierRequest]:
+        """The chosen purifier at the chosen level first, then the others at their defaults.
+
+        The others are run too so that the summary can name the worst case.
+        """
+        info = self.engine_info
+        choices = list(info.purifiers) if info else []
+        chosen = self.settings.purifier
+        requests = []
+        for choice in choices:
+            if choice.name in OPTIONAL_PURIFIERS and choice.name != chosen:
+                continue
+            params = {}
+            if choice.name == chosen and choice.name in PURIFIER_LEVELS:
+                param, values = PURIFIER_LEVELS[choice.name]
+                if not choice.defaults or param in choice.defaults:
+                    params[param] = values[max(0, min(2, self.settings.purifier_level))]
+            requests.append(PurifierRequest(choice.name, params))
+        requests.sort(key=lambda r: r.name != chosen)
+        return requests
+
+    # ---- the queue ---------------------------------------------------------------------------
+
+    def add_paths(self, paths: Iterable[str | Path]) -> int:
+        """Add image files, and the images inside folders (not recursively). Returns how many."""
+        known = {item.path for item in self.queue.items}
+        new_items = []
+        for raw in paths:
+            path = Path(raw)
+            candidates = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+            for candidate in candidates:
+                if candidate.suffix.lower() not in IMAGE_SUFFIXES or not candidate.is_file():
+                    continue
+                resolved = candidate.resolve()
+                if resolved in known:
+                    continue
+                known.add(resolved)
+                header = QImageReader(str(resolved)).size()
+                size = (header.height(), header.width()) if header.isValid() else None
+                new_items.append(QueueItem(resolved, load_thumbnail(resolved), size=size))
+        self.queue.append(new_items)
+        if new_items:
+            self.estimate_changed.emit()
+            if self.selected is None:
+                self.select(new_items[0])
+        return len(new_items)
+
+    def remove_items(self, items: Iterable[QueueItem]) -> int:
+        removed = 0
+        for item in list(items):
+            if item is self._active_item or item not in self.queue.items:
+                continue  # the running one is stopped with Stop, not pulled from under the engine
+            if item in self._batch_remaining:
+                self._batch_remaining.remove(item)
+            self.queue.remove(item)
+            removed += 1
+            if item is self.selected:
+                self.select(None)
+        if removed:
+            self.estimate_changed.emit()
+        return removed
+
+    def select(self, item: QueueItem | None) -> None:
+        if item is not self.selected:
+            self.selected = item
+            self.selection_changed.emit(item)
+
+    def _touch(self, item: QueueItem) -> None:
+        self.queue.refresh(item)
+        self.item_updated.emit(item)
+
+    # ---- protecting --------------------------------------------------------------------------
+
+    def protect(self, items: Iterable[QueueItem]) -> asyncio.Future | None:
+        """Protect ``items`` one after the other and save each to the output folder.
+
+        Returns the batch task, or None when nothing was started (no model, no folder, cancelled).
+        """
+        items = [i for i in items if i in self.queue.items]
+        if self.busy or not items:
+            return None
+        if self.model is None:
+            self.model_needed.emit()
+            return None
+        plans = self._plan_outputs(items)
+        if plans is None:
+            return None
+        return self._spawn(self._run_batch(items, plans))
+
+    def protect_all(self) -> asyncio.Future | None:
+        return self.protect([i for i in self.queue.items if i.state is not ItemState.DONE])
+
+    def protect_selected(self, items: Iterable[QueueItem] | None = None) -> asyncio.Future | None:
+        chosen = list(items) if items is not None else ([self.selected] if self.selected else [])
+        return self.protect(chosen)
+
+    def stop(self) -> None:
+        """Stop the running job within one optimizer step, and the rest of the batch."""
+        self._cancel.cancel()
+        self._batch_remaining.clear()
+
+    def _ensure_output_dir(self) -> Path | None:
+        current = self.settings.output_dir
+        if current and Path(current).is_dir():
+            return Path(current)
+        chosen = self.prompts.choose_output_dir(current)
+        if not chosen:
+            return None
+        Path(chosen).mkdir(parents=True, exist_ok=True)
+        self.settings.output_dir = str(chosen)
+        return Path(chosen)
+
+    def _plan_outputs(self, items: list[QueueItem], keep_existing_own: bool = False) -> dict[QueueItem, OutputPlan] | None:
+        """Decide each item's output file before any work, asking once about existing files."""
+        out_dir = self._ensure_output_dir()
+        if out_dir is None:
+            return None
+        fmt = "jpg" if self.settings.export_format == "jpeg" else "png"
+        originals = {item.path.resolve() for item in self.queue.items}
+        planned: dict[QueueItem, Path] = {}
+        taken: set[Path] = set()
+        conflicts: list[QueueItem] = []
+        for item in items:
+            try:
+                path = backend_module.output_path_for(item.path, out_dir, fmt)
+            except ArtveilError:  # it would be the original itself
+                path = out_dir / f"{item.path.stem}.protected.{fmt}"
+                taken.add(path.resolve())
+            resolved = path.resolve()
+            if resolved in originals or resolved in taken:
+                # Never write over an original, nor let two inputs with one name share an output.
+                path = _unique_path(path, taken | originals)
+            elif keep_existing_own and item.output_path is not None and item.output_path.resolve() == resolved:
+                path = resolved  # our own earlier export of this very item: refresh it silently
+            elif path.exists():
+                conflicts.append(item)
+            planned[item] = path
+            taken.add(path.resolve())
+        choice = "overwrite"
+        if conflicts:
+            choice = self.prompts.resolve_conflicts([planned[i] for i in conflicts])
+            if choice is None:
+                return None
+        plans = {}
+        for item, path in planned.items():
+            if item in conflicts and choice == "skip":
+                plans[item] = OutputPlan(None, False)
+            elif item in conflicts and choice == "keep_both":
+                new_path = _unique_path(path, taken | originals)
+                taken.add(new_path.resolve())
+                plans[item] = OutputPlan(new_path, False)
+            else:
+                own = keep_existing_own and item.output_path is not None and item.output_path.resolve() == path.resolve()
+                plans[item] = OutputPlan(path, item in conflicts or own)
+        return plans
+
+    async def _run_batch(self, items: list[QueueItem], plans: dict[QueueItem, OutputPlan]) -> None:
+        self._cancel = CancelToken()
+        self._set_busy(True)
+        self._set_summary("")
+        self._batch_remaining = list(items)
+        done, failed, stopped = 0, [], False
+        total = len(items)
+        position = 0
+        try:
+            while self._batch_remaining and not self._cancel.cancelled:
+                item = self._batch_remaining.pop(0)
+                position += 1
+                self._batch = (position, total)
+                outcome = await self._protect_one(item, plans[item])
+                if outcome == "done":
+                    done += 1
+                elif outcome == "failed":
+                    failed.append(item)
+                elif outcome == "stopped":
+                    stopped = True
+        finally:
+            self._active_item = None
+            self._active_request = None
+            self._batch_remaining = []
+            self._set_batch_text("")
+            self._set_busy(False)
+        self._set_summary(_batch_summary(done, failed, stopped or self._cancel.cancelled, total))
+
+    async def _protect_one(self, item: QueueItem, plan: OutputPlan) -> str:
+        self._active_item = item
+        item.state, item.progress, item.error, item.note = ItemState.PROTECTING, 0.0, "", ""
+        item.protected, item.preview, item.report = None, None, None
+        self._touch(item)
+        self._update_batch_text(None)
+        settings = self.job_settings()
+        try:
+            loaded = await self.bridge.call("load_image", str(item.path))
+            item.original, item.icc_profile = loaded.pixels, loaded.icc_profile
+            self._touch(item)
+            self._update_batch_text(None)
+            request_id, future = self.bridge.protect(loaded.pixels, settings, self._cancel)
+            self._active_request = request_id
+            result: ProtectResult = await future
+            self._active_request = None
+            item.protected, item.preview, item.metrics = result.protected, None, dict(result.metrics)
+            item.progress = 1.0
+            self._refine_step_seconds(result, loaded.pixels.shape)
+            if plan.path is None:
+                item.note = "not saved (a file with that name exists)"
+            else:
+                saved = await self.bridge.call("save_image", result.protected, str(plan.path), loaded.icc_profile, plan.overwrite)
+                item.output_path = Path(saved)
+                item.note = f"saved as {item.output_path.name}"
+            item.state = ItemState.DONE
+            return "done"
+        except Cancelled:
+            item.state, item.progress, item.preview = ItemState.STOPPED, 0.0, None
+            return "stopped"
+        except ArtveilError as exc:
+            item.state, item.error = ItemState.FAILED, one_line(exc.message)
+            return "failed"
+        finally:
+            self._active_request = None
+            self._touch(item)
+
+    def _on_progress(self, request_id: int, progress) -> None:
+        item = self._active_item
+        if request_id != self._active_request or item is None or not isinstance(progress, ProtectProgress):
+            return
+        item.progress = progress.step / max(1, progress.total)
+        if progress.preview is not None:
+            item.preview = progress.preview
+        self._touch(item)
+        self._update_batch_text(progress)
+
+    def _update_batch_text(self, progress: ProtectProgress | None) -> None:
+        position, total = self._batch
+        item = self._active_item
+        current = None
+        if progress is not None and progress.eta_s is not None:
+            current = progress.eta_s
+        elif item is not None:
+            estimate = self.estimate_seconds([item])
+            current = None if estimate is None else estimate * (1 - item.progress)
+        rest = self.estimate_seconds(self._batch_remaining)
+        eta = None if current is None or rest is None else current + rest
+        text = f"{position} of {total}"
+        text += f" · ETA {format_duration(eta)}" if eta is not None else " · ETA measuring…"
+        self._set_batch_text(text)
+
+    # ---- export ------------------------------------------------------------------------------
+
+    def export(self, items: Iterable[QueueItem] | None = None) -> asyncio.Future | None:
+        """Save protected images (again) to the output folder in the chosen format."""
+        chosen = [i for i in (items if items is not None else self.queue.items) if i.protected is not None]
+        if self.busy or not chosen:
+            return None
+        plans = self._plan_outputs(chosen, keep_existing_own=True)
+        if plans is None:
+            return None
+        return self._spawn(self._export(chosen, plans))
+
+    async def _export(self, items: list[QueueItem], plans: dict[QueueItem, OutputPlan]) -> None:
+        self._set_busy(True)
+        saved, failed = 0, 0
+        try:
+            for item in items:
+                plan = plans[item]
+                if plan.path is None:
+                    continue
+                try:
+                    path = await self.bridge.call("save_image", item.protected, str(plan.path), item.icc_profile, plan.overwrite)
+                except ArtveilError as exc:
+                    item.error = one_line(exc.message)
+                    item.note = f"export failed: {item.error}"
+                    failed += 1
+                else:
+                    item.output_path = Path(path)
+                    item.note = f"saved as {item.output_path.name}"
+                    saved += 1
+                self._touch(item)
+        finally:
+            self._set_busy(False)
+        text = f"Exported {saved} image{'s' if saved != 1 else ''}"
+        self._set_summary(text + (f", {failed} could not be saved." if failed else "."))
+
+    # ---- purification preview ----------------------------------------------------------------
+
+    def preview_purification(self, item: QueueItem | None = None) -> asyncio.Future | None:
+        item = item or self.selected
+        if self.busy or item is None or item.protected is None or item.original is None:
+            if item is not None and item.protected is None:
+                self.problem.emit("Protect this image first, then preview what a purifier leaves of it.")
+            return None
+        return self._spawn(self._preview(item))
+
+    async def _preview(self, item: QueueItem) -> None:
+        self._set_busy(True)
+        self._set_batch_text("Purifying…")
+        try:
+            report = await self.bridge.call(
+                "robustness", item.original, item.protected, self.job_settings(), self.purifier_requests()
+            )
+        except ArtveilError as exc:
+            self.problem.emit(f"Purification preview failed: {one_line(exc.message)}")
+            return
+        finally:
+            self._set_batch_text("")
+            self._set_busy(False)
+        item.report, item.report_purifier = report, self.settings.purifier
+        self.report_changed.emit(item)
+
+    # ---- shutdown ----------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop any job and the engine thread (blocks at most one optimizer step)."""
+        self.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        self.bridge.shutdown()
+
+
+def _unique_path(path: Path, taken: set[Path]) -> Path:
+    """``name.protected-2.png``, ``-3`` … : the first name that neither exists nor is taken."""
+    stem, suffix = path.name[: -len(path.suffix)] if path.suffix else path.name, path.suffix
+    n = 2
+    while True:
+        candidate = path.with_name(f"{stem}-{n}{suffix}")
+        if not candidate.exists() and candidate.resolve() not in taken:
+            return candidate
+        n += 1
+
+
+def _batch_summary(done: int, failed: list[QueueItem], stopped: bool, total: int) -> str:
+    parts = [f"{done} of {total} protected"]
+    if failed:
+        names = ", ".join(i.name for i in failed[:3]) + (" …" if len(failed) > 3 else "")
+        parts.append(f"{len(failed)} failed ({names}); the reason is on each image")
+    if stopped:
+        parts.append("stopped")
+    return "; ".join(parts) + "."

@@ -1,0 +1,294 @@
+"""Fixtures for the window's tests: a qasync loop, a fake engine, a built window, thread hygiene.
+
+Test modules import these with ``from conftest_app import *`` so that they work without a shared
+conftest.py. The fake engine speaks the same ``app.backend.EngineBackend`` protocol as the real one
+and records every job that reaches it.
+
+Driving rule: anything that starts a coroutine (clicking Protect, starting the workspace) happens
+inside a coroutine run by ``drive``, so Qt events are only ever processed while the asyncio loop runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import qasync
+from PIL import Image
+from PySide6.QtCore import QThread
+
+from app.backend import Choice, EngineInfo, LoadedPixels, LocalModel, ModelSummary
+from app.bridge import LIVE_THREADS
+from engine.errors import ArtveilError, Cancelled
+from engine.jobs import ProtectProgress, ProtectResult
+
+__all__ = [
+    "FakeBackend", "FakePrompts", "app_config_dir", "drive", "fake_engine", "make_window", "no_thread_left_running",
+    "qloop", "until", "write_image",
+]
+
+
+# ---- images ------------------------------------------------------------------------------------
+
+def write_image(path: Path, size: tuple[int, int] = (48, 64), seed: int = 0) -> Path:
+    """A small RGB picture with structure (gradients and a disc), saved as PNG/JPEG by suffix."""
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    rng = np.random.default_rng(seed)
+    disc = ((yy - h / 2) ** 2 + (xx - w / 3) ** 2) < (min(h, w) / 4) ** 2
+    pixels = np.stack([xx * 255 // max(1, w - 1), yy * 255 // max(1, h - 1), np.full_like(xx, 90)], axis=2)
+    pixels[disc] = rng.integers(0, 255, 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.astype(np.uint8)).save(path)
+    return path
+
+
+# ---- the fake engine -----------------------------------------------------------------------------
+
+@dataclass
+class FakeEngine:
+    """Shared between the test and the backend on the engine thread."""
+
+    step_delay_s: float = 0.0
+    jobs: list = field(default_factory=list)  # ProtectSettings, in arrival order
+    steps_run: list = field(default_factory=list)  # steps actually done per job
+    calls: list = field(default_factory=list)
+    threads: set = field(default_factory=set)  # thread idents the backend ran on
+    step_started: threading.Event = field(default_factory=threading.Event)
+    models: list = field(default_factory=lambda: [LocalModel("/models/sd15", "Stable Diffusion 1.5 (sd15)")])
+
+
+class FakeBackend:
+    METHODS = (
+        Choice("antipure", "AntiPure (recommended: survives purification)", "Built to survive clean-up."),
+        Choice("photoguard", "PhotoGuard (fast, encoder only)", "Fastest: scrambles the encoder."),
+        Choice("advdm", "AdvDM (baseline)", "Classic baseline."),
+    )
+    PURIFIERS = (
+        Choice("sdedit", "SDEdit (light diffusion re-draw)", "Noise and redraw.", {"strength": 0.2}),
+        Choice("jpeg", "JPEG re-save", "Save as JPEG.", {"quality": 75}),
+        Choice("noise", "Gaussian noise", "Add noise.", {"sigma": 0.05}),
+    )
+
+    def __init__(self, engine: FakeEngine):
+        self.engine = engine
+        self.model = None
+
+    def _record(self, name, *args):
+        self.engine.calls.append(name)
+        self.engine.threads.add(threading.get_ident())
+
+    def engine_info(self):
+        self._record("engine_info")
+        return EngineInfo("CPU", "cpu", None, "No NVIDIA GPU found: protection runs on the CPU and is slow.",
+                          self.METHODS, self.PURIFIERS, True, "")
+
+    def load_model(self, source):
+        self._record("load_model", source)
+        if source == "broken":
+            raise ArtveilError("model", "broken: not a diffusers folder.")
+        self.model = source
+        demo = source == "tiny"
+        return ModelSummary(source, "tiny-sd (demo)" if demo else Path(source).name, "fake", demo)
+
+    def estimate_step_seconds(self, settings, height, width):
+        self._record("estimate_step_seconds")
+        return 0.5
+
+    def load_image(self, path):
+        self._record("load_image", path)
+        from engine.images import load_image
+
+        loaded = load_image(path)
+        return LoadedPixels(loaded.pixels, loaded.icc_profile, loaded.name)
+
+    def protect_iter(self, pixels, settings, cancel):
+        self._record("protect_iter")
+        self.engine.jobs.append(settings)
+        rng = np.random.default_rng(settings.seed)
+        delta = rng.integers(-int(settings.strength_levels), int(settings.strength_levels) + 1, pixels.shape[:2] + (3,))
+        started = time.perf_counter()
+        done = 0
+        try:
+            for step in range(1, settings.steps + 1):
+                if cancel is not None and cancel.cancelled:
+                    raise Cancelled()
+                self.engine.step_started.set()
+                if self.engine.step_delay_s:
+                    time.sleep(self.engine.step_delay_s)
+                done = step
+                current = np.clip(pixels[..., :3].astype(int) + delta * step // settings.steps, 0, 255).astype(np.uint8)
+                preview = current if settings.preview_every and step % settings.preview_every == 0 else None
+                elapsed = time.perf_counter() - started
+                yield ProtectProgress(step, settings.steps, {"loss": 1.0 / step}, elapsed,
+                                      elapsed / step * (settings.steps - step), preview)
+        finally:
+            self.engine.steps_run.append(done)
+        protected = pixels.copy()
+        protected[..., :3] = np.clip(pixels[..., :3].astype(int) + delta, 0, 255).astype(np.uint8)
+        yield ProtectResult(pixels, protected, settings, {"psnr": 40.0, "ssim": 0.99, "linf_levels": float(settings.strength_levels)},
+                            time.perf_counter() - started, done)
+
+    def save_image(self, pixels, path, icc_profile, overwrite):
+        self._record("save_image", path)
+        from engine.images import save_image
+
+        return str(save_image(pixels, path, icc_profile=icc_profile, overwrite=overwrite))
+
+    def robustness(self, original, protected, settings, purifiers):
+        self._record("robustness")
+        rows = []
+        for i, request in enumerate(purifiers):
+            rows.append(_Row(request.name, f"{request.name} {request.params}", 0.8 - 0.3 * i,
+                             np.clip(original.astype(int) // 2 + 60, 0, 255).astype(np.uint8),
+                             np.clip(protected.astype(int) // 2 + 60, 0, 255).astype(np.uint8)))
+        worst = min(rows, key=lambda r: r.survival)
+        return _Report(rows, worst, "Part of the protection survives the strongest clean-up tried.")
+
+    def list_local_models(self):
+        self._record("list_local_models")
+        return list(self.engine.models)
+
+    def download_model(self, name, progress, cancel):
+        self._record("download_model")
+        return f"/downloads/{name}"
+
+
+@dataclass
+class _Row:
+    name: str
+    label: str
+    survival: float
+    purified_original: np.ndarray
+    purified_protected: np.ndarray
+
+
+@dataclass
+class _Report:
+    rows: list
+    worst: _Row
+    verdict: str
+
+
+class FakePrompts:
+    """Canned answers to the window's questions, and a record of what was asked."""
+
+    def __init__(self, output_dir: Path | None, conflict_answer: str | None = "keep_both"):
+        self.output_dir = output_dir
+        self.conflict_answer = conflict_answer
+        self.asked: list = []
+
+    def choose_output_dir(self, current):
+        self.asked.append(("output_dir", current))
+        return str(self.output_dir) if self.output_dir else None
+
+    def resolve_conflicts(self, paths):
+        self.asked.append(("conflicts", [p.name for p in paths]))
+        return self.conflict_answer
+
+
+# ---- fixtures ------------------------------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def app_config_dir(tmp_path, monkeypatch):
+    """Settings go to a temporary folder, never the user's app-data folder."""
+    config = tmp_path / "config"
+    monkeypatch.setenv("ARTVEIL_CONFIG_DIR", str(config))
+    return config
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left_running():
+    """Fail any test that leaves an engine QThread (or a new Python thread) running."""
+    before = set(threading.enumerate())
+    yield
+    running = [t for t in list(LIVE_THREADS) if isinstance(t, QThread) and t.isRunning()]
+    for thread in running:  # stop them so one failure does not cascade into the next tests
+        thread.quit()
+        thread.wait(10_000)
+    assert not running, f"QThread(s) still running at teardown: {[t.objectName() for t in running]}"
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        extra = [t for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon
+                 and not isinstance(t, threading._DummyThread)]
+        if not extra:
+            break
+        time.sleep(0.05)
+    assert not extra, f"Python thread(s) still running at teardown: {[t.name for t in extra]}"
+
+
+@pytest.fixture
+def qloop(qapp):
+    loop = qasync.QEventLoop(qapp)
+    asyncio.set_event_loop(loop)
+    yield loop
+    if not loop.is_closed():
+        loop.close()
+    asyncio.set_event_loop(None)
+
+
+@pytest.fixture
+def drive(qloop):
+    """drive(coroutine, timeout) runs it on the qasync loop (Qt events flow meanwhile)."""
+
+    def run(coro, timeout: float = 30.0):
+        return qloop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+    return run
+
+
+async def until(condition, timeout: float = 10.0, interval: float = 0.01, message: str = ""):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for: {message or condition}")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture
+def fake_engine():
+    return FakeEngine()
+
+
+@pytest.fixture
+def make_window(qloop, qapp, tmp_path, fake_engine):
+    """make_window(backend_factory=None, prompts=None, model_source="tiny") → (window, workspace).
+
+    Shows the window, starts the workspace (engine info, model) and, at teardown, closes it the way a
+    user would, which stops the engine thread.
+    """
+    from app.main import create_window
+    from app.settings import Settings
+    from app.ui.common import apply_theme
+
+    apply_theme(qapp)
+    built = []
+
+    def make(backend_factory=None, prompts=None, model_source: str | None = "tiny", start: bool = True):
+        settings = Settings()
+        if model_source is not None:
+            settings.model_source = model_source
+        prompts = prompts or FakePrompts(tmp_path / "out")
+        window, workspace = create_window(settings, backend_factory or (lambda: FakeBackend(fake_engine)), prompts)
+        window.show()
+        built.append((window, workspace))
+        if start:
+            qloop.run_until_complete(asyncio.wait_for(_start(workspace), 60))
+        return window, workspace
+
+    yield make
+    for window, workspace in built:
+        window.close()
+        qloop.run_until_complete(asyncio.wait_for(workspace.idle(), 30))
+        window.deleteLater()
+    qloop.run_until_complete(asyncio.sleep(0.01))
+
+
+async def _start(workspace):
+    workspace.start()
+    await workspace.idle()
