@@ -1,0 +1,166 @@
+"""The protection loop's promises, checked for every method on the tiny model (CPU)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.errors import ArtveilError, Cancelled
+from engine.images import load_image, save_image
+from engine.jobs import CancelToken, ProtectProgress, ProtectResult, ProtectSettings
+from engine.protect import method_objective, protect_image, protect_iter, quantize_protected
+from tests.conftest import make_image
+
+METHODS = ["antipure", "advdm", "photoguard", "mist", "sds"]
+
+
+def quick(method: str, **kw) -> ProtectSettings:
+    base = dict(method=method, strength_levels=8.0, steps=4, seed=3, working_size=64, preview_every=2, measure_objective=False)
+    base.update(kw)
+    return ProtectSettings(**base)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_budget_holds_after_8bit_export(tiny_model, tmp_path, method):
+    img = make_image(64, 64)
+    result = protect_image(tiny_model, img, quick(method, strength_levels=6.4))
+    path = save_image(result.protected, tmp_path / "out.protected.png")
+    exported = np.asarray(Image.open(path)).astype(int)
+    diff = np.abs(exported - img.astype(int))
+    assert diff.max() <= 6  # floor(6.4): rounding may not push any pixel over the budget
+    assert diff.max() >= 5  # and the budget is actually used, not a no-op
+    assert result.metrics["linf_levels"] == diff.max()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_same_seed_gives_same_bytes(tiny_model, tmp_path, method):
+    img = make_image(48, 56, seed=2)
+    a = protect_image(tiny_model, img, quick(method, steps=3))
+    b = protect_image(tiny_model, img, quick(method, steps=3))
+    c = protect_image(tiny_model, img, quick(method, steps=3, seed=4))
+    pa = save_image(a.protected, tmp_path / "a.png").read_bytes()
+    pb = save_image(b.protected, tmp_path / "b.png").read_bytes()
+    assert pa == pb
+    if method != "photoguard":  # PhotoGuard draws no noise: its result does not depend on the seed
+        assert not np.array_equal(a.protected, c.protected)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_raises_its_objective_above_random_noise(tiny_model, method):
+    img = make_image(64, 64, seed=7)
+    settings = quick(method, steps=12, timesteps_per_step=2)
+    protected = protect_image(tiny_model, img, settings).protected
+    rng = np.random.default_rng(11)
+    random_noise = quantize_protected(img, rng.choice([-8.0, 8.0], img.shape), 8.0)
+    j_clean = method_objective(tiny_model, img, settings)
+    gain = method_objective(tiny_model, protected, settings, reference=img) - j_clean
+    gain_random = method_objective(tiny_model, random_noise, settings, reference=img) - j_clean
+    assert gain > 0
+    # "Clearly above": the margin over random noise of the same budget is twice random's own effect.
+    assert gain - gain_random > 2 * abs(gain_random), (gain, gain_random)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_cancel_stops_within_one_step(tiny_model, method):
+    token = CancelToken()
+    seen = []
+    with pytest.raises(Cancelled):
+        for item in protect_iter(tiny_model, make_image(64, 64), quick(method, steps=50), token):
+            seen.append(item.step)
+            if item.step == 3:
+                token.cancel()
+    assert seen == [1, 2, 3]
+
+
+def test_cancel_from_another_thread_lands_at_the_next_step(tiny_model):
+    token = CancelToken()
+    steps_after_cancel = []
+    cancelled_at = []
+
+    def cancel_soon():
+        token.cancel()
+
+    with pytest.raises(Cancelled):
+        for item in protect_iter(tiny_model, make_image(64, 64), quick("advdm", steps=100), token):
+            if cancelled_at:
+                steps_after_cancel.append(item.step)
+            if item.step == 2:
+                t = threading.Thread(target=cancel_soon)
+                t.start()
+                t.join()
+                cancelled_at.append(item.step)
+    assert steps_after_cancel == []
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_large_rgba_keeps_size_mode_and_alpha(tiny_model, tmp_path, method):
+    img = make_image(900, 1500, channels=4, seed=5)
+    result = protect_image(tiny_model, img, quick(method, steps=2, working_size=96))
+    assert result.protected.shape == (900, 1500, 4)
+    assert np.array_equal(result.protected[..., 3], img[..., 3])
+    out = save_image(result.protected, tmp_path / "big.protected.png")
+    with Image.open(out) as saved:
+        assert saved.size == (1500, 900) and saved.mode == "RGBA"
+    assert np.abs(np.asarray(Image.open(out)).astype(int) - img.astype(int)).max() <= 8
+
+
+def test_tiles_mode_covers_the_whole_image_within_budget(tiny_model):
+    img = make_image(150, 200, seed=9)
+    result = protect_image(tiny_model, img, quick("advdm", steps=2, working_size=64, large_image="tiles"))
+    diff = np.abs(result.protected.astype(int) - img.astype(int))
+    assert diff.max() <= 8
+    # every tile got perturbed: no 32×32 block is left untouched
+    blocks = diff[: 150 // 32 * 32, : 200 // 32 * 32].reshape(150 // 32, 32, 200 // 32, 32, 3).max(axis=(1, 3, 4))
+    assert (blocks > 0).all()
+    assert result.steps_done == 2 * 12  # 150×200 at 64-px tiles with overlap: 3 rows × 4 columns
+
+
+def test_progress_reports_losses_eta_and_previews(tiny_model):
+    items = list(protect_iter(tiny_model, make_image(64, 64), quick("antipure", steps=6, preview_every=3)))
+    progress = [i for i in items if isinstance(i, ProtectProgress)]
+    assert isinstance(items[-1], ProtectResult)
+    assert [p.step for p in progress] == [1, 2, 3, 4, 5, 6]
+    assert {"semantic", "pfg", "etg", "loss"} <= set(progress[0].losses)
+    assert progress[0].eta_s is None and progress[-2].eta_s is not None  # ETA only after warm-up
+    previews = [p for p in progress if p.preview is not None]
+    assert [p.step for p in previews] == [3, 6] and previews[0].preview.shape == (64, 64, 3)
+
+
+def test_settings_are_validated_with_clear_messages(tiny_model):
+    img = make_image(64, 64)
+    for bad, words in [
+        (dict(strength_levels=0), "strength"),
+        (dict(strength_levels=100), "strength"),
+        (dict(steps=0), "steps"),
+        (dict(method="nope"), "unknown method"),
+        (dict(eot=("sparkle",)), "EOT"),
+    ]:
+        with pytest.raises(ArtveilError, match=words):
+            list(protect_iter(tiny_model, img, quick("advdm", **{**dict(method="advdm"), **bad})))
+
+
+def test_eot_transforms_run_and_respect_budget(tiny_model):
+    img = make_image(64, 64)
+    result = protect_image(tiny_model, img, quick("advdm", steps=4, eot=("blur", "resize", "jpeg", "flip"), eot_samples=2))
+    assert 0 < result.metrics["linf_levels"] <= 8
+
+
+def test_exif_rotation_and_icc_profile_reach_the_output(tiny_model, tmp_path):
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    src = Image.fromarray(make_image(40, 64))
+    exif = src.getexif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    path = tmp_path / "rotated.jpg"
+    src.save(path, exif=exif, icc_profile=icc, quality=95)
+    loaded = load_image(path)
+    assert loaded.pixels.shape[:2] == (64, 40)  # displayed orientation
+    result = protect_image(tiny_model, loaded.pixels, quick("photoguard", steps=2))
+    out = save_image(result.protected, tmp_path / "rotated.protected.png", icc_profile=loaded.icc_profile)
+    with Image.open(out) as saved:
+        assert saved.size == (40, 64)
+        assert saved.info.get("icc_profile") == icc
