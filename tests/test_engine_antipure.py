@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine.methods import get_method
-from engine.methods.antipure import dct_matrix, etg_target_timestep, high_band_mask, high_frequency_distance, patch_dct
+from engine.methods.antipure import dct_matrix, etg_target, etg_target_timestep, high_band_mask, high_frequency_distance, patch_dct
 from engine.methods.base import MethodContext
 
 
@@ -60,11 +60,13 @@ def test_etg_target_carries_no_gradient(tiny_model):
     g = torch.Generator().manual_seed(0)
     ctx = MethodContext(tiny_model, x.detach(), tiny_model.encode_prompt(""), g, 8 / 255, 10)
     terms = method._terms(ctx, x, g)
-    # The wrong-timestep prediction is computed under no_grad: the ETG term's graph holds one UNet
-    # output (at t) and no second UNet call. Its gradient equals that through eps(t) alone.
-    assert terms["etg"].requires_grad
+    # The ETG loss itself reaches the image (through eps at the true t) ...
     grad_etg = torch.autograd.grad(terms["etg"], x, retain_graph=True)[0]
     assert grad_etg.abs().sum() > 0
+    # ... but its target, the prediction at the wrong timestep, is a constant for the optimizer.
+    z_t = torch.randn(2, 4, 4, 4, requires_grad=True)
+    target = etg_target(tiny_model, z_t, torch.tensor([10, 200]), 500, tiny_model.encode_prompt(""))
+    assert not target.requires_grad and target.grad_fn is None
 
 
 @pytest.mark.parametrize(

@@ -80,17 +80,24 @@ def etg_target_timestep(t: torch.Tensor, offset: int, num_train_timesteps: int) 
     return torch.clamp(t + offset, max=num_train_timesteps - 1)
 
 
+def etg_target(model, z_t: torch.Tensor, t: torch.Tensor, offset: int, cond: torch.Tensor) -> torch.Tensor:
+    """sg[eps(z_t, t')]: the model's noise prediction as if z_t sat at the wrong timestep t' = t + Δ."""
+    t_wrong = etg_target_timestep(t, offset, model.num_train_timesteps)
+    with torch.no_grad():
+        return D.predict_eps(model, z_t, t_wrong, D.unet(model, z_t, t_wrong, cond))
+
+
 class AntiPure(ProtectionMethod):
     name = "antipure"
     label = "AntiPure (recommended: survives purification)"
     summary = "Built to survive the clean-up tricks mimics use (light SDEdit, noise, JPEG) before training."
     Params = AntiPureParams
 
-    def _terms(self, ctx: MethodContext, x: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def _terms(self, ctx: MethodContext, x: torch.Tensor, generator: torch.Generator, z: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         p = self.params
         model = ctx.model
         big_t = model.num_train_timesteps
-        z = D.encode(model, x)
+        z = D.encode(model, x) if z is None else z
         n = ctx.timesteps_per_step
 
         # One batched UNet call with a graph: [semantic t's | purifier t* | ETG t's].
@@ -137,9 +144,7 @@ class AntiPure(ProtectionMethod):
                 err = ((out[i:] - D.target(model, zb[i:], noise[i:], t_e)) ** 2).mean()
                 terms["etg"] = -err
             else:
-                t_wrong = etg_target_timestep(t_e, p.etg_offset, big_t)
-                with torch.no_grad():
-                    wrong = D.predict_eps(model, z_te, t_wrong, D.unet(model, z_te, t_wrong, ctx.cond))
+                wrong = etg_target(model, z_te, t_e, p.etg_offset, ctx.cond)
                 eps = D.predict_eps(model, z_te, t_e, out[i:])
                 terms["etg"] = ((eps - wrong) ** 2).mean()
         return terms
@@ -163,9 +168,13 @@ class AntiPure(ProtectionMethod):
         ctx.cache["antipure_scales"] = scales
 
     def loss(self, ctx, x, generator):
+        return self.loss_from_latent(ctx, D.encode(ctx.model, x), x, generator)
+
+    def loss_from_latent(self, ctx, z, x, generator):
+        # The loop's two-pass backward (engine.protect) calls this with z = E(x) computed outside the graph.
         p = self.params
         scales = ctx.cache.get("antipure_scales", {"pfg": 1.0, "etg": 1.0})
-        terms = self._terms(ctx, x, generator)
+        terms = self._terms(ctx, x, generator, z)
         total = terms["semantic"]
         if "pfg" in terms:
             total = total - p.lambda_pfg * scales["pfg"] * terms["pfg"]

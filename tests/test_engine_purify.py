@@ -1,0 +1,80 @@
+"""Purifiers: deterministic for a seed, and they change the image by the expected amount."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.errors import ArtveilError
+from engine.jobs import ProtectSettings
+from engine.metrics import image_metrics
+from engine.protect import protect_image
+from engine.purify import parse_purifier, purify
+from engine.robustness import robustness_summary
+from tests.conftest import make_image
+
+
+def smooth_image(h=64, w=64):
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    img = np.stack([x, y, (x + y) / 2], axis=2) * 200 + 30
+    return img.astype(np.uint8)
+
+
+@pytest.mark.parametrize("name, params", [("jpeg", {"quality": 75}), ("noise", {"sigma": 0.02}), ("sdedit", {"strength": 0.2}), ("gridpure", {"rounds": 1, "crop": 32})])
+def test_purifiers_are_deterministic_for_a_seed(tiny_model, name, params):
+    img = make_image(48, 64)
+    a = purify(tiny_model, img, name, seed=5, **params)
+    b = purify(tiny_model, img, name, seed=5, **params)
+    assert a.shape == img.shape and a.dtype == np.uint8
+    assert np.array_equal(a, b)
+    if name in ("noise", "sdedit"):
+        assert not np.array_equal(a, purify(tiny_model, img, name, seed=6, **params))
+
+
+@pytest.mark.parametrize("quality, low, high", [(95, 38, 55), (50, 30, 44)])
+def test_jpeg_changes_a_smooth_image_by_the_expected_amount(quality, low, high):
+    psnr = image_metrics(smooth_image(), purify(None, smooth_image(), "jpeg", quality=quality))["psnr"]
+    assert low <= psnr <= high
+
+
+@pytest.mark.parametrize("sigma", [0.02, 0.05])
+def test_gaussian_noise_psnr_matches_sigma(sigma):
+    img = np.full((128, 128, 3), 128, np.uint8)  # mid-gray: no clipping, PSNR = -20 log10(sigma)
+    psnr = image_metrics(img, purify(None, img, "noise", seed=0, sigma=sigma))["psnr"]
+    assert abs(psnr - (-20 * np.log10(sigma))) < 0.3
+
+
+def test_alpha_passes_through_purification(tiny_model):
+    img = make_image(32, 32, channels=4)
+    out = purify(tiny_model, img, "jpeg", quality=50)
+    assert out.shape == (32, 32, 4) and np.array_equal(out[..., 3], img[..., 3])
+
+
+def test_parse_purifier_and_bad_names():
+    assert parse_purifier("sdedit:0.3") == ("sdedit", {"strength": 0.3})
+    assert parse_purifier("jpeg:50") == ("jpeg", {"quality": 50})
+    with pytest.raises(ArtveilError, match="unknown purifier"):
+        parse_purifier("bleach")
+    with pytest.raises(ArtveilError, match="not a number"):
+        parse_purifier("jpeg:high")
+
+
+def test_upscale_without_weights_says_what_is_missing(tiny_model, monkeypatch):
+    monkeypatch.delenv("ARTVEIL_UPSCALER", raising=False)
+    with pytest.raises(ArtveilError, match="x4-upscaler"):
+        purify(tiny_model, make_image(32, 32), "upscale")
+
+
+def test_robustness_summary_reports_each_purifier_and_the_worst(tiny_model):
+    img = make_image(64, 64)
+    settings = ProtectSettings(method="advdm", steps=4, working_size=64, measure_objective=False)
+    protected = protect_image(tiny_model, img, settings).protected
+    report = robustness_summary(tiny_model, img, protected, settings, ["jpeg", ("noise", {"sigma": 0.05}), ("sdedit", {"strength": 0.1})])
+    assert [r.name for r in report.rows] == ["jpeg", "noise", "sdedit"]
+    for row in report.rows:
+        assert 0.0 <= row.survival <= 1.0
+        assert row.purified_original.shape == img.shape and row.purified_protected.shape == img.shape
+    assert report.worst.survival == min(r.survival for r in report.rows)
+    assert "Demo model" in report.verdict
+    # An unprotected image has nothing to survive: the ratio against itself is undefined, not 100 %.
+    assert report.as_dict()["worst"]["purifier"] == report.worst.label
