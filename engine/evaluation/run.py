@@ -1,0 +1,363 @@
+"""The evaluation pipeline as resumable stages (methods.md §1 and §6).
+
+Run folder layout (all paths in the manifest and in results.json are relative to it):
+
+    manifest.json                  one entry per finished stage: key (hash of what it depends on), files
+    clean/  heldout/               the artist's images at size×size (training set / held-out for judging)
+    protected/                     the protected training images, exported as 8-bit PNG
+    purified/<purifier>/           what the mimic trains on after each purifier
+    lora/<condition>.safetensors   the mimic's fine-tune per condition (clean control, protected, purified)
+    generated/<condition>/         K samples per prompt, same seeds in every condition
+    edit/...                       the editing path, when an edit folder is given
+    results.json  report.md  grids/
+
+A stage is skipped when the manifest has it with the same key and all its files exist; a changed
+setting changes the key of that stage and of everything downstream, which then runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from PIL import Image
+
+from engine.errors import ArtveilError
+from engine.evaluation import customize as C
+from engine.evaluation import generate as G
+from engine.evaluation import judges as J
+from engine.images import collect_inputs, load_image, safe_stem, save_image
+from engine.jobs import ProtectSettings
+from engine.models import ModelBundle
+from engine.purify import PURIFIERS, parse_purifier, purifier_label, purify
+
+
+@dataclass
+class EvalConfig:
+    """Everything an evaluation depends on. strength_levels: pixel levels (0-255); size: px (square)."""
+
+    images: list[str] = field(default_factory=list)
+    method: str = "antipure"
+    strength_levels: float = 8.0
+    steps: int = 100
+    method_params: dict[str, Any] = field(default_factory=dict)
+    timesteps_per_step: int = 1
+    purifiers: list[str] = field(default_factory=lambda: ["sdedit:0.2", "jpeg:75"])
+    purify_steps: int | None = None  # DDIM steps of diffusion purifiers (None: their default)
+    size: int = 512
+    heldout: int = 1
+    instance_prompt: str = "a painting in sks style"
+    prompts: list[str] | None = None  # None: the instance prompt alone
+    k: int = 4
+    customize_mode: str = "lora"
+    lora_rank: int = 4
+    lora_lr: float | None = None
+    lora_steps: int = 200
+    gen_steps: int = 30
+    guidance: float = 7.5
+    edit_dir: str | None = None
+    edit_strength: float = 0.5
+    edit_steps: int = 30
+    style: str | None = None  # the artist's style name for the style-classifier judge
+    judges: list[str] = field(default_factory=lambda: ["image_stats", "denoise_loss", "style"])
+    seed: int = 0
+
+    def protect_settings(self) -> ProtectSettings:
+        return ProtectSettings(
+            method=self.method, strength_levels=self.strength_levels, steps=self.steps, seed=self.seed,
+            working_size=max(64, self.size), timesteps_per_step=self.timesteps_per_step,
+            preview_every=0, measure_objective=False, method_params=dict(self.method_params),
+        )
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class StageRunner:
+    """Runs named stages once; the manifest remembers what each produced and from which inputs."""
+
+    def __init__(self, run_dir: Path, log: Callable[[str], None]):
+        self.run_dir = run_dir
+        self.log = log
+        self.path = run_dir / "manifest.json"
+        self.manifest = json.loads(self.path.read_text()) if self.path.exists() else {"stages": {}}
+        self.ran: list[str] = []
+        self.skipped: list[str] = []
+
+    def done(self, name: str, key: str) -> bool:
+        entry = self.manifest["stages"].get(name)
+        return bool(entry and entry["key"] == key and all((self.run_dir / f).exists() for f in entry["files"]))
+
+    def run(self, name: str, key: str, fn: Callable[[], tuple[list[Path], dict]]) -> dict:
+        if self.done(name, key):
+            self.skipped.append(name)
+            self.log(f"{name}: done before, skipped")
+            return self.manifest["stages"][name]
+        start = time.perf_counter()
+        files, info = fn()
+        entry = {
+            "key": key,
+            "files": [Path(f).relative_to(self.run_dir).as_posix() for f in files],
+            "info": info,
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+        self.manifest["stages"][name] = entry
+        tmp = self.path.with_suffix(".json.part")
+        tmp.write_text(json.dumps(self.manifest, indent=1))
+        os.replace(tmp, self.path)
+        self.ran.append(name)
+        self.log(f"{name}: done in {entry['seconds']:.1f}s")
+        return entry
+
+
+def square(pixels: np.ndarray, size: int) -> np.ndarray:
+    """Centre crop to a square, resize to size×size (Lanczos), RGB uint8: what a mimic's trainer does."""
+    h, w = pixels.shape[:2]
+    s = min(h, w)
+    y, x = (h - s) // 2, (w - s) // 2
+    img = Image.fromarray(np.ascontiguousarray(pixels[y : y + s, x : x + s, :3]))
+    if s != size:
+        img = img.resize((size, size), Image.Resampling.LANCZOS)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _save(pixels: np.ndarray, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_image(pixels, path, overwrite=True)
+
+
+def _read(run_dir: Path, rel: str) -> np.ndarray:
+    return load_image(run_dir / rel).pixels[..., :3]
+
+
+def condition_name(purifier_spec: str) -> str:
+    name, params = parse_purifier(purifier_spec)
+    return "purified-" + re.sub(r"[^A-Za-z0-9.]+", "-", purifier_label(name, params)).strip("-")
+
+
+def _purify_params(config: EvalConfig, spec: str) -> tuple[str, dict]:
+    name, params = parse_purifier(spec)
+    if config.purify_steps and PURIFIERS[name].needs_model and name in ("sdedit", "gridpure"):
+        params["steps"] = config.purify_steps
+    return name, params
+
+
+def _protect_purify_stages(runner: StageRunner, model: ModelBundle, config: EvalConfig, prefix: str,
+                           clean_files: list[str], upstream: str) -> dict[str, tuple[list[str], str]]:
+    """protect → purify for one set of clean files; returns {condition: (files, key)} incl. "clean"."""
+    from engine.surrogate import protect_set
+
+    run_dir = runner.run_dir
+    conditions = {"clean": (clean_files, upstream)}
+    settings = config.protect_settings()
+    pkey = _key(upstream, asdict(settings))
+
+    def protect():
+        images = [_read(run_dir, f) for f in clean_files]
+        results = protect_set(model, images, settings)
+        files = [_save(r.protected, run_dir / prefix / "protected" / Path(f).name) for f, r in zip(clean_files, results)]
+        return files, {"seconds_per_image": [round(r.seconds, 3) for r in results]}
+
+    entry = runner.run(f"{prefix}protect", pkey, protect)
+    conditions["protected"] = (entry["files"], pkey)
+    for spec in config.purifiers:
+        cond = condition_name(spec)
+        name, params = _purify_params(config, spec)
+        ukey = _key(pkey, spec, params)
+
+        def do_purify(name=name, params=params, cond=cond, files=entry["files"]):
+            out = [_save(purify(model, _read(run_dir, f), name, seed=config.seed, **params),
+                         run_dir / prefix / "purified" / cond / Path(f).name) for f in files]
+            return out, {"purifier": name, "params": params}
+
+        conditions[cond] = (runner.run(f"{prefix}purify:{cond}", ukey, do_purify)["files"], ukey)
+    return conditions
+
+
+def run_evaluation(model: ModelBundle, config: EvalConfig, run_dir: str | os.PathLike, log: Callable[[str], None] = print) -> dict:
+    """Run (or resume) an evaluation in run_dir; returns the results dict also written to results.json."""
+    from engine.evaluation.report import write_report
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runner = StageRunner(run_dir, log)
+    for spec in config.purifiers:
+        parse_purifier(spec)
+    unknown = set(config.judges) - set(J.JUDGES)
+    if unknown:
+        raise ArtveilError("config", f"unknown judge(s) {sorted(unknown)}; known: {', '.join(J.JUDGES)}")
+    inputs = collect_inputs(config.images)
+    if len(inputs) < config.heldout + 1:
+        raise ArtveilError("input", f"need at least {config.heldout + 1} images ({config.heldout} held out for judging), found {len(inputs)}")
+    size = config.size // 8 * 8
+    prompts = config.prompts or [config.instance_prompt]
+
+    # ---- prepare: the artist's images at the working size, split into training and held-out
+    prep_key = _key([str(p) for p in inputs], size, config.heldout, model.name)
+
+    def prepare():
+        files = []
+        for i, p in enumerate(inputs):
+            folder = "heldout" if i >= len(inputs) - config.heldout else "clean"
+            files.append(_save(square(load_image(p).pixels, size), run_dir / folder / f"{i:03d}_{safe_stem(p.stem)}.png"))
+        return files, {"sources": [p.name for p in inputs]}
+
+    prep = runner.run("prepare", prep_key, prepare)
+    clean_files = [f for f in prep["files"] if f.startswith("clean/")]
+    heldout_files = [f for f in prep["files"] if f.startswith("heldout/")]
+    conditions = _protect_purify_stages(runner, model, config, "", clean_files, prep_key)
+
+    # ---- customize and generate, one per condition
+    cs = C.CustomizeSettings(mode=config.customize_mode, rank=config.lora_rank, lr=config.lora_lr, steps=config.lora_steps, seed=config.seed)
+    customized: dict[str, dict] = {}
+    for cond, (files, ckey) in conditions.items():
+        lkey = _key(ckey, asdict(cs), config.instance_prompt)
+
+        def do_customize(cond=cond, files=files):
+            surrogate, losses = C.customize(model, [_read(run_dir, f) for f in files], config.instance_prompt, cs)
+            path = run_dir / "lora" / f"{cond}.safetensors"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            surrogate.save(path)
+            return [path], {"loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None}
+
+        lora_entry = runner.run(f"customize:{cond}", lkey, do_customize)
+        gkey = _key(lkey, prompts, config.k, config.gen_steps, config.guidance, size, config.seed)
+
+        def do_generate(cond=cond, lora=lora_entry["files"][0]):
+            from engine.surrogate import Surrogate
+
+            surrogate = Surrogate.load(model, run_dir / lora, cs.surrogate_params())
+            rows = G.generate(model, prompts, config.k, size, surrogate, config.seed, config.gen_steps, config.guidance)
+            files = [_save(img, run_dir / "generated" / cond / f"p{j}_{i}.png") for j, row in enumerate(rows) for i, img in enumerate(row)]
+            return files, {}
+
+        gen_entry = runner.run(f"generate:{cond}", gkey, do_generate)
+        customized[cond] = {"train": files, "lora": lora_entry["files"][0], "generated": gen_entry["files"],
+                            "key": gkey, "train_loss": lora_entry["info"]}
+
+    # ---- editing path: each image edited with its own prompt, compared with the edit of the clean image
+    edits: dict[str, dict] = {}
+    if config.edit_dir:
+        edit_inputs = [p for p in collect_inputs([config.edit_dir])]
+        if not edit_inputs:
+            raise ArtveilError("input", f"{config.edit_dir}: no images for the editing evaluation")
+        ekey = _key([str(p) for p in edit_inputs], size, model.name)
+
+        def edit_prepare():
+            files, prompts_by_file = [], {}
+            for i, p in enumerate(edit_inputs):
+                txt = p.with_suffix(".txt")
+                if not txt.exists():
+                    raise ArtveilError("input", f"{p.name}: no prompt file {txt.name} next to it (Defense-Edit layout)")
+                f = _save(square(load_image(p).pixels, size), run_dir / "edit" / "clean" / f"{i:03d}_{safe_stem(p.stem)}.png")
+                files.append(f)
+                prompts_by_file[f.name] = txt.read_text(encoding="utf-8").strip()
+            return files, {"prompts": prompts_by_file}
+
+        ep = runner.run("edit:prepare", ekey, edit_prepare)
+        edit_prompts = ep["info"]["prompts"]
+        edit_conditions = _protect_purify_stages(runner, model, config, "edit/", ep["files"], ekey)
+        for cond, (files, ck) in edit_conditions.items():
+            dkey = _key(ck, config.edit_strength, config.edit_steps, config.guidance, config.seed, edit_prompts)
+
+            def do_edit(cond=cond, files=files):
+                out = []
+                for f in files:
+                    prompt = edit_prompts[Path(f).name]
+                    img = G.edit(model, _read(run_dir, f), prompt, config.edit_strength, config.seed, config.edit_steps, config.guidance)
+                    out.append(_save(img, run_dir / "edit" / "edited" / cond / Path(f).name))
+                return out, {}
+
+            edits[cond] = {"inputs": files, "edited": runner.run(f"edit:{cond}", dkey, do_edit)["files"], "key": dkey}
+
+    # ---- score and report
+    skey = _key({c: v["key"] for c, v in customized.items()}, {c: v["key"] for c, v in edits.items()},
+                heldout_files, config.judges, config.style, config.instance_prompt)
+
+    def score():
+        results = score_run(model, config, run_dir, clean_files, heldout_files, conditions, customized, edits)
+        files = write_report(run_dir, results)
+        return files, {}
+
+    runner.run("score", skey, score)
+    results = json.loads((run_dir / "results.json").read_text())
+    results["stages_run"], results["stages_skipped"] = runner.ran, runner.skipped
+    return results
+
+
+def score_run(model, config: EvalConfig, run_dir: Path, clean_files, heldout_files, conditions, customized, edits) -> dict:
+    """All numbers of the report, from the files on disk (so they can be recomputed from results.json)."""
+    from engine.metrics import image_metrics
+    from engine.surrogate import Surrogate
+
+    reference = [_read(run_dir, f) for f in clean_files]
+    heldout = [_read(run_dir, f) for f in heldout_files]
+    purified = [c for c in conditions if c.startswith("purified-")]
+    imperceptibility = []
+    for c, p in zip(conditions["clean"][0], conditions["protected"][0]):
+        m = image_metrics(_read(run_dir, c), _read(run_dir, p))
+        imperceptibility.append({"clean": c, "protected": p, **{k: (None if v != v else v) for k, v in m.items()}})
+    cs = C.CustomizeSettings(mode=config.customize_mode, rank=config.lora_rank, lr=config.lora_lr, steps=config.lora_steps, seed=config.seed)
+    scores: dict[str, dict[str, float | None]] = {}
+    for cond, info in customized.items():
+        surrogate = Surrogate.load(model, run_dir / info["lora"], cs.surrogate_params())
+        inputs = J.JudgeInputs(model=model, generated=[_read(run_dir, f) for f in info["generated"]], reference=reference,
+                               heldout=heldout, surrogate=surrogate, prompt=config.instance_prompt, style=config.style)
+        scores[cond] = {name: J.JUDGES[name](inputs) for name in config.judges}
+    judges_used = [j for j in config.judges if all(scores[c][j] is not None for c in scores)]
+    customization = {
+        "scores": scores,
+        "damage": {c: {j: scores["clean"][j] - scores[c][j] for j in judges_used} for c in scores if c != "clean"},
+        "retained": {c: {j: J.damage_retained(scores["clean"][j], scores[c][j], scores["protected"][j]) for j in judges_used} for c in purified},
+    }
+    customization["worst_retained"] = _worst(customization["retained"], judges_used)
+    results: dict[str, Any] = {
+        "config": asdict(config),
+        "model": model.name,
+        "model_is_demo": bool(model.is_demo),
+        "imperceptibility": imperceptibility,
+        "imperceptibility_mean": {k: _mean([r[k] for r in imperceptibility]) for k in ("psnr", "ssim", "ms_ssim", "linf_levels")},
+        "judges": judges_used,
+        "customization": customization,
+        "files": {c: {"train": v["train"], "lora": v["lora"], "generated": v["generated"]} for c, v in customized.items()},
+        "heldout": heldout_files,
+        "reference": list(clean_files),
+    }
+    if edits:
+        clean_edits = [_read(run_dir, f) for f in edits["clean"]["edited"]]
+        edit_scores = {}
+        for cond, info in edits.items():
+            # −MSE in [0, 1]² units against the clean image's edit: 0 for the clean condition itself.
+            errs = [float(((_read(run_dir, f).astype(np.float64) - ce) / 255.0).__pow__(2).mean()) for f, ce in zip(info["edited"], clean_edits)]
+            edit_scores[cond] = -float(np.mean(errs))
+        edit_purified = [c for c in edits if c.startswith("purified-")]
+        retained = {c: {"edit_mse": J.damage_retained(edit_scores["clean"], edit_scores[c], edit_scores["protected"])} for c in edit_purified}
+        results["editing"] = {
+            "scores": {c: {"edit_mse": s} for c, s in edit_scores.items()},
+            "retained": retained,
+            "worst_retained": _worst(retained, ["edit_mse"]),
+            "files": {c: {"inputs": v["inputs"], "edited": v["edited"]} for c, v in edits.items()},
+        }
+    return results
+
+
+def _mean(values):
+    vals = [v for v in values if v is not None and v == v and v != float("inf")]
+    return float(np.mean(vals)) if vals else None
+
+
+def _worst(retained: dict[str, dict[str, float | None]], judges: list[str]) -> dict[str, dict | None]:
+    """Per judge, the purifier that leaves the least damage (the mimic's best choice)."""
+    worst = {}
+    for j in judges:
+        rows = [(c, r[j]) for c, r in retained.items() if r.get(j) is not None]
+        worst[j] = None if not rows else dict(zip(("condition", "retained"), min(rows, key=lambda cr: cr[1])))
+    return worst
