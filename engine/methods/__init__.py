@@ -6,14 +6,16 @@ from typing import Any
 
 from engine.errors import ArtveilError
 from engine.methods.advdm import AdvDM
+from engine.methods.antidiffusion import AntiDiffusion
 from engine.methods.antipure import AntiPure
+from engine.methods.aspl import ASPL
 from engine.methods.base import MethodContext, MethodInfo, ProtectionMethod
 from engine.methods.mist import Mist
 from engine.methods.photoguard import PhotoGuard
 from engine.methods.sds import SDSMinus
 
 _CLASSES: dict[str, type[ProtectionMethod]] = {
-    cls.name: cls for cls in (AntiPure, AdvDM, PhotoGuard, Mist, SDSMinus)
+    cls.name: cls for cls in (AntiPure, AdvDM, PhotoGuard, Mist, SDSMinus, AntiDiffusion, ASPL)
 }
 
 
