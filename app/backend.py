@@ -112,6 +112,11 @@ class RealBackend:
     """The engine itself. Holds the one loaded model; created on the engine thread."""
 
     def __init__(self) -> None:
+        import torch
+
+        # OpenMP keeps a thread count per calling thread: re-apply the process's torch setting here,
+        # on the engine thread, or this thread may run with a different (contending) team size.
+        torch.set_num_threads(torch.get_num_threads())
         self.model = None
 
     def engine_info(self) -> EngineInfo:

@@ -43,8 +43,9 @@ PURIFIER_LEVELS: dict[str, tuple[str, tuple[Any, Any, Any]]] = {
     "jpeg": ("quality", (95, 75, 50)),
     "noise": ("sigma", (0.02, 0.05, 0.1)),
 }
-# Purifiers left out of the worst case unless chosen: they need weights the user may not have.
-OPTIONAL_PURIFIERS = {"upscale"}
+# Left out of the worst case unless chosen: upscale needs weights the user may not have, and
+# GrIDPure's many rounds take minutes on a real model, too long for a preview.
+OPTIONAL_PURIFIERS = {"upscale", "gridpure"}
 LEVEL_NAMES = ("light", "medium", "heavy")
 
 
@@ -176,7 +177,7 @@ def describe_robustness(report, chosen: str) -> str:
         worst_value = float(_field(worst, "survival", 0.0)) if worst is not None else None
     if worst_value is not None and len(rows) > 1:
         label = _field(worst_row, "label", "the strongest purifier") if worst_row is not None else "the strongest purifier"
-        parts.append(f"Worst case ({label}): {_percent(worst_value)} survives.")
+        parts.append(f"Worst case of the {len(rows)} purifiers tried ({label}): {_percent(worst_value)} survives.")
     verdict = _field(report, "verdict")
     if verdict:
         parts.append(str(verdict))

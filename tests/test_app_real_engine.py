@@ -1,0 +1,99 @@
+"""The window on the real engine with the built-in tiny model: protect, export, preview, stop."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.backend import RealBackend
+from app.main import NO_DISPLAY_MESSAGE, main
+from app.viewmodel import ItemState
+from conftest_app import *  # noqa: F401,F403 - fixtures
+from conftest_app import FakePrompts, until, write_image
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on a shared 2-core machine a second one only spins against other work."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_protect_on_the_tiny_model_exports_a_png_within_budget(make_window, tmp_path, drive):
+    out = tmp_path / "out"
+    prompts = FakePrompts(out, conflict_answer="keep_both")
+    window, ws = make_window(backend_factory=RealBackend, prompts=prompts)
+    assert ws.model is not None and ws.model.is_demo
+    assert ws.step_seconds and ws.step_seconds > 0  # measured on the engine thread
+    source = write_image(tmp_path / "in" / "fox.png", size=(48, 64))
+    ws.add_paths([source])
+    c = window.controls
+    c.strength_slider.setValue(8)
+    ws.settings.steps = 4  # below the slider's range: seconds, not minutes, on a CPU
+
+    async def protect():
+        c.protect_button.click()
+        await ws.idle()
+
+    drive(protect(), timeout=300)
+    item = ws.queue.items[0]
+    assert item.state is ItemState.DONE, item.status_text
+    canvas = window.compare.canvas
+    assert canvas.before.toImage() != canvas.after.toImage()
+    saved = out / "fox.protected.png"
+    original = np.asarray(Image.open(source).convert("RGB")).astype(int)
+    protected = np.asarray(Image.open(saved)).astype(int)
+    assert Image.open(saved).format == "PNG" and protected.shape == original.shape
+    change = np.abs(protected - original)
+    assert 0 < change.max() <= 8  # the budget holds on the exported 8-bit file
+
+    async def preview():
+        c.purifier_combo.setCurrentIndex(c.purifier_combo.findData("sdedit"))
+        c.preview_button.click()
+        await ws.idle()
+
+    drive(preview(), timeout=300)
+    panes = window.compare.purify
+    assert not panes.original_pane.pixmap.isNull() and not panes.protected_pane.pixmap.isNull()
+    assert panes.original_pane.pixmap.toImage() != panes.protected_pane.pixmap.toImage()
+    assert "of the protection survives" in panes.summary.text() and "Demo model" in panes.summary.text()
+
+    # Stop: a long run on the real optimizer ends within about one step.
+    ws.settings.steps = 400
+
+    async def stop():
+        c.protect_button.click()
+        await until(lambda: item.state is ItemState.PROTECTING and item.progress > 0, timeout=60, message="first step")
+        stopped = time.monotonic()
+        c.stop_button.click()
+        await ws.idle()
+        return time.monotonic() - stopped
+
+    took = drive(stop(), timeout=120)
+    assert item.state is ItemState.STOPPED
+    assert took < max(3.0, 4 * ws.step_seconds)
+    assert ("conflicts", ["fox.protected.png"]) in prompts.asked
+
+
+def test_self_test_protects_a_tiny_image_within_budget(capsys):
+    assert main(["--self-test"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("artveil self-test OK") and "\n" not in line
+
+
+def test_without_a_display_it_says_how_to_run_and_exits_nonzero(monkeypatch, capsys):
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("sys.platform", "linux")
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == NO_DISPLAY_MESSAGE and "QT_QPA_PLATFORM=offscreen" in err
