@@ -1,0 +1,258 @@
+"""The sanity bar: is a proxy model good enough to measure protections on?
+
+Three checks, all judged by the shipped style judge (engine.proxy.classifier):
+
+1. Text to image: samples prompted for each training style are called that style (bar: every style >= 0.8).
+2. Customization: a rank-8 LoRA on the UNet's attention projections, trained on 8 clean images of the held-out
+   style, makes the model paint it (bar: >= 0.8 with the LoRA, < 0.2 without). Without this, "protection
+   stopped the mimic" cannot be told from "the mimic never worked".
+3. Purification: SDEdit at strength 0.2 (empty prompt, no guidance) keeps the style of its input
+   (bar: mean >= 0.8), so the purifier in the threat model does not destroy clean art on its own.
+
+    python -m engine.proxy.sanity --model runs/proxy [--device cuda] [--toy]
+
+Writes <model>/sanity.json and the numbers into <model>/README.md. All fractions are in [0, 1].
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.proxy.classifier import load_judge
+from engine.proxy.data import render_set, to_tensor
+from engine.proxy.styles import CONTENTS, HELD_OUT_STYLE, STYLES, TRAINING_STYLES, prompt_for
+from engine.proxy.train import CARD_SANITY_BEGIN, CARD_SANITY_END
+
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+@dataclass(frozen=True)
+class SanitySettings:
+    samples_per_style: int = 32
+    steps: int = 30  # DDIM steps for text to image
+    guidance: float = 5.0
+    lora_rank: int = 8
+    lora_steps: int = 400
+    lora_lr: float = 1e-4
+    lora_images: int = 8
+    sdedit_strength: float = 0.2
+    sdedit_steps: int = 50  # schedule length; strength 0.2 runs a fifth of it
+    sdedit_per_style: int = 16
+    batch_size: int = 32
+    seed: int = 0
+
+
+TOY_SETTINGS = SanitySettings(samples_per_style=2, steps=3, lora_steps=3, lora_images=2, sdedit_steps=10,
+                              sdedit_per_style=1, batch_size=8)
+
+
+def load_pipeline(model: str | Path, device: str = "cpu"):
+    """The proxy StableDiffusionPipeline in float32 (the fp16 files are upcast) on device."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(model), local_files_only=True, torch_dtype=torch.float32,
+                                                   safety_checker=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+@torch.no_grad()
+def generate(pipe, style: str, count: int, settings: SanitySettings, seed: int) -> np.ndarray:
+    """count text-to-image samples prompted for style (contents cycled): uint8 N x H x W x 3."""
+    out = []
+    for start in range(0, count, settings.batch_size):
+        prompts = [prompt_for(style, CONTENTS[k % len(CONTENTS)])
+                   for k in range(start, min(start + settings.batch_size, count))]
+        generator = torch.Generator(device="cpu").manual_seed(seed + start)
+        images = pipe(prompts, num_inference_steps=settings.steps, guidance_scale=settings.guidance,
+                      generator=generator, output_type="np").images
+        out.append((images * 255).round().astype(np.uint8))
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def sdedit(pipe, images: np.ndarray, strength: float, steps: int, seed: int, batch_size: int = 32) -> np.ndarray:
+    """SDEdit with the pipeline's own model: uint8 N x H x W x 3 in and out; empty prompt, no guidance."""
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
+    img2img.set_progress_bar_config(disable=True)
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size].astype(np.float32) / 255.0
+        generator = torch.Generator(device="cpu").manual_seed(seed + start)
+        result = img2img([""] * len(batch), image=batch, strength=strength, num_inference_steps=steps,
+                         guidance_scale=1.0, generator=generator, output_type="np").images
+        out.append((result * 255).round().astype(np.uint8))
+    return np.concatenate(out)
+
+
+def train_lora(pipe, images: np.ndarray, captions: list[str], rank: int, steps: int, lr: float,
+               seed: int = 0) -> list[float]:
+    """Add a LoRA (peft, attention projections) to pipe.unet and train it on images (uint8 N x H x W x 3).
+
+    The base weights stay frozen; the adapter stays active on the pipeline afterwards. Returns the loss per step.
+    """
+    from diffusers import DDPMScheduler
+    from peft import LoraConfig
+
+    device = pipe.device
+    unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
+    unet.requires_grad_(False)
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                target_modules=list(LORA_TARGETS)))
+    params = [p for p in unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    cuda = device.type == "cuda"
+    with torch.no_grad():
+        x = to_tensor(images).to(device)
+        x = torch.cat([x, x.flip(-1)])  # mirror images: twice the data, same style
+        posterior = vae.encode(x).latent_dist
+        mean, std = posterior.mean * vae.config.scaling_factor, posterior.std * vae.config.scaling_factor
+        ids = tokenizer(list(captions) * 2, padding="max_length", max_length=tokenizer.model_max_length,
+                        truncation=True, return_tensors="pt").input_ids.to(device)
+        condition = text_encoder(ids)[0]
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    losses = []
+    unet.train()
+    for _ in range(steps):
+        index = torch.randperm(len(mean), generator=generator)[: len(images)].to(device)
+        latents = mean[index] + std[index] * torch.randn(mean[index].shape, generator=generator).to(device)
+        noise = torch.randn(latents.shape, generator=generator).to(device)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(index),), generator=generator).to(device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            predicted = unet(scheduler.add_noise(latents, noise, t), t, condition[index]).sample.float()
+        loss = torch.nn.functional.mse_loss(predicted, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    unet.eval()
+    return losses
+
+
+def run_sanity(model: str | Path, device: str = "cpu", settings: SanitySettings = SanitySettings()) -> dict:
+    """Measure the three checks on the model folder; returns the report (also written as sanity.json)."""
+    model = Path(model)
+    started = time.perf_counter()
+    world = json.loads((model / "proxy_world.json").read_text())
+    resolution = int(world["resolution"])
+    judge = load_judge(device=device)
+    pipe = load_pipeline(model, device)
+    torch.manual_seed(settings.seed)
+
+    text_to_image = {}
+    for i, style in enumerate(TRAINING_STYLES):
+        images = generate(pipe, style, settings.samples_per_style, settings, settings.seed + 1000 * i)
+        text_to_image[style] = judge.style_accuracy(images, style)
+    held_out_before = judge.style_accuracy(
+        generate(pipe, HELD_OUT_STYLE, settings.samples_per_style, settings, settings.seed + 99_000), HELD_OUT_STYLE)
+
+    clean = render_set(STYLES, settings.sdedit_per_style, resolution, use="sanity")
+    purified = sdedit(pipe, clean.images, settings.sdedit_strength, settings.sdedit_steps, settings.seed,
+                      settings.batch_size)
+    kept = {s: judge.style_accuracy(purified[clean.labels == STYLES.index(s)], s) for s in STYLES}
+
+    artist = render_set([HELD_OUT_STYLE], settings.lora_images, resolution, use="artist")
+    lora_started = time.perf_counter()
+    losses = train_lora(pipe, artist.images, artist.captions, settings.lora_rank, settings.lora_steps,
+                        settings.lora_lr, settings.seed)
+    lora_seconds = time.perf_counter() - lora_started
+    held_out_after = judge.style_accuracy(
+        generate(pipe, HELD_OUT_STYLE, settings.samples_per_style, settings, settings.seed + 99_000), HELD_OUT_STYLE)
+
+    t2i_mean, t2i_min = float(np.mean(list(text_to_image.values()))), float(min(text_to_image.values()))
+    kept_mean = float(np.mean(list(kept.values())))
+    report = {
+        "model": model.name,
+        "device": device,
+        "settings": asdict(settings),
+        "text_to_image": {"per_style": text_to_image, "mean": t2i_mean, "min": t2i_min},
+        "held_out_without_lora": held_out_before,
+        "held_out_with_lora": held_out_after,
+        "lora": {"first_loss": losses[0] if losses else None, "last_loss": float(np.mean(losses[-20:])) if losses
+                 else None, "seconds": round(lora_seconds, 1)},
+        "sdedit_keeps_style": {"strength": settings.sdedit_strength, "per_style": kept, "mean": kept_mean},
+        "bar": {
+            "text_to_image": t2i_min >= 0.8,
+            "lora_learns_held_out": held_out_after >= 0.8 and held_out_before < 0.2,
+            "sdedit_keeps_style": kept_mean >= 0.8,
+        },
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    report["bar"]["passed"] = all(report["bar"].values())
+    (model / "sanity.json").write_text(json.dumps(report, indent=2) + "\n")
+    _write_card_section(model / "README.md", report)
+    return report
+
+
+def _write_card_section(card: Path, report: dict) -> None:
+    s = report["settings"]
+    t2i = report["text_to_image"]
+    bar = report["bar"]
+    lines = [
+        CARD_SANITY_BEGIN,
+        f"Measured by `engine.proxy.sanity` on {report['device']} in {report['seconds']} s "
+        f"(judge: resources/proxy/classifier). **{'PASSED' if bar['passed'] else 'NOT PASSED'}**.",
+        "",
+        "| check | measured | bar |",
+        "|---|---|---|",
+        f"| text to image, min over training styles ({s['samples_per_style']} each, DDIM {s['steps']}, "
+        f"guidance {s['guidance']}) | {t2i['min']:.3f} (mean {t2i['mean']:.3f}) | >= 0.8 |",
+        f"| held-out style without LoRA | {report['held_out_without_lora']:.3f} | < 0.2 |",
+        f"| held-out style with LoRA (rank {s['lora_rank']}, {s['lora_steps']} steps, lr {s['lora_lr']}, "
+        f"{s['lora_images']} images) | {report['held_out_with_lora']:.3f} | >= 0.8 |",
+        f"| SDEdit strength {s['sdedit_strength']} keeps style (mean over {len(STYLES)} styles) | "
+        f"{report['sdedit_keeps_style']['mean']:.3f} | >= 0.8 |",
+        "",
+        "Per style, text to image: " + ", ".join(f"{k} {v:.2f}" for k, v in t2i["per_style"].items()) + ".",
+        "Per style, SDEdit: " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                          report["sdedit_keeps_style"]["per_style"].items()) + ".",
+        CARD_SANITY_END,
+    ]
+    section = "\n".join(lines)
+    text = card.read_text() if card.exists() else ""
+    if CARD_SANITY_BEGIN in text and CARD_SANITY_END in text:
+        head, rest = text.split(CARD_SANITY_BEGIN, 1)
+        text = head + section + rest.split(CARD_SANITY_END, 1)[1]
+    else:
+        text = text + "\n## Sanity bar\n\n" + section + "\n"
+    card.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Check that a proxy model can measure protections.")
+    parser.add_argument("--model", required=True, help="the proxy pipeline folder")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--toy", action="store_true", help="a handful of samples and steps (tests)")
+    parser.add_argument("--samples-per-style", type=int, default=None)
+    parser.add_argument("--lora-steps", type=int, default=None)
+    parser.add_argument("--lora-lr", type=float, default=None)
+    parser.add_argument("--lora-rank", type=int, default=None)
+    parser.add_argument("--guidance", type=float, default=None)
+    args = parser.parse_args(argv)
+    settings = TOY_SETTINGS if args.toy else SanitySettings()
+    overrides = {k: v for k, v in {"samples_per_style": args.samples_per_style, "lora_steps": args.lora_steps,
+                                   "lora_lr": args.lora_lr, "lora_rank": args.lora_rank,
+                                   "guidance": args.guidance}.items() if v is not None}
+    from dataclasses import replace
+
+    settings = replace(settings, **overrides)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        torch.set_num_threads(min(torch.get_num_threads(), 2))
+    report = run_sanity(args.model, device, settings)
+    print(json.dumps({k: report[k] for k in ("text_to_image", "held_out_without_lora", "held_out_with_lora",
+                                              "sdedit_keeps_style", "bar", "seconds")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

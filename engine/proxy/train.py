@@ -1,0 +1,633 @@
+"""Train the proxy text-to-image model: a small Stable Diffusion with every SD part in its diffusers class.
+
+The engine's protections, purifiers and evaluation all run on a `StableDiffusionPipeline`. No real SD weights
+exist here, so this trains one on procedural art (engine.proxy.styles), without the held-out artist style:
+a factor-8 AutoencoderKL, a UNet2DConditionModel with cross-attention, and a frozen, randomly initialised
+CLIPTextModel over the project's CLIPTokenizer. The result is an ordinary pipeline folder
+(`StableDiffusionPipeline.from_pretrained(out, local_files_only=True)`), so every engine path runs on it unchanged.
+
+Stages (each resumable, so one run fits inside a 10-minute device call):
+
+    python -m engine.proxy.train --out runs/proxy --device cuda --stage vae --minutes 3
+    python -m engine.proxy.train --out runs/proxy --device cuda --stage unet --minutes 8
+    python -m engine.proxy.train --out runs/proxy --device cuda --stage unet --minutes 8 --resume
+
+`--stage all` (the default) does VAE (30 % of --minutes), UNet (70 %) and the export in one go; `--toy` shrinks
+everything so the whole path runs on a CPU in seconds (for tests). Only torch, transformers, safetensors and a
+plain pip install of diffusers are needed.
+
+Latent centring: after the VAE is trained, the per-channel mean and std of its encoder means over the training
+images are folded into quant_conv and post_quant_conv, so E(x) is about zero-mean and unit-std per channel
+and decode(encode(x)) is unchanged; the config's scaling_factor is then 1.0 and SD's `latents * scaling_factor`
+convention holds with no shift_factor (StableDiffusionPipeline would ignore one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from engine.proxy.data import SEEDS, render_set, to_tensor, to_uint8
+from engine.proxy.styles import CONTENTS, HELD_OUT_STYLE, STYLES, TRAINING_STYLES, caption, prompt_for
+from engine.proxy.tokenizer import load_tokenizer
+
+SIZE_LIMIT_BYTES = 30 * 1024 * 1024  # the shipped model lives in the repository's resources
+CARD_SANITY_BEGIN, CARD_SANITY_END = "<!-- sanity:begin -->", "<!-- sanity:end -->"
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """Everything that shapes the proxy model. Sizes in pixels; learning rates per step."""
+
+    resolution: int = 128
+    vae_channels: tuple[int, ...] = (32, 64, 128, 128)  # 4 levels: factor 8, 128 px -> 16 x 16 x 4 latents
+    vae_layers: int = 1
+    latent_channels: int = 4
+    norm_groups: int = 32
+    # ~8.8 M parameters: the largest that keeps the fp16 folder under 30 MB next to the 3.9 M VAE
+    unet_channels: tuple[int, ...] = (64, 128, 192)
+    unet_layers: int = 1
+    unet_cross_attention: tuple[bool, ...] = (True, True, False)
+    head_dim: int = 32
+    text_hidden: int = 128
+    text_layers: int = 2
+    text_heads: int = 4
+    images_per_style: int = 4000
+    vae_batch: int = 64
+    vae_lr: float = 4e-4
+    kl_weight: float = 1e-4  # per latent element; weak, only to keep the latent scale bounded
+    edge_weight: float = 0.5  # L1 on image gradients keeps thin lines (grout, flow lines) sharp
+    unet_batch: int = 256
+    unet_lr: float = 3e-4
+    warmup_steps: int = 500
+    caption_dropout: float = 0.1  # unconditional examples for classifier-free guidance
+    min_snr_gamma: float = 5.0
+    ema_decay: float = 0.9995
+    seed: int = 0
+    sample_steps: int = 30
+    sample_guidance: float = 5.0
+    samples_per_style: int = 8
+    extra: dict = field(default_factory=dict)
+
+
+TOY = ProxyConfig(
+    resolution=32, vae_channels=(8, 16), latent_channels=4, norm_groups=8, unet_channels=(16, 32),
+    unet_cross_attention=(True, False), head_dim=8, text_hidden=32, text_layers=1, text_heads=2,
+    images_per_style=12, vae_batch=8, unet_batch=16, warmup_steps=5, ema_decay=0.9, sample_steps=4,
+    samples_per_style=2,
+)
+
+
+# ----------------------------------------------------------------------------------------------- models
+
+
+def build_vae(cfg: ProxyConfig):
+    from diffusers import AutoencoderKL
+
+    levels = len(cfg.vae_channels)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels, block_out_channels=cfg.vae_channels,
+        layers_per_block=cfg.vae_layers, latent_channels=cfg.latent_channels, norm_num_groups=cfg.norm_groups,
+        sample_size=cfg.resolution, scaling_factor=1.0,
+    )
+
+
+def build_unet(cfg: ProxyConfig, latent_size: int):
+    from diffusers import UNet2DConditionModel
+
+    down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in cfg.unet_cross_attention)
+    up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(cfg.unet_cross_attention))
+    return UNet2DConditionModel(
+        sample_size=latent_size, in_channels=cfg.latent_channels, out_channels=cfg.latent_channels,
+        down_block_types=down, up_block_types=up, block_out_channels=cfg.unet_channels,
+        layers_per_block=cfg.unet_layers, cross_attention_dim=cfg.text_hidden, norm_num_groups=cfg.norm_groups,
+        # diffusers reads attention_head_dim as the number of heads here; give heads so each head has head_dim
+        attention_head_dim=tuple(max(1, c // cfg.head_dim) for c in cfg.unet_channels),
+    )
+
+
+def build_text_encoder(cfg: ProxyConfig, tokenizer):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(cfg.seed)
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=cfg.text_hidden, intermediate_size=4 * cfg.text_hidden,
+        num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.text_heads,
+        max_position_embeddings=tokenizer.model_max_length, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModel(config).eval().requires_grad_(False)
+
+
+def training_scheduler():
+    """SD 1.x's noise schedule (scaled-linear betas 0.00085-0.012, 1000 steps, epsilon prediction)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                         beta_schedule="scaled_linear", prediction_type="epsilon", clip_sample=False)
+
+
+def sampling_scheduler(train_scheduler):
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler.from_config(train_scheduler.config, set_alpha_to_one=False, steps_offset=1,
+                                     clip_sample=False)
+
+
+@torch.no_grad()
+def center_latents(vae, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """Fold a per-channel latent shift and scale into the VAE, so the new latents are (old - mean) / std.
+
+    decode(encode(x)) is unchanged: post_quant_conv undoes exactly what quant_conv now does. mean, std: C.
+    """
+    c = vae.config.latent_channels
+    q, p = vae.quant_conv, vae.post_quant_conv
+    mean, std = mean.to(q.weight), std.to(q.weight)
+    q.weight[:c] /= std[:, None, None, None]
+    q.bias[:c] = (q.bias[:c] - mean) / std
+    q.bias[c:] -= 2 * torch.log(std)  # logvar of the scaled latent
+    p.bias += p.weight[:, :, 0, 0] @ mean
+    p.weight *= std[None, :, None, None]
+    vae.register_to_config(scaling_factor=1.0)
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+class _Run:
+    """Paths, device, logging and the loss CSV of one output folder."""
+
+    def __init__(self, out: Path, cfg: ProxyConfig, device: str, toy: bool):
+        self.out, self.cfg, self.toy = out, cfg, toy
+        self.work = out / "work"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        if self.cuda:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.loss_csv = out / "loss.csv"
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda else torch.autocast("cpu", enabled=False)
+
+    def log_loss(self, stage: str, step: int, loss: float, lr: float, seconds: float) -> None:
+        new = not self.loss_csv.exists()
+        with self.loss_csv.open("a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["stage", "step", "loss", "lr", "seconds"])
+            writer.writerow([stage, step, f"{loss:.5f}", f"{lr:.3g}", f"{seconds:.1f}"])
+
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+
+    def state(self) -> dict:
+        path = self.work / "state.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def save_state(self, **updates) -> None:
+        state = self.state() | updates
+        (self.work / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+
+
+def _training_images(run: _Run) -> tuple[np.ndarray, list[str]]:
+    """Training renders (N x H x W x 3 uint8) and captions, cached in work/ between stages."""
+    cfg = run.cfg
+    images_path = run.work / f"train_{cfg.resolution}px_{cfg.images_per_style}.npy"
+    captions_path = images_path.with_suffix(".captions.json")
+    if images_path.exists() and captions_path.exists():
+        return np.load(images_path), json.loads(captions_path.read_text())
+    started = time.perf_counter()
+    art = render_set(TRAINING_STYLES, cfg.images_per_style, cfg.resolution, use="model_train",
+                     workers=0 if run.toy else (os.cpu_count() or 1))
+    np.save(images_path, art.images)
+    captions_path.write_text(json.dumps(art.captions))
+    run.say(f"rendered {len(art)} training images in {time.perf_counter() - started:.0f} s")
+    return art.images, art.captions
+
+
+def _batch(images: torch.Tensor, index: torch.Tensor, flip: bool = True) -> torch.Tensor:
+    """uint8 N x 3 x H x W on the device -> float [-1, 1], with random horizontal flips."""
+    x = images[index].float().div(127.5).sub(1.0)
+    if flip:
+        mask = torch.rand(len(index), device=x.device) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(-1), x)
+    return x
+
+
+def _image_gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
+
+
+def _load_judge():
+    try:
+        from engine.proxy.classifier import load_judge
+
+        return load_judge()
+    except (FileNotFoundError, OSError):
+        return None
+
+
+# ----------------------------------------------------------------------------------------------- stages
+
+
+def train_vae(run: _Run, budget_s: float, max_steps: int | None) -> None:
+    """Train the VAE, centre its latents and save it (fp32) to work/vae with its test metrics."""
+    cfg = run.cfg
+    images_np, _ = _training_images(run)
+    images = torch.from_numpy(images_np).permute(0, 3, 1, 2).contiguous().to(run.device)
+    torch.manual_seed(cfg.seed)
+    vae = build_vae(cfg).to(run.device).train()
+    run.say(f"VAE: {sum(p.numel() for p in vae.parameters()) / 1e6:.2f} M parameters, budget {budget_s:.0f} s")
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    started, step, recent = time.perf_counter(), 0, []
+    log_every = 5 if run.toy else 50
+    while True:
+        elapsed = time.perf_counter() - started
+        if elapsed > budget_s or (max_steps is not None and step >= max_steps):
+            break
+        lr = cfg.vae_lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x = _batch(images, torch.randint(0, len(images), (cfg.vae_batch,), device=run.device))
+        with run.autocast():
+            posterior = vae.encode(x).latent_dist
+            reconstruction = vae.decode(posterior.sample()).sample.float()
+        gx, gy = _image_gradients(x)
+        rx, ry = _image_gradients(reconstruction)
+        kl = posterior.kl().float().mean() / posterior.mean[0].numel()
+        loss = ((reconstruction - x).abs().mean() + cfg.edge_weight * ((rx - gx).abs().mean() + (ry - gy).abs().mean())
+                + cfg.kl_weight * kl)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        recent.append(loss.item())
+        step += 1
+        if step % log_every == 0:
+            run.log_loss("vae", step, float(np.mean(recent)), lr, time.perf_counter() - started)
+            if step % (log_every * 10) == 0:
+                run.say(f"vae step {step}  loss {np.mean(recent):.4f}  {time.perf_counter() - started:.0f} s")
+            recent = []
+    train_seconds = time.perf_counter() - started
+    vae.eval()
+
+    # latent statistics over (a sample of) the training images, then fold them into the model
+    with torch.no_grad(), run.autocast():
+        sample = images[torch.randperm(len(images), device=run.device)[: min(len(images), 4096)]]
+        means = torch.cat([vae.encode(_batch(sample, torch.arange(i, min(i + 256, len(sample)),
+                                                                     device=run.device), flip=False)).latent_dist.mean
+                           for i in range(0, len(sample), 256)]).float()
+    mean, std = means.mean((0, 2, 3)), means.std((0, 2, 3))
+    center_latents(vae, mean, std)
+
+    metrics = evaluate_vae(run, vae)
+    metrics |= {"steps": step, "train_seconds": round(train_seconds, 1),
+                "latent_mean_before": [round(v, 4) for v in mean.tolist()],
+                "latent_std_before": [round(v, 4) for v in std.tolist()]}
+    vae.to("cpu").save_pretrained(run.work / "vae", safe_serialization=True)
+    (run.work / "vae_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    run.save_state(vae_done=True, vae_steps=step, vae_seconds=round(train_seconds, 1))
+    run.say(f"VAE done: {step} steps, {train_seconds:.0f} s, test PSNR {metrics['psnr_mean']:.2f} dB")
+
+
+@torch.no_grad()
+def evaluate_vae(run: _Run, vae) -> dict:
+    """PSNR (dB) and judge accuracy of reconstructions of fresh renders of every style (held-out included)."""
+    per_style = 4 if run.toy else 32
+    art = render_set(STYLES, per_style, run.cfg.resolution, use="sanity", offset=500_000)
+    recon = []
+    for start in range(0, len(art), 64):
+        x = to_tensor(art.images[start : start + 64]).to(run.device)
+        with run.autocast():
+            latents = vae.encode(x).latent_dist.mean
+            recon.append(to_uint8(vae.decode(latents).sample.float()))
+            if start == 0:
+                encoded = latents.float()
+    recon = np.concatenate(recon)
+    result = {"psnr": {}, "judge_on_reconstructions": {}}
+    for i, style in enumerate(STYLES):
+        sel = art.labels == i
+        result["psnr"][style] = round(_psnr(art.images[sel], recon[sel]), 2)
+    result["psnr_mean"] = round(float(np.mean(list(result["psnr"].values()))), 2)
+    judge = _load_judge()
+    if judge is not None:
+        for i, style in enumerate(STYLES):
+            result["judge_on_reconstructions"][style] = judge.style_accuracy(recon[art.labels == i], style)
+        result["judge_on_reconstructions_mean"] = float(np.mean(list(result["judge_on_reconstructions"].values())))
+    result["latent_mean_after"] = round(float(encoded.mean()), 4)
+    result["latent_std_after"] = round(float(encoded.std()), 4)
+    return result
+
+
+def _components(run: _Run):
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextModel
+
+    tokenizer = load_tokenizer()
+    vae = AutoencoderKL.from_pretrained(run.work / "vae", local_files_only=True).to(run.device).eval()
+    vae.requires_grad_(False)
+    te_dir = run.work / "text_encoder"
+    if te_dir.exists():
+        text_encoder = CLIPTextModel.from_pretrained(te_dir, local_files_only=True)
+    else:
+        # random and frozen, saved once so that resumed runs and the export use the very same encoder
+        text_encoder = build_text_encoder(run.cfg, tokenizer)
+        text_encoder.save_pretrained(te_dir, safe_serialization=True)
+    return tokenizer, vae, text_encoder.to(run.device).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def _encode_prompts(tokenizer, text_encoder, prompts: list[str], device) -> torch.Tensor:
+    """The pipeline's own prompt encoding: pad to model_max_length, last hidden state. P x L x hidden."""
+    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids.to(device)
+    return text_encoder(ids)[0].float()
+
+
+def train_unet(run: _Run, budget_s: float, max_steps: int | None, resume: bool) -> None:
+    """Train the UNet on VAE latents of the training styles; checkpoint to work/unet_state.pt."""
+    cfg = run.cfg
+    if not run.state().get("vae_done"):
+        raise SystemExit("train the VAE first (--stage vae)")
+    tokenizer, vae, text_encoder = _components(run)
+    images_np, captions = _training_images(run)
+
+    # latents of every image and of its mirror image (posterior mean and std), kept on the device
+    started = time.perf_counter()
+    images = torch.from_numpy(images_np).permute(0, 3, 1, 2).contiguous()
+    lat_mean, lat_std = [], []
+    with torch.no_grad(), run.autocast():
+        for flip in (False, True):
+            for start in range(0, len(images), 256):
+                x = images[start : start + 256].to(run.device).float().div(127.5).sub(1.0)
+                posterior = vae.encode(x.flip(-1) if flip else x).latent_dist
+                lat_mean.append(posterior.mean.half())
+                lat_std.append(posterior.std.half())
+    lat_mean, lat_std = torch.cat(lat_mean), torch.cat(lat_std)
+    unique = sorted(set(captions))
+    table = _encode_prompts(tokenizer, text_encoder, unique + [""], run.device)
+    caption_index = torch.tensor([unique.index(c) for c in captions] * 2, device=run.device)
+    empty_index = len(unique)
+    run.say(f"encoded {len(lat_mean)} latents {tuple(lat_mean.shape[1:])} in {time.perf_counter() - started:.0f} s")
+
+    latent_size = lat_mean.shape[-1]
+    torch.manual_seed(cfg.seed)
+    unet = build_unet(cfg, latent_size).to(run.device).train()
+    ema = copy.deepcopy(unet).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.unet_lr, betas=(0.9, 0.999), weight_decay=0.01)
+    step = 0
+    state_path = run.work / "unet_state.pt"
+    if resume and state_path.exists():
+        state = torch.load(state_path, map_location=run.device, weights_only=True)
+        unet.load_state_dict(state["unet"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        run.say(f"resumed the UNet at step {step}")
+    run.say(f"UNet: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M parameters, budget {budget_s:.0f} s")
+    forward = torch.compile(unet) if cfg.extra.get("compile") else unet
+
+    scheduler = training_scheduler()
+    alphas = scheduler.alphas_cumprod.to(run.device)
+    snr = alphas / (1 - alphas)
+    loss_weight = torch.clamp(snr, max=cfg.min_snr_gamma) / snr  # min-SNR-gamma weighting for epsilon targets
+    started, first_step, recent, last_checkpoint = time.perf_counter(), step, [], time.perf_counter()
+    log_every = 5 if run.toy else 50
+    while True:
+        elapsed = time.perf_counter() - started
+        if elapsed > budget_s or (max_steps is not None and step - first_step >= max_steps):
+            break
+        lr = cfg.unet_lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        index = torch.randint(0, len(lat_mean), (cfg.unet_batch,), device=run.device)
+        latents = lat_mean[index].float() + lat_std[index].float() * torch.randn_like(lat_mean[index].float())
+        drop = torch.rand(cfg.unet_batch, device=run.device) < cfg.caption_dropout
+        condition = table[torch.where(drop, empty_index, caption_index[index])]
+        noise = torch.randn_like(latents)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.unet_batch,), device=run.device)
+        noisy = scheduler.add_noise(latents, noise, t)
+        with run.autocast():
+            predicted = forward(noisy, t, condition).sample.float()
+        loss = (((predicted - noise) ** 2).mean((1, 2, 3)) * loss_weight[t]).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(ema.parameters(), unet.parameters()):
+                e.lerp_(p, 1 - decay)
+        recent.append(loss.item())
+        if step % log_every == 0:
+            run.log_loss("unet", step, float(np.mean(recent)), lr, time.perf_counter() - started)
+            if step % (log_every * 10) == 0:
+                run.say(f"unet step {step}  loss {np.mean(recent):.4f}  {time.perf_counter() - started:.0f} s")
+            recent = []
+        if time.perf_counter() - last_checkpoint > 120:
+            _save_unet_state(state_path, unet, ema, optimizer, step)
+            last_checkpoint = time.perf_counter()
+    seconds = time.perf_counter() - started
+    _save_unet_state(state_path, unet, ema, optimizer, step)
+    previous = run.state().get("unet_seconds", 0.0) if first_step > 0 else 0.0
+    total_seconds = previous + seconds
+    run.save_state(unet_done=True, unet_steps=step, unet_seconds=round(total_seconds, 1),
+                   unet_parameters=sum(p.numel() for p in unet.parameters()))
+    run.say(f"UNet done: step {step} ({step - first_step} this run), {seconds:.0f} s")
+
+
+def _save_unet_state(path: Path, unet, ema, optimizer, step: int) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"unet": unet.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                "step": step}, tmp)
+    os.replace(tmp, path)  # a run killed mid-save keeps the previous checkpoint
+
+
+def export(run: _Run) -> Path:
+    """Write the fp16 StableDiffusionPipeline folder, a sample grid and the model card into run.out."""
+    from diffusers import StableDiffusionPipeline
+
+    cfg = run.cfg
+    tokenizer, vae, text_encoder = _components(run)
+    state = torch.load(run.work / "unet_state.pt", map_location="cpu", weights_only=True)
+    unet = build_unet(cfg, cfg.resolution // 2 ** (len(cfg.vae_channels) - 1))
+    unet.load_state_dict(state["ema"])
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet.to(run.device).eval(),
+        scheduler=sampling_scheduler(training_scheduler()), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    grid = sample_grid(pipe, cfg, run.device)
+    # fp16 on disk halves the folder (the size limit); diffusers upcasts these to float32 unless a dtype is
+    # asked for. The text encoder stays float32: transformers would load it as fp16, and it is only 2 MB.
+    pipe.unet.to(torch.float16)
+    pipe.vae.to(torch.float16)
+    pipe.save_pretrained(run.out, safe_serialization=True)
+    from PIL import Image
+
+    Image.fromarray(grid).save(run.out / "samples.png")
+    info = {
+        "styles": list(STYLES), "training_styles": list(TRAINING_STYLES), "held_out_style": HELD_OUT_STYLE,
+        "contents": list(CONTENTS), "resolution": cfg.resolution, "prompt_template": caption("<style>", "<content>"),
+        "seeds": SEEDS, "config": asdict(cfg), "state": run.state(),
+    }
+    (run.out / "proxy_world.json").write_text(json.dumps(info, indent=2) + "\n")
+    size = folder_bytes(run.out)
+    if size > SIZE_LIMIT_BYTES:
+        run.say(f"WARNING: the model folder is {size / 2**20:.1f} MB, over the {SIZE_LIMIT_BYTES / 2**20:.0f} MB limit")
+    (run.out / "README.md").write_text(model_card(run, size))
+    run.say(f"exported {run.out} ({size / 2**20:.1f} MB)")
+    return run.out
+
+
+def folder_bytes(out: Path) -> int:
+    """Bytes of everything that ships (the folder without work/)."""
+    return sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and "work" not in p.relative_to(out).parts)
+
+
+@torch.no_grad()
+def sample_grid(pipe, cfg: ProxyConfig, device, seed: int = 0) -> np.ndarray:
+    """One row per style in STYLES order (the held-out style last: the base model was never taught it)."""
+    rows = []
+    for i, style in enumerate(STYLES):
+        prompts = [prompt_for(style, CONTENTS[k % len(CONTENTS)]) for k in range(cfg.samples_per_style)]
+        generator = torch.Generator(device="cpu").manual_seed(seed + i)
+        out = pipe(prompts, num_inference_steps=cfg.sample_steps, guidance_scale=cfg.sample_guidance,
+                   generator=generator, output_type="np").images
+        rows.append(np.concatenate(list((out * 255).round().astype(np.uint8)), axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def model_card(run: _Run, size: int) -> str:
+    cfg, state = run.cfg, run.state()
+    metrics_path = run.work / "vae_metrics.json"
+    vae_metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    loss_tail = ""
+    if run.loss_csv.exists():
+        rows = [r for r in csv.DictReader(run.loss_csv.open()) if r["stage"] == "unet"]
+        if rows:
+            loss_tail = f"first logged {float(rows[0]['loss']):.4f}, last logged {float(rows[-1]['loss']):.4f}"
+    device = torch.cuda.get_device_name(run.device) if run.cuda else "CPU"
+    lines = [
+        "# Artveil proxy model" + (" (toy)" if run.toy else ""),
+        "",
+        "A small text-to-image latent diffusion model in the diffusers Stable Diffusion layout, trained by "
+        "`engine.proxy.train` on the procedural styles of `engine.proxy.styles`. It is a research proxy for "
+        "measuring protections, not an art model.",
+        "",
+        f"- Styles taught: {', '.join(TRAINING_STYLES)}. Held out (the artist's style, never seen): "
+        f"{HELD_OUT_STYLE}.",
+        f"- Prompt: `{caption('<style>', '<content>')}`, content one of {', '.join(CONTENTS)}.",
+        f"- Resolution {cfg.resolution} px; VAE channels {list(cfg.vae_channels)}, factor "
+        f"{2 ** (len(cfg.vae_channels) - 1)}, {cfg.latent_channels} latent channels, latents centred per channel "
+        "(folded into quant_conv / post_quant_conv, scaling_factor 1.0).",
+        f"- UNet channels {list(cfg.unet_channels)}, layers per block {cfg.unet_layers}, cross-attention "
+        f"{list(cfg.unet_cross_attention)}, {state.get('unet_parameters', 0) / 1e6:.2f} M parameters; text encoder "
+        f"CLIP hidden {cfg.text_hidden}, {cfg.text_layers} layers, random and frozen.",
+        f"- Training on {device}: VAE {state.get('vae_steps')} steps ({state.get('vae_seconds')} s), UNet "
+        f"{state.get('unet_steps')} steps ({state.get('unet_seconds')} s) at batch {cfg.unet_batch}, "
+        f"{cfg.images_per_style} images per style, 10 % caption dropout, min-SNR-5, EMA {cfg.ema_decay}.",
+        f"- UNet loss (min-SNR weighted): {loss_tail or 'n/a'}; full curve in `loss.csv`.",
+        f"- Weights fp16 safetensors; folder {size / 2**20:.1f} MB.",
+        "",
+        "## VAE on fresh renders",
+        "",
+    ]
+    if vae_metrics:
+        lines.append(f"PSNR {vae_metrics['psnr_mean']} dB (per style: "
+                     + ", ".join(f"{k} {v}" for k, v in vae_metrics["psnr"].items()) + ").")
+        if vae_metrics.get("judge_on_reconstructions"):
+            lines.append(f"Judge accuracy on reconstructions {vae_metrics['judge_on_reconstructions_mean']:.3f} "
+                         "(per style: " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                                    vae_metrics["judge_on_reconstructions"].items())
+                         + "): the ceiling for generated images.")
+        lines.append(f"Encoder-mean latents after centring: mean {vae_metrics['latent_mean_after']}, "
+                     f"std {vae_metrics['latent_std_after']}.")
+    lines += [
+        "",
+        "## Samples",
+        "",
+        f"`samples.png`: one row per style ({', '.join(STYLES)}), DDIM {cfg.sample_steps} steps, guidance "
+        f"{cfg.sample_guidance}. The last row is the held-out style, which the base model should not paint.",
+        "",
+        "## Sanity bar",
+        "",
+        CARD_SANITY_BEGIN,
+        "Not measured yet: run `python -m engine.proxy.sanity --model <this folder>`.",
+        CARD_SANITY_END,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train the Artveil proxy Stable Diffusion model.")
+    parser.add_argument("--out", required=True, help="output folder (the pipeline, loss.csv, samples, card)")
+    parser.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    parser.add_argument("--minutes", type=float, default=12.0, help="training time of the stage(s) run now")
+    parser.add_argument("--stage", choices=("all", "vae", "unet", "export"), default="all",
+                        help="vae, unet (exports at the end) or export; all = the three in turn")
+    parser.add_argument("--resume", action="store_true", help="continue the UNet from work/unet_state.pt")
+    parser.add_argument("--vae-steps", type=int, default=None, help="stop the VAE after this many steps")
+    parser.add_argument("--unet-steps", type=int, default=None, help="stop the UNet after this many steps")
+    parser.add_argument("--images-per-style", type=int, default=None)
+    parser.add_argument("--unet-channels", default=None, help="comma-separated, e.g. 64,128,192")
+    parser.add_argument("--unet-batch", type=int, default=None)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (needs Triton)")
+    parser.add_argument("--toy", action="store_true", help="tiny model and data: the whole path in seconds")
+    args = parser.parse_args(argv)
+
+    cfg = TOY if args.toy else ProxyConfig()
+    overrides = {}
+    if args.images_per_style:
+        overrides["images_per_style"] = args.images_per_style
+    if args.unet_channels:
+        overrides["unet_channels"] = tuple(int(c) for c in args.unet_channels.split(","))
+    if args.unet_batch:
+        overrides["unet_batch"] = args.unet_batch
+    if args.compile:
+        overrides["extra"] = {"compile": True}
+    cfg = replace(cfg, **overrides)
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.toy:
+        torch.set_num_threads(min(torch.get_num_threads(), 2))
+    run = _Run(Path(args.out), cfg, device, args.toy)
+    budget = args.minutes * 60
+    if args.toy:
+        vae_steps, unet_steps = args.vae_steps or 20, args.unet_steps or 30
+    else:
+        vae_steps, unet_steps = args.vae_steps, args.unet_steps
+    if args.stage in ("all", "vae"):
+        train_vae(run, budget * (0.3 if args.stage == "all" else 1.0), vae_steps)
+    if args.stage in ("all", "unet"):
+        train_unet(run, budget * (0.7 if args.stage == "all" else 1.0), unet_steps, args.resume)
+    if args.stage in ("all", "unet", "export"):
+        export(run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The proxy training script at toy scale: a complete, loadable Stable Diffusion folder, and the sanity bar."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from engine.proxy import train
+from engine.proxy.data import render_set, to_tensor
+from engine.proxy.styles import STYLES, TRAINING_STYLES
+
+
+@pytest.fixture(scope="module")
+def toy_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("proxy") / "toy"
+    train.main(["--out", str(out), "--toy", "--device", "cpu", "--vae-steps", "10", "--unet-steps", "12"])
+    return out
+
+
+def _load(out):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(out), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_toy_run_writes_a_loadable_stable_diffusion_folder(toy_model):
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    pipe = _load(toy_model)
+    assert isinstance(pipe.vae, AutoencoderKL) and isinstance(pipe.unet, UNet2DConditionModel)
+    assert isinstance(pipe.text_encoder, CLIPTextModel) and isinstance(pipe.tokenizer, CLIPTokenizer)
+    assert isinstance(pipe.scheduler, DDIMScheduler) and pipe.safety_checker is None
+    assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size
+    assert train.folder_bytes(toy_model) < train.SIZE_LIMIT_BYTES
+    image = pipe("a painting of a circle in stripes style", num_inference_steps=2, output_type="np").images
+    assert image.shape == (1, train.TOY.resolution, train.TOY.resolution, 3) and np.isfinite(image).all()
+
+
+def test_toy_run_writes_loss_curve_samples_and_card(toy_model):
+    from PIL import Image
+
+    rows = list(csv.DictReader((toy_model / "loss.csv").open()))
+    assert {r["stage"] for r in rows} == {"vae", "unet"}
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
+    grid = Image.open(toy_model / "samples.png")
+    assert grid.size == (train.TOY.resolution * train.TOY.samples_per_style, train.TOY.resolution * len(STYLES))
+    card = (toy_model / "README.md").read_text()
+    assert train.CARD_SANITY_BEGIN in card and "swirl" in card
+    world = json.loads((toy_model / "proxy_world.json").read_text())
+    assert world["held_out_style"] == "swirl" and "swirl" not in world["training_styles"]
+
+
+def test_latents_are_centred_without_changing_reconstructions(toy_model):
+    pipe = _load(toy_model)
+    assert pipe.vae.config.scaling_factor == 1.0
+    art = render_set(TRAINING_STYLES, train.TOY.images_per_style, train.TOY.resolution, use="model_train")
+    with torch.no_grad():
+        latents = pipe.vae.encode(to_tensor(art.images)).latent_dist.mean
+    # the statistics were folded in from exactly these images (stored in fp16, hence the tolerance)
+    assert latents.mean((0, 2, 3)).abs().max() < 0.05
+    assert (latents.std((0, 2, 3)) - 1).abs().max() < 0.05
+
+    vae = train.build_vae(train.TOY).eval()
+    x = to_tensor(art.images[:4])
+    with torch.no_grad():
+        before = vae.decode(vae.encode(x).latent_dist.mean).sample
+        train.center_latents(vae, torch.tensor([0.3, -1.0, 2.0, 0.0]), torch.tensor([2.0, 0.5, 1.0, 3.0]))
+        after = vae.decode(vae.encode(x).latent_dist.mean).sample
+    assert torch.allclose(before, after, atol=1e-4)
+
+
+def test_unet_training_resumes_where_it_stopped(toy_model):
+    before = json.loads((toy_model / "work" / "state.json").read_text())["unet_steps"]
+    train.main(["--out", str(toy_model), "--toy", "--device", "cpu", "--stage", "unet", "--resume",
+                "--unet-steps", "2"])
+    state = json.loads((toy_model / "work" / "state.json").read_text())
+    assert state["unet_steps"] == before + 2
+
+
+def test_toy_sanity_reports_every_number(toy_model):
+    from engine.proxy.sanity import TOY_SETTINGS, run_sanity
+
+    report = run_sanity(toy_model, "cpu", TOY_SETTINGS)
+    on_disk = json.loads((toy_model / "sanity.json").read_text())
+    assert on_disk["text_to_image"] == report["text_to_image"]
+    assert set(report["text_to_image"]["per_style"]) == set(TRAINING_STYLES)
+    assert set(report["sdedit_keeps_style"]["per_style"]) == set(STYLES)
+    fractions = [*report["text_to_image"]["per_style"].values(), report["text_to_image"]["mean"],
+                 report["held_out_without_lora"], report["held_out_with_lora"],
+                 *report["sdedit_keeps_style"]["per_style"].values(), report["sdedit_keeps_style"]["mean"]]
+    assert all(0.0 <= f <= 1.0 for f in fractions)
+    assert set(report["bar"]) == {"text_to_image", "lora_learns_held_out", "sdedit_keeps_style", "passed"}
+    assert report["lora"]["first_loss"] > 0
+    card = (toy_model / "README.md").read_text()
+    assert "held-out style with LoRA" in card and "Not measured yet" not in card
