@@ -175,10 +175,12 @@ def describe_robustness(report, chosen: str) -> str:
     else:
         worst_row = worst
         worst_value = float(_field(worst, "survival", 0.0)) if worst is not None else None
-    if worst_value is not None and len(rows) > 1:
+    verdict = _field(report, "verdict")
+    worst_is_chosen = worst_row is not None and _field(worst_row, "name") == _field(row, "name")
+    # The engine's verdict already quotes the worst number; name the purifier only when it differs.
+    if worst_value is not None and len(rows) > 1 and not (verdict and worst_is_chosen):
         label = _field(worst_row, "label", "the strongest purifier") if worst_row is not None else "the strongest purifier"
         parts.append(f"Worst case of the {len(rows)} purifiers tried ({label}): {_percent(worst_value)} survives.")
-    verdict = _field(report, "verdict")
     if verdict:
         parts.append(str(verdict))
     return " ".join(parts) if parts else "No purifier was run."

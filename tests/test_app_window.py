@@ -94,7 +94,7 @@ def test_sliders_and_method_change_the_job_that_reaches_the_engine(make_window, 
 
     async def scenario():
         c.strength_slider.setValue(12)
-        next(b for b in c.budget_presets if b.text() == "Thorough 200").click()
+        next(b for b in c.budget_presets if b.text() == "Long 200").click()
         c.method_combo.setCurrentIndex(c.method_combo.findData("photoguard"))
         c.protect_all_button.click()
         await ws.idle()

@@ -431,5 +431,5 @@ def _item_info(item: QueueItem) -> str:
     if item.state is ItemState.FAILED:
         parts.append(f"failed: {item.error}")
     elif item.output_path is not None:
-        parts.append(f"saved to {item.output_path}")
+        parts.append(f"saved as {item.output_path.name}")
     return "  ·  ".join(parts)

@@ -7,6 +7,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
+    QSizePolicy,
     QFrame,
     QGridLayout,
     QHBoxLayout,
@@ -34,6 +35,7 @@ BUDGET_TIP = (
     "How many optimizer steps to spend on each image. More steps find a stronger protection "
     "at the same strength; the time grows with it."
 )
+SHORT_NAMES = {"maximum": "Max", "thorough": "Long", "default": "Default"}  # fit four to a row at 1366 px
 JPEG_WARNING = "JPEG re-compresses the image and weakens the protection. Prefer PNG."
 
 
@@ -103,6 +105,12 @@ class ControlsPanel(QWidget):
         self.purifier_level.setValue(max(0, min(2, settings.purifier_level)))
         self.purifier_level_value = caption("")
         self.preview_button = QPushButton("Preview purification")
+        for combo in (self.method_combo, self.format_combo, self.purifier_combo):
+            # Long labels must not widen the panel past a 1366-px screen; the popup shows them whole.
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(12)
+        self.output_label.setWordWrap(False)
+        self.output_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
         content = QWidget()
         layout = QVBoxLayout(content)
@@ -143,8 +151,9 @@ class ControlsPanel(QWidget):
         layout.addWidget(section_title("Purification preview"))
         layout.addWidget(self.purifier_combo)
         layout.addWidget(self.purifier_summary)
-        layout.addLayout(self._row(caption("Purifier strength"), self.purifier_level_value))
+        layout.addWidget(caption("Purifier strength"))
         layout.addWidget(self.purifier_level)
+        layout.addWidget(self.purifier_level_value)
         layout.addWidget(self.preview_button)
         layout.addStretch(1)
 
@@ -197,10 +206,14 @@ class ControlsPanel(QWidget):
     def _presets(self, presets: dict, slider: QSlider, tip: str, labels: dict | None = None) -> list[QPushButton]:
         buttons = []
         for name, value in presets.items():
-            text = name.capitalize() + (f" {labels[name]}" if labels else f" {int(value)}")
+            shown = SHORT_NAMES.get(name, name.capitalize())
+            text = shown + (f" {labels[name]}" if labels else f" {int(value)}")
             button = QPushButton(text)
             button.setObjectName("Preset")
-            button.setToolTip(tip)
+            # Equal shares of the row, however narrow the panel: the text is short enough.
+            button.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+            button.setMinimumWidth(40)
+            button.setToolTip(f"{name.capitalize()}: {labels[name] if labels else int(value)}. {tip}")
             button.clicked.connect(lambda _=False, v=int(value): slider.setValue(v))
             button.setProperty("preset_value", int(value))
             buttons.append(button)
@@ -292,7 +305,7 @@ class ControlsPanel(QWidget):
         text = f"≈ {format_duration(per_image)} per image on this machine"
         pending = [i for i in ws.queue.items if i.protected is None]
         if len(pending) > 1:
-            text += f"; ≈ {format_duration(ws.estimate_seconds(pending))} for the {len(pending)} waiting"
+            text += f"; ≈ {format_duration(ws.estimate_seconds(pending))} for all {len(pending)} waiting"
         self.budget_estimate.setText(text)
 
     def _show_output(self, path: str) -> None:
@@ -314,10 +327,12 @@ class ControlsPanel(QWidget):
         level = max(0, min(2, int(level)))
         if self.purifier_level.value() != level:
             self.purifier_level.setValue(level)
-        text = LEVEL_NAMES[level]
+        text = LEVEL_NAMES[level].capitalize()
         request = next((r for r in self.workspace.purifier_requests() if r.name == self.workspace.settings.purifier), None)
         if request and request.params:
-            text += " · " + ", ".join(f"{k} {v}" for k, v in request.params.items())
+            text += " (" + ", ".join(f"{k} {v}" for k, v in request.params.items()) + ")"
+        else:
+            text += " (this purifier has one setting)"
         self.purifier_level_value.setText(text)
 
     def _show_busy(self, busy: bool) -> None:

@@ -58,6 +58,8 @@ class MainWindow(QMainWindow):
         self.queue_panel = QueuePanel(workspace)
         self.compare = CompareArea(workspace)
         self.controls = ControlsPanel(workspace)
+        self.controls.setMinimumWidth(300)
+        self.queue_panel.setMinimumWidth(200)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(self.queue_panel)
         self.splitter.addWidget(self.compare)
@@ -65,7 +67,7 @@ class MainWindow(QMainWindow):
         self.splitter.setStretchFactor(0, 0)
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setStretchFactor(2, 0)
-        self.splitter.setSizes([270, 780, 316])
+        self.splitter.setSizes([260, 756, 350])
         self.splitter.setChildrenCollapsible(False)
         self.setCentralWidget(self.splitter)
 
