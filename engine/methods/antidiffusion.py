@@ -233,8 +233,11 @@ class AntiDiffusion(ProtectionMethod):
                 ctx.cache["ad_log"].append(("surrogate", len(losses)))
 
     def loss(self, ctx, x, generator):
+        return self.loss_from_latent(ctx, D.encode(ctx.model, x), x, generator)
+
+    def loss_from_latent(self, ctx, z, x, generator):
+        # engine.protect's two-pass backward passes z = E(x) computed outside the graph.
         model = ctx.model
-        z = D.encode(model, x)
         t = D.sample_timesteps(model, ctx.timesteps_per_step, generator)
         zb = z.expand(t.shape[0], -1, -1, -1)
         noise = D.randn_like(zb, generator)

@@ -27,6 +27,7 @@ import torch
 
 from engine import diffusion as D
 from engine.methods.base import MethodContext, ProtectionMethod
+from engine.surrogate import applied_if_tuned, aspl_between_steps
 
 
 @dataclass
@@ -43,6 +44,10 @@ class AntiPureParams:
     etg_offset: int = 500  # Δ, in training timesteps
     purify_strength_min: float = 0.05
     purify_strength_max: float = 0.3
+    # Optional ASPL mode (methods.md §2): this many LoRA tunings of the surrogate on the protected image(s),
+    # evenly spaced over the steps, each of aspl_tune_steps optimizer steps (engine.surrogate). 0: off.
+    aspl_rounds: int = 0
+    aspl_tune_steps: int = 3
 
 
 def dct_matrix(n: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -167,6 +172,9 @@ class AntiPure(ProtectionMethod):
                     scales[k] = norms["semantic"] / norms[k]
         ctx.cache["antipure_scales"] = scales
 
+    def between_steps(self, ctx, x_protected, step):
+        aspl_between_steps(ctx, x_protected, step, self.params.aspl_rounds, self.params.aspl_tune_steps)
+
     def loss(self, ctx, x, generator):
         return self.loss_from_latent(ctx, D.encode(ctx.model, x), x, generator)
 
@@ -174,7 +182,8 @@ class AntiPure(ProtectionMethod):
         # The loop's two-pass backward (engine.protect) calls this with z = E(x) computed outside the graph.
         p = self.params
         scales = ctx.cache.get("antipure_scales", {"pfg": 1.0, "etg": 1.0})
-        terms = self._terms(ctx, x, generator, z)
+        with applied_if_tuned(ctx):
+            terms = self._terms(ctx, x, generator, z)
         total = terms["semantic"]
         if "pfg" in terms:
             total = total - p.lambda_pfg * scales["pfg"] * terms["pfg"]

@@ -67,8 +67,11 @@ class ASPL(ProtectionMethod):
         ctx.cache["aspl_attack"] = attack
 
     def loss(self, ctx, x, generator):
+        return self.loss_from_latent(ctx, D.encode(ctx.model, x), x, generator)
+
+    def loss_from_latent(self, ctx, z, x, generator):
+        # engine.protect's two-pass backward passes z = E(x) computed outside the graph.
         attack = ctx.cache.get("aspl_attack")
-        z = D.encode(ctx.model, x)
         if attack is not None and attack.tuned_steps > 0:
             with attack.applied():
                 loss = semantic_loss(ctx, z, generator)
