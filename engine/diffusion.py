@@ -31,7 +31,7 @@ def unet(model: ModelBundle, z_t: torch.Tensor, t: torch.Tensor, cond: torch.Ten
     maybe_fail("unet")
     if cond.shape[0] != z_t.shape[0]:
         cond = cond.expand(z_t.shape[0], -1, -1)
-    return model.unet(z_t.to(model.dtype), t, encoder_hidden_states=cond).sample.float()
+    return model.unet_runner(z_t.to(model.dtype), t, encoder_hidden_states=cond).sample.float()
 
 
 def _coef(model: ModelBundle, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -40,6 +40,13 @@ class ProtectSettings:
     eot_samples: int = 1  # transforms averaged per step when eot is set (k transforms: k× the cost)
     measure_objective: bool = True
     method_params: dict[str, Any] = field(default_factory=dict)
+    # Speed and memory (docs/benchmarks.md). Apart from low_vram's tiles on images above 256 px, none of
+    # these changes δ beyond rounding; tests/test_fastpath.py checks each against the plain path.
+    precision: str = "auto"  # "auto": the model's dtype (bf16/fp16 on CUDA, fp32 on CPU); "bf16": autocast to bf16
+    two_pass: bool | None = None  # Mist-v2 VAE backward (UNet and encoder graphs never coexist); None: on for CUDA
+    channels_last: bool = False  # NHWC convolutions for the UNet and VAE
+    low_vram: bool = False  # two-pass + gradient checkpointing + 256-px tiles + sliced/tiled VAE
+    compile_unet: bool = False  # torch.compile the UNet: faster after a slow first step, recompiles per size
 
 
 @dataclass

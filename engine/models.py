@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -38,6 +39,13 @@ class ModelBundle:
     is_demo: bool = False
     description: str = ""
     _prompt_cache: dict = field(default_factory=dict, repr=False)
+    # Per-job speed state set by speed_mode() (a compiled UNet); empty outside a job.
+    _runtime: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def unet_runner(self):
+        """The UNet to call in the optimizer: the compiled one inside speed_mode(compile_unet=True)."""
+        return self._runtime.get("unet", self.unet)
 
     @property
     def prediction_type(self) -> str:
@@ -114,6 +122,68 @@ def _freeze(bundle: ModelBundle) -> ModelBundle:
     bundle.unet.set_attn_processor(AttnProcessor2_0())
     bundle.vae.set_attn_processor(AttnProcessor2_0())
     return bundle
+
+
+def compile_available(device: torch.device) -> str | None:
+    """None if torch.compile can run on this device, else why not (for a note to the user)."""
+    import importlib.util
+    import shutil
+
+    if device.type == "cuda" and importlib.util.find_spec("triton") is None:
+        return "torch.compile needs Triton, which this install lacks (it is missing on Windows)"
+    if device.type == "cpu" and not any(shutil.which(c) for c in ("cc", "gcc", "clang", "cl")):
+        return "torch.compile needs a C++ compiler on the CPU"
+    return None
+
+
+@contextmanager
+def speed_mode(
+    bundle: ModelBundle,
+    *,
+    channels_last: bool = False,
+    checkpointing: bool = False,
+    vae_tiling: bool = False,
+    compile_unet: bool = False,
+):
+    """Put the frozen modules in a faster or leaner state for one job and restore them afterwards.
+
+    The bundle is shared with purification and the preview, which want the plain state, so nothing
+    here outlives the job. Compiled UNets are kept (compiling again costs more than the job).
+    """
+    modules = (bundle.unet, bundle.vae)
+    saved_cudnn = torch.backends.cudnn.benchmark
+    try:
+        if bundle.device.type == "cuda":
+            # Shapes are fixed for a whole job: let cuDNN time its convolution algorithms once.
+            torch.backends.cudnn.benchmark = True
+        if channels_last:
+            for m in modules:
+                m.to(memory_format=torch.channels_last)
+        if checkpointing:
+            # Activations are recomputed in the backward pass: about 30 % slower, a fraction of the memory.
+            bundle.unet.enable_gradient_checkpointing()
+            bundle.vae.enable_gradient_checkpointing()
+        if vae_tiling:
+            bundle.vae.enable_slicing()
+            bundle.vae.enable_tiling()
+        if compile_unet and compile_available(bundle.device) is None:
+            cache = bundle._prompt_cache.setdefault("compiled_unet", {})
+            if id(bundle.unet) not in cache:
+                cache[id(bundle.unet)] = torch.compile(bundle.unet, dynamic=False)
+            bundle._runtime["unet"] = cache[id(bundle.unet)]
+        yield bundle
+    finally:
+        bundle._runtime.pop("unet", None)
+        if vae_tiling:
+            bundle.vae.disable_slicing()
+            bundle.vae.disable_tiling()
+        if checkpointing:
+            bundle.unet.disable_gradient_checkpointing()
+            bundle.vae.disable_gradient_checkpointing()
+        if channels_last:
+            for m in modules:
+                m.to(memory_format=torch.contiguous_format)
+        torch.backends.cudnn.benchmark = saved_cudnn
 
 
 def _tiny_tokenizer_dir() -> Path:

@@ -9,12 +9,19 @@ Mist-v2's choice and matches what a mimic feeds a model. With "tiles" δ is opti
 on overlapping working_size tiles and blended with convex weights. Either way the output is the
 original at full resolution plus δ, rounded to 8 bits and clamped so the budget holds on the file.
 On out-of-memory the job restarts in tiles of half the size (down to 128 px) and says so.
+
+Speed and memory (ProtectSettings.precision, two_pass, channels_last, low_vram, compile_unet): the
+gradient is the same whichever is on (tests/test_fastpath.py). The two-pass backward (Mist-v2) applies
+to methods that define `loss_from_latent(ctx, z, x, generator)`, the loss with z = E(x) given: the loop
+takes ∂loss/∂z (and ∂loss/∂x) with the encoder outside the graph, frees the UNet graph, then runs one
+encoder backward with that gradient, so the UNet and VAE graphs never hold memory at the same time.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Iterator
 
@@ -22,16 +29,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine import diffusion as D
 from engine.eot import EOT_TRANSFORMS, apply_random_transform
 from engine.errors import ArtveilError, Cancelled
 from engine.faults import is_out_of_memory
 from engine.jobs import CancelToken, ProtectProgress, ProtectResult, ProtectSettings
 from engine.methods import MethodContext, get_method
 from engine.metrics import image_metrics, to_tensor
-from engine.models import ModelBundle
+from engine.models import ModelBundle, compile_available, speed_mode
 
 MAX_STRENGTH_LEVELS = 32.0
 MIN_TILE = 128
+LOW_VRAM_TILE = 256  # a quarter of the activations of a 512-px region
+PRECISIONS = ("auto", "bf16")
 WARMUP_STEPS = 2  # excluded from the ETA: the first steps pay for allocation and kernel selection
 
 
@@ -50,6 +60,8 @@ def validate_settings(settings: ProtectSettings) -> None:
     unknown = set(settings.eot) - set(EOT_TRANSFORMS)
     if unknown:
         raise ArtveilError("config", f"unknown EOT transform(s) {sorted(unknown)}; known: {', '.join(EOT_TRANSFORMS)}.")
+    if settings.precision not in PRECISIONS:
+        raise ArtveilError("config", f"precision must be one of {', '.join(PRECISIONS)}, got {settings.precision!r}.")
     if settings.working_size < 64:
         raise ArtveilError("config", f"working size must be at least 64 px, got {settings.working_size}.")
 
@@ -69,23 +81,34 @@ def _axis_starts(length: int, tile: int, overlap: int) -> list[int]:
     return [round(i * (length - tile) / (n - 1)) for i in range(n)]
 
 
-def _plan(h: int, w: int, settings: ProtectSettings, tile: int | None) -> tuple[tuple[int, int], list[_Region]]:
-    """(working height, width) and the regions to optimize in working coordinates."""
-    size = settings.working_size
-    if tile is None and max(h, w) > size and settings.large_image == "resize":
-        scale = size / max(h, w)
-        wh, ww = max(8, round(h * scale)), max(8, round(w * scale))
-        return (wh, ww), [_Region(0, wh, 0, ww)]
-    t = tile or size
+def _tile_regions(h: int, w: int, t: int) -> list[_Region]:
     if max(h, w) <= t:
-        return (h, w), [_Region(0, h, 0, w)]
+        return [_Region(0, h, 0, w)]
     overlap = max(16, t // 8)
-    regions = [
+    return [
         _Region(y, min(h, y + t), x, min(w, x + t))
         for y in _axis_starts(h, t, overlap)
         for x in _axis_starts(w, t, overlap)
     ]
-    return (h, w), regions
+
+
+def _region_tile(settings: ProtectSettings, tile: int | None) -> int:
+    """Largest region side: the out-of-memory tile, else the working size (capped in low-VRAM mode)."""
+    if tile is not None:
+        return tile
+    return min(settings.working_size, LOW_VRAM_TILE) if settings.low_vram else settings.working_size
+
+
+def _plan(h: int, w: int, settings: ProtectSettings, tile: int | None) -> tuple[tuple[int, int], list[_Region]]:
+    """(working height, width) and the regions to optimize in working coordinates."""
+    size = settings.working_size
+    t = _region_tile(settings, tile)
+    if tile is None and max(h, w) > size and settings.large_image == "resize":
+        scale = size / max(h, w)
+        wh, ww = max(8, round(h * scale)), max(8, round(w * scale))
+        # Low-VRAM tiles cut the resized image: the semantics of "resize" stay, only memory changes.
+        return (wh, ww), _tile_regions(wh, ww, t)
+    return (h, w), _tile_regions(h, w, t)
 
 
 def _pad_to_multiple(x: torch.Tensor, m: int) -> tuple[torch.Tensor, int, int]:
@@ -125,6 +148,64 @@ def _make_generator(device: torch.device, seed: int) -> torch.Generator:
     return g
 
 
+def _latent_loss_matches(cls: type) -> bool:
+    """True when loss_from_latent exists and is no older than loss: a subclass that overrides only
+    loss() must not be run through its parent's loss_from_latent."""
+    def owner(name):
+        return next((c for c in cls.__mro__ if name in c.__dict__), None)
+
+    latent, plain = owner("loss_from_latent"), owner("loss")
+    return latent is not None and plain is not None and issubclass(latent, plain)
+
+
+def use_two_pass(method, settings: ProtectSettings, device: torch.device) -> bool:
+    """Whether the step runs the two-pass backward: asked for (or low-VRAM / CUDA by default) and supported."""
+    if not _latent_loss_matches(type(method)):
+        return False
+    if settings.two_pass is not None:
+        return settings.two_pass
+    return settings.low_vram or device.type == "cuda"
+
+
+def _autocast(settings: ProtectSettings, device: torch.device):
+    if settings.precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def step_gradient(method, ctx: MethodContext, x_in: torch.Tensor, delta: torch.Tensor, generator: torch.Generator,
+                  two_pass: bool, settings: ProtectSettings) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """∇_δ of the method's loss at x_in (a differentiable function of δ): (gradient, loss, terms).
+
+    Both paths draw the same noise and timesteps from `generator`, so they give the same gradient.
+    """
+    amp = lambda: _autocast(settings, ctx.model.device)  # noqa: E731 (a fresh context per use)
+    if not two_pass:
+        with amp():
+            loss, terms = method.loss(ctx, x_in, generator)
+        return torch.autograd.grad(loss, delta)[0], loss.detach(), terms
+    with torch.no_grad(), amp():
+        z = D.encode(ctx.model, x_in)
+    z = z.detach().requires_grad_(True)
+    x_leaf = x_in.detach().requires_grad_(True)
+    with amp():
+        loss, terms = method.loss_from_latent(ctx, z, x_leaf, generator)
+    # The UNet (and decoder) graph is freed here, before the encoder graph exists.
+    g_z, g_x = torch.autograd.grad(loss, (z, x_leaf), allow_unused=True)
+    loss = loss.detach()
+    outputs, grads = [], []
+    if g_z is not None:
+        with amp():
+            outputs.append(D.encode(ctx.model, x_in))
+        grads.append(g_z)
+    if g_x is not None:
+        outputs.append(x_in)
+        grads.append(g_x)
+    if not outputs:
+        return torch.zeros_like(delta), loss, terms
+    return torch.autograd.grad(outputs, delta, grads)[0], loss, terms
+
+
 def _optimize_region(
     model: ModelBundle,
     method,
@@ -158,6 +239,7 @@ def _optimize_region(
     obj0 = method.objective(ctx, x_pad) if measure else None
     delta = torch.zeros_like(x_pad)
     n_eot = max(1, settings.eot_samples) if settings.eot else 1
+    two_pass = use_two_pass(method, settings, dev)
     for step in range(settings.steps):
         if cancel is not None and cancel.cancelled:
             raise Cancelled()
@@ -168,8 +250,8 @@ def _optimize_region(
         terms: dict[str, float] = {}
         for _ in range(n_eot):
             x_in = apply_random_transform(x_adv, settings.eot, eot_gen) if settings.eot else x_adv
-            loss, terms = method.loss(ctx, x_in, gen)
-            grad += torch.autograd.grad(loss, delta)[0]
+            g, loss, terms = step_gradient(method, ctx, x_in, delta, gen, two_pass, settings)
+            grad += g
         with torch.no_grad():
             delta = (delta + alpha * grad.sign()).clamp(-eps, eps)
             delta = (x_pad + delta).clamp(0, 1) - x_pad
@@ -185,7 +267,7 @@ def _optimize_region(
         preview = None
         if settings.preview_every and (step + 1) % settings.preview_every == 0 or step + 1 == settings.steps:
             preview = _to_uint8((x_pad + delta)[..., :h, :w])
-        terms = dict(terms, loss=float(loss.detach()))
+        terms = dict(terms, loss=float(loss))
         yield ProtectProgress(done, total_steps, terms, elapsed, eta, preview)
     obj1 = method.objective(ctx, (x_pad + delta).detach()) if measure else None
     yield delta[..., :h, :w].detach().float().cpu(), obj0, obj1
@@ -204,20 +286,32 @@ def _run(model, pixels, settings, cancel, tile, notes) -> Iterator[ProtectProgre
     weight_sum = torch.zeros(1, 1, wh, ww)
     clock = {"start": start, "times": [start]}
     obj0 = obj1 = None
-    ramp = max(16, (tile or settings.working_size) // 8)
-    for i, r in enumerate(regions):
-        crop = x_work[..., r.y0 : r.y1, r.x0 : r.x1]
-        measure = settings.measure_objective and i == 0
-        for item in _optimize_region(model, method, crop, settings, cancel, settings.seed + 1000 * i, i * settings.steps, total, clock, measure):
-            if isinstance(item, ProtectProgress):
-                yield item
-            else:
-                delta, o0, o1 = item
-                if i == 0:
-                    obj0, obj1 = o0, o1
-        wgt = _feather(r.y1 - r.y0, r.x1 - r.x0, ramp)[None, None] if len(regions) > 1 else torch.ones(1, 1, r.y1 - r.y0, r.x1 - r.x0)
-        delta_sum[..., r.y0 : r.y1, r.x0 : r.x1] += delta * wgt
-        weight_sum[..., r.y0 : r.y1, r.x0 : r.x1] += wgt
+    ramp = max(16, _region_tile(settings, tile) // 8)
+    if settings.compile_unet:
+        why_not = compile_available(model.device)
+        if why_not and why_not not in notes:
+            notes.append(why_not)
+    fast = speed_mode(
+        model,
+        channels_last=settings.channels_last,
+        checkpointing=settings.low_vram,
+        vae_tiling=settings.low_vram,
+        compile_unet=settings.compile_unet,
+    )
+    with fast:
+        for i, r in enumerate(regions):
+            crop = x_work[..., r.y0 : r.y1, r.x0 : r.x1]
+            measure = settings.measure_objective and i == 0
+            for item in _optimize_region(model, method, crop, settings, cancel, settings.seed + 1000 * i, i * settings.steps, total, clock, measure):
+                if isinstance(item, ProtectProgress):
+                    yield item
+                else:
+                    delta, o0, o1 = item
+                    if i == 0:
+                        obj0, obj1 = o0, o1
+            wgt = _feather(r.y1 - r.y0, r.x1 - r.x0, ramp)[None, None] if len(regions) > 1 else torch.ones(1, 1, r.y1 - r.y0, r.x1 - r.x0)
+            delta_sum[..., r.y0 : r.y1, r.x0 : r.x1] += delta * wgt
+            weight_sum[..., r.y0 : r.y1, r.x0 : r.x1] += wgt
     delta_work = delta_sum / weight_sum
     if (wh, ww) != (h, w):
         # Bilinear without antialias is a convex combination of neighbours: |δ| stays <= ε.
@@ -267,7 +361,7 @@ def protect_iter(
                 raise
             if model.device.type == "cuda":
                 torch.cuda.empty_cache()
-            current = tile or min(settings.working_size, max(pixels.shape[:2]))
+            current = tile or min(_region_tile(settings, None), max(pixels.shape[:2]))
             smaller = max(MIN_TILE, (current // 2) // 8 * 8)
             if tile is not None and (smaller >= tile or tile <= MIN_TILE):
                 raise ArtveilError("memory", f"out of memory even in {tile}-px tiles; try a smaller working size or close other GPU programs.") from None

@@ -30,6 +30,9 @@ class AdvDM(ProtectionMethod):
     Params = AdvDMParams
 
     def loss(self, ctx, x, generator):
-        z = D.encode(ctx.model, x)
+        return self.loss_from_latent(ctx, D.encode(ctx.model, x), x, generator)
+
+    def loss_from_latent(self, ctx, z, x, generator):
+        # The loop's two-pass backward (engine.protect) calls this with z = E(x) computed outside the graph.
         loss = semantic_loss(ctx, z, generator, self.params.t_min, self.params.t_max)
         return loss, {"semantic": float(loss.detach())}

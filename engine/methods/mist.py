@@ -43,7 +43,10 @@ class Mist(ProtectionMethod):
             ctx.cache["mist_target"] = D.encode(ctx.model, pattern)
 
     def loss(self, ctx, x, generator):
-        z = D.encode(ctx.model, x)
+        return self.loss_from_latent(ctx, D.encode(ctx.model, x), x, generator)
+
+    def loss_from_latent(self, ctx, z, x, generator):
+        # The loop's two-pass backward (engine.protect) calls this with z = E(x) computed outside the graph.
         texture = ((z - ctx.cache["mist_target"]) ** 2).mean()
         semantic = semantic_loss(ctx, z, generator)
         loss = self.params.semantic_weight * semantic - texture

@@ -1,0 +1,132 @@
+"""The speed and memory options give the same protection as the plain fp32 path (tiny model, CPU)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from engine.jobs import ProtectSettings
+from engine.methods import MethodContext, get_method
+from engine.metrics import to_tensor
+from engine.models import speed_mode
+from engine.protect import _plan, protect_image, step_gradient, use_two_pass
+
+TWO_PASS_METHODS = ("antipure", "advdm", "mist")
+
+
+def _context(model, image: np.ndarray, method, seed: int = 0) -> MethodContext:
+    g = torch.Generator().manual_seed(seed)
+    ctx = MethodContext(model=model, x_clean=to_tensor(image), cond=model.encode_prompt(""), generator=g,
+                        budget=8 / 255, steps=10, timesteps_per_step=2)
+    method.setup(ctx)
+    return ctx
+
+
+def _gradient(model, image, method_name, settings, two_pass, delta_seed=3, params=None):
+    """∇_δ at a fixed non-zero δ, with a fixed noise draw: comparable across paths."""
+    method = get_method(method_name, params)
+    ctx = _context(model, image, method)
+    delta = (torch.rand(ctx.x_clean.shape, generator=torch.Generator().manual_seed(delta_seed)) - 0.5) * (8 / 255)
+    delta.requires_grad_(True)
+    grad, loss, _ = step_gradient(method, ctx, ctx.x_clean + delta, delta, ctx.fresh_generator(11), two_pass, settings)
+    return grad, float(loss)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("method_name", TWO_PASS_METHODS)
+def test_two_pass_backward_gives_the_single_graph_gradient(tiny_model, textured_image, method_name):
+    settings = ProtectSettings(method=method_name)
+    plain, loss_plain = _gradient(tiny_model, textured_image, method_name, settings, two_pass=False)
+    split, loss_split = _gradient(tiny_model, textured_image, method_name, settings, two_pass=True)
+    assert plain.abs().sum() > 0
+    assert _rel(split, plain) < 1e-5
+    assert loss_split == pytest.approx(loss_plain, rel=1e-6)
+
+
+def test_two_pass_keeps_antipure_contrast_variant_and_direct_image_terms(tiny_model, textured_image):
+    # PFG "match" reads x directly as well as through z: both gradient paths must be summed.
+    for params in ({"pfg_variant": "contrast"}, {"use_etg": False}):
+        settings = ProtectSettings(method="antipure", method_params=params)
+        plain, _ = _gradient(tiny_model, textured_image, "antipure", settings, False, params=params)
+        split, _ = _gradient(tiny_model, textured_image, "antipure", settings, True, params=params)
+        assert _rel(split, plain) < 1e-5
+
+
+def test_channels_last_gives_the_same_gradient(tiny_model, textured_image):
+    settings = ProtectSettings(method="antipure")
+    plain, _ = _gradient(tiny_model, textured_image, "antipure", settings, two_pass=False)
+    with speed_mode(tiny_model, channels_last=True):
+        nhwc, _ = _gradient(tiny_model, textured_image, "antipure", settings, two_pass=False)
+    assert _rel(nhwc, plain) < 1e-4
+
+
+def test_gradient_checkpointing_gives_the_same_gradient(tiny_model, textured_image):
+    settings = ProtectSettings(method="antipure")
+    plain, _ = _gradient(tiny_model, textured_image, "antipure", settings, two_pass=False)
+    with speed_mode(tiny_model, checkpointing=True, vae_tiling=True):
+        lean, _ = _gradient(tiny_model, textured_image, "antipure", settings, two_pass=True)
+    assert _rel(lean, plain) < 1e-5
+
+
+def test_low_vram_mode_protects_the_same_way(tiny_model, textured_image):
+    base = ProtectSettings(method="antipure", steps=4, preview_every=0, measure_objective=False, timesteps_per_step=2)
+    plain = protect_image(tiny_model, textured_image, base).protected.astype(int)
+    lean = protect_image(tiny_model, textured_image, replace(base, low_vram=True)).protected.astype(int)
+    changed = np.abs(plain - textured_image.astype(int)).sum()
+    assert changed > 0
+    # A sign step can flip only where a gradient entry is ~0: allow a handful of pixels.
+    assert np.mean(plain == lean) > 0.999
+    assert np.abs(plain - lean).max() <= 2
+
+
+def test_bf16_autocast_follows_the_fp32_gradient(tiny_model, textured_image):
+    fp32 = ProtectSettings(method="antipure")
+    g32, l32 = _gradient(tiny_model, textured_image, "antipure", fp32, two_pass=False)
+    g16, l16 = _gradient(tiny_model, textured_image, "antipure", replace(fp32, precision="bf16"), two_pass=False)
+    agreement = float((g16.sign() == g32.sign()).float().mean())
+    assert agreement > 0.90
+    assert l16 == pytest.approx(l32, rel=0.02)
+
+
+def test_speed_mode_hands_the_model_back_unchanged(tiny_model, textured_image):
+    # Purification and the preview share the model: nothing of a job's speed state may leak into them.
+    before = torch.backends.cudnn.benchmark
+    settings = ProtectSettings(method="advdm", steps=2, preview_every=0, measure_objective=False,
+                               channels_last=True, low_vram=True)
+    protect_image(tiny_model, textured_image, settings)
+    conv = tiny_model.unet.conv_in.weight
+    assert conv.is_contiguous()
+    assert not tiny_model.unet.is_gradient_checkpointing
+    assert not tiny_model.vae.use_tiling and not tiny_model.vae.use_slicing
+    assert tiny_model.unet_runner is tiny_model.unet
+    assert torch.backends.cudnn.benchmark == before
+
+
+def test_methods_without_a_unet_graph_skip_the_extra_encoder_pass():
+    cuda = torch.device("cuda")
+    settings = ProtectSettings()
+    assert all(use_two_pass(get_method(m), settings, cuda) for m in TWO_PASS_METHODS)
+    assert not use_two_pass(get_method("photoguard"), settings, cuda)
+    assert not use_two_pass(get_method("sds"), settings, cuda)
+    # On the CPU memory is not the limit: the default is the cheaper single pass.
+    assert not use_two_pass(get_method("antipure"), settings, torch.device("cpu"))
+    assert use_two_pass(get_method("antipure"), replace(settings, low_vram=True), torch.device("cpu"))
+
+
+def test_low_vram_mode_optimizes_a_large_image_in_256_px_tiles_of_the_working_copy():
+    settings = ProtectSettings(working_size=512, low_vram=True)
+    (wh, ww), regions = _plan(1024, 768, settings, None)
+    assert (wh, ww) == (512, 384)
+    assert all(r.y1 - r.y0 <= 256 and r.x1 - r.x0 <= 256 for r in regions)
+    covered = np.zeros((wh, ww), bool)
+    for r in regions:
+        covered[r.y0 : r.y1, r.x0 : r.x1] = True
+    assert covered.all()
+    (_, _), whole = _plan(1024, 768, replace(settings, low_vram=False), None)
+    assert len(whole) == 1
