@@ -82,7 +82,7 @@ def sdedit(pipe, images: np.ndarray, strength: float, steps: int, seed: int, bat
     """SDEdit with the pipeline's own model: uint8 N x H x W x 3 in and out; empty prompt, no guidance."""
     from diffusers import StableDiffusionImg2ImgPipeline
 
-    img2img = StableDiffusionImg2ImgPipeline(**pipe.components)
+    img2img = StableDiffusionImg2ImgPipeline(**pipe.components, requires_safety_checker=False)
     img2img.set_progress_bar_config(disable=True)
     out = []
     for start in range(0, len(images), batch_size):
