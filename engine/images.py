@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tempfile
 import unicodedata
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -24,7 +26,9 @@ from engine.faults import maybe_fail
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 MAX_PIXELS = 80_000_000  # ~ 9000×9000: more is a decompression bomb or beyond any GPU's tiles budget
-MIN_SIDE = 8  # the VAE's stride; a smaller image has nothing to protect
+# Below 32 px the UNet's feature maps shrink to one pixel and its group norms fail (seen on the tiny
+# model at 16×16); such an image holds nothing a style model could learn from anyway.
+MIN_SIDE = 32
 
 
 @dataclass
@@ -48,7 +52,9 @@ class LoadedImage:
 def _to_8bit(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if arr.max() > 255 else 255.0
+        # An I;16 file is 16-bit by declaration, however dark; only the 32-bit "I" mode has no
+        # declared range, so there the values decide.
+        peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
         return Image.fromarray(np.clip(np.round(arr / peak * 255), 0, 255).astype(np.uint8), "L")
     if img.mode == "F":
         arr = np.asarray(img, dtype=np.float64)
@@ -65,9 +71,13 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
     if path.is_dir():
         raise ArtveilError("input", f"{name}: is a folder, not an image.")
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except OSError as exc:
         raise ArtveilError("input", f"{name}: cannot be read ({exc.strerror}).") from None
+    if not stat.S_ISREG(st.st_mode):
+        # A device or a pipe reports size 0 or never ends: refuse before opening it.
+        raise ArtveilError("input", f"{name}: not a regular file (a device, pipe or socket).")
+    size = st.st_size
     if size == 0:
         raise ArtveilError("input", f"{name}: empty file (0 bytes).")
     notes: list[str] = []
@@ -117,11 +127,63 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f<>:\"/\\|?*]")
 
 
+# Windows opens these as devices whatever the extension ("CON.protected.png" is the console).
+_WINDOWS_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+
+
 def safe_stem(stem: str) -> str:
     """A file-name stem that is safe on every platform and cannot climb out of a folder."""
     stem = unicodedata.normalize("NFC", stem)
     stem = _UNSAFE.sub("_", stem).strip(" .")
-    return stem[:180] or "image"
+    # 180 bytes, not characters: file systems cap names at 255 bytes and accents take two or three.
+    stem = stem.encode("utf-8")[:180].decode("utf-8", "ignore").rstrip(" .") or "image"
+    if stem.split(".")[0].upper() in _WINDOWS_DEVICES:
+        stem = "_" + stem
+    return stem
+
+
+def validate_user_path(path: str | os.PathLike | None, must_exist: bool = True, kind: str = "file") -> Path:
+    """Check a path typed by the user or read from settings before anything opens it.
+
+    kind: "file", "folder" or "any" (a model is either). With must_exist False the path may be
+    missing (an output folder to create), but what exists of it must fit. Returns the path with
+    `~` expanded; raises ArtveilError("config") with a one-line reason otherwise.
+    """
+    if kind not in ("file", "folder", "any"):
+        raise ValueError(f"kind must be 'file', 'folder' or 'any', not {kind!r}")
+    text = "" if path is None else os.fspath(path)
+    if not str(text).strip():
+        raise ArtveilError("config", "no path given.")
+    if "\x00" in str(text):
+        raise ArtveilError("config", f"{text!r}: a path cannot contain a NUL character.")
+    p = Path(os.path.expanduser(text))
+    what = {"file": "file", "folder": "folder", "any": "file or folder"}[kind]
+    try:
+        st = p.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        st = None
+    except OSError as exc:  # too long, a symlink loop, no permission on a parent
+        raise ArtveilError("config", f"{p}: cannot be accessed ({exc.strerror or exc}).") from None
+    if st is None:
+        if must_exist:
+            raise ArtveilError("config", f"{p}: {what} not found.")
+        for parent in p.absolute().parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise ArtveilError("config", f"{p}: cannot be created: {parent} is a file, not a folder.")
+                break
+        return p
+    if stat.S_ISDIR(st.st_mode):
+        if kind == "file":
+            raise ArtveilError("config", f"{p}: is a folder, not a file.")
+    elif stat.S_ISREG(st.st_mode):
+        if kind == "folder":
+            raise ArtveilError("config", f"{p}: is a file, not a folder.")
+    else:
+        raise ArtveilError("config", f"{p}: is a device, pipe or socket, not a {what}.")
+    if not os.access(p, os.R_OK):
+        raise ArtveilError("config", f"{p}: cannot be read (permission denied).")
+    return p
 
 
 def output_path_for(input_path: str | os.PathLike, out_dir: str | os.PathLike, fmt: str = "png") -> Path:
@@ -130,9 +192,20 @@ def output_path_for(input_path: str | os.PathLike, out_dir: str | os.PathLike, f
     if fmt == "jpeg":
         fmt = "jpg"
     out = Path(out_dir) / f"{safe_stem(Path(input_path).stem)}.protected.{fmt}"
-    if out.resolve() == Path(input_path).resolve():
+    # samefile also catches case-insensitive disks and hard links, where resolve() differs. A name
+    # with a NUL byte cannot be on disk, so it cannot be the original either (and resolve() rejects it).
+    if "\x00" not in os.fspath(input_path) and (
+        out.resolve() == Path(input_path).resolve() or (out.exists() and _same_file(out, input_path))
+    ):
         raise ArtveilError("output", f"{Path(input_path).name}: output would overwrite the original.")
     return out
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def save_image(
@@ -142,9 +215,12 @@ def save_image(
     icc_profile: bytes | None = None,
     overwrite: bool = False,
     jpeg_quality: int = 95,
+    before_replace: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write atomically: temp file in the same folder, fsync, rename. PNG is lossless; JPEG is lossy.
 
+    before_replace(temp_path) runs on the complete, fsynced temporary file just before the rename
+    (the batch journal records the file's hash there, so a kill right after the rename still resumes).
     Raises ArtveilError("output") if the file exists and overwrite is False, or on any write error;
     in every failure the temporary file is removed and nothing at `path` changes.
     """
@@ -180,8 +256,11 @@ def save_image(
             os.fsync(fh.fileno())
         if not overwrite and path.exists():
             raise ArtveilError("output", f"{path.name}: already exists in the output folder (not overwritten).")
+        if before_replace is not None:
+            before_replace(Path(tmp_name))
         os.replace(tmp_name, path)
         tmp_name = None
+        _fsync_folder(folder)
     except ArtveilError:
         raise
     except OSError as exc:
@@ -191,6 +270,22 @@ def save_image(
         if tmp_name and os.path.exists(tmp_name):
             os.unlink(tmp_name)
     return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    # Makes the rename itself survive a power cut; folders cannot be opened this way on Windows.
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def collect_inputs(items: list[str | os.PathLike]) -> list[Path]:
