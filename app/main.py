@@ -80,6 +80,9 @@ def run_window(argv: list[str]) -> int:
     app.setOrganizationName("Artveil")
     app.setWindowIcon(icon("artveil"))
     apply_theme(app)
+    from .gc_guard import MainThreadCollector
+
+    collector = MainThreadCollector(app)
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     window, workspace = create_window()
@@ -89,6 +92,7 @@ def run_window(argv: list[str]) -> int:
     app.aboutToQuit.connect(closed.set)
     with loop:
         loop.run_until_complete(closed.wait())
+    collector.stop()
     return 0
 
 

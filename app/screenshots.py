@@ -85,6 +85,9 @@ def render(out: Path) -> list[Path]:
     app.setApplicationName("Artveil")
     app.setWindowIcon(icon("artveil"))
     apply_theme(app)
+    from app.gc_guard import MainThreadCollector
+
+    collector = MainThreadCollector(app)
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     work = Path(tempfile.mkdtemp(prefix="artveil-shots-"))
@@ -162,6 +165,7 @@ def render(out: Path) -> list[Path]:
     loop.run_until_complete(scenario())
     window.close()
     loop.run_until_complete(ws.idle())
+    collector.stop()
     return written
 
 

@@ -11,6 +11,7 @@ inside a coroutine run by ``drive``, so Qt events are only ever processed while 
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,8 @@ from engine.errors import ArtveilError, Cancelled
 from engine.jobs import ProtectProgress, ProtectResult
 
 __all__ = [
-    "FakeBackend", "FakePrompts", "app_config_dir", "drive", "fake_engine", "make_window", "no_thread_left_running",
+    "FakeBackend", "FakePrompts", "app_config_dir", "drive", "fake_engine", "main_thread_gc", "make_window",
+    "no_thread_left_running",
     "qloop", "until", "write_image",
 ]
 
@@ -203,7 +205,22 @@ def app_config_dir(tmp_path, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def no_thread_left_running():
+def main_thread_gc():
+    """As in the app (app.gc_guard): Qt garbage is collected on the GUI thread, never the engine's.
+
+    Torn down last, after the window and the qasync loop are gone, so their cycles die here.
+    """
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    yield
+    gc.collect()
+    if was_enabled:
+        gc.enable()
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left_running(main_thread_gc):
     """Fail any test that leaves an engine QThread (or a new Python thread) running."""
     before = set(threading.enumerate())
     yield
@@ -287,6 +304,10 @@ def make_window(qloop, qapp, tmp_path, fake_engine):
         qloop.run_until_complete(asyncio.wait_for(workspace.idle(), 30))
         window.deleteLater()
     qloop.run_until_complete(asyncio.sleep(0.01))
+    built.clear()
+    # Collect this test's Qt objects here, on the GUI thread. Left to chance, Python's cyclic GC
+    # may run them down inside a later test's engine thread, and Qt widgets die only on their own.
+    gc.collect()
 
 
 async def _start(workspace):
