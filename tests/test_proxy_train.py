@@ -74,6 +74,7 @@ def test_latents_are_centred_without_changing_reconstructions(toy_model):
     assert torch.allclose(before, after, atol=1e-4)
 
 
+@pytest.mark.slow  # a second toy training run and export
 def test_unet_training_resumes_where_it_stopped(toy_model):
     before = json.loads((toy_model / "work" / "state.json").read_text())["unet_steps"]
     train.main(["--out", str(toy_model), "--toy", "--device", "cpu", "--stage", "unet", "--resume",
