@@ -95,15 +95,34 @@ def _fail(path: Path, exc: BaseException) -> None:
 
 
 def run_protect(args: argparse.Namespace) -> int:
-    from engine.images import collect_inputs, load_image, output_path_for, save_image
+    from engine.images import collect_inputs, load_image, output_path_for, save_image, validate_user_path
+    from engine.journal import BatchJournal, input_identity, settings_fingerprint
     from engine.protect import protect_iter
     from engine.jobs import ProtectResult
 
-    out_dir = Path(args.out)
+    def one_line(text: str) -> str:
+        # Library messages can span lines; the contract is one line per failed file.
+        text = " ".join(str(text).split())
+        return text if len(text) <= 400 else text[:399] + "…"
+
+    def report_failure(path: Path, exc: BaseException) -> None:
+        if isinstance(exc, ArtveilError):
+            message = exc.message
+        else:
+            # A bug, not a bad file: still one line, and the batch goes on.
+            message = f"unexpected {type(exc).__name__}: {exc} (please report this)"
+        if not message.startswith(path.name):
+            message = f"{path.name}: {message}"
+        print(f"error: {one_line(message)}", file=sys.stderr)
+
     try:
+        out_dir = validate_user_path(args.out, must_exist=False, kind="folder")
         out_dir.mkdir(parents=True, exist_ok=True)
+    except ArtveilError as exc:
+        print(f"artveil: output folder: {one_line(exc.message)}", file=sys.stderr)
+        return 2
     except OSError as exc:
-        print(f"artveil: cannot create output folder {out_dir}: {exc.strerror}", file=sys.stderr)
+        print(f"artveil: cannot create output folder {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     if not os.access(out_dir, os.W_OK):
         print(f"artveil: output folder {out_dir} is not writable.", file=sys.stderr)
@@ -124,6 +143,8 @@ def run_protect(args: argparse.Namespace) -> int:
         timesteps_per_step=args.timesteps_per_step,
         method_params=dict(args.param or []),
         preview_every=0,
+        # Only --json reports the objective; measuring it costs two extra passes per image.
+        measure_objective=bool(args.json),
     )
     try:
         from engine.methods import get_method
@@ -135,43 +156,104 @@ def run_protect(args: argparse.Namespace) -> int:
         print(f"artveil: {exc.message}", file=sys.stderr)
         return 2
     model = _load_model_or_exit(args.model, args.device)
-    bar = ProgressLine()
-    failed = 0
+    try:
+        journal = BatchJournal.open(out_dir)
+    except ArtveilError as exc:
+        print(f"artveil: {one_line(exc.message)}", file=sys.stderr)
+        return 2
+    fingerprint = settings_fingerprint(settings, args.model, args.format)
+    # An explicitly given file is an original even when its name looks like an earlier output.
+    # Compared by (device, inode): also right on case-insensitive disks and through links.
+    originals = set()
+    for p in inputs:
+        try:
+            st = p.stat()
+            originals.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass
+    planned = []
     for path in inputs:
         try:
-            target = output_path_for(path, out_dir, args.format)
-            if target.exists() and not args.overwrite:
-                raise ArtveilError("output", f"{target.name}: already exists in {out_dir} (use --overwrite to replace it).")
-            image = load_image(path)
-            for note in image.notes:
-                print(f"note: {path.name}: {note}", file=sys.stderr)
-            result = None
-            for item in protect_iter(model, image.pixels, settings):
-                if isinstance(item, ProtectResult):
-                    result = item
-                else:
-                    if item.message:
-                        print(f"\nnote: {path.name}: {item.message}", file=sys.stderr)
-                    bar.update(path.name, item.step, item.total, item.eta_s)
-            bar.update(path.name, settings.steps, settings.steps, None, final=True)
-            save_image(result.protected, target, icc_profile=image.icc_profile, overwrite=args.overwrite)
-        except (ArtveilError, OSError) as exc:
-            if isinstance(exc, Cancelled):
+            planned.append(output_path_for(path, out_dir, args.format))
+        except ArtveilError:
+            pass  # reported in the loop below
+    # Two inputs can map to one output name (a.png and a.jpg): the first one exported keeps it.
+    produced: dict[str, Path] = {}
+    stale = journal.remove_stale_temps(planned)
+    if stale:
+        print(f"note: removed {len(stale)} unfinished temporary file(s) left by an interrupted run.", file=sys.stderr)
+    bar = ProgressLine(sys.stderr)  # the stream now, not the one bound when this module was imported
+    failed = 0
+    try:
+        for path in inputs:
+            try:
+                target = output_path_for(path, out_dir, args.format)
+                if target.name in produced:
+                    raise ArtveilError("output", f"{target.name}: is also the output name of {produced[target.name].name} "
+                                                 "in this batch; rename one of them.")
+                try:
+                    target_st = target.stat()
+                except OSError:
+                    target_st = None
+                if target_st is not None and (target_st.st_dev, target_st.st_ino) in originals:
+                    raise ArtveilError("output", f"{target.name}: is one of the inputs; an original is never overwritten.")
+                try:
+                    identity = input_identity(path)
+                except OSError:
+                    identity = None  # load_image below says what is wrong with it
+                if not args.overwrite and identity is not None and journal.finished(identity, fingerprint, target):
+                    produced[target.name] = path
+                    print(f"note: {path.name}: already exported to {target.name} by an earlier run; skipped.", file=sys.stderr)
+                    if args.json:
+                        print(json.dumps({"input": str(path), "output": str(target), "skipped": "already exported"}), flush=True)
+                    continue
+                if target.exists() and not args.overwrite:
+                    why = " by a run with other settings or from an edited original" if journal.claims(target) else ""
+                    raise ArtveilError("output", f"{target.name}: already exists in {out_dir}{why} (use --overwrite to replace it).")
+                image = load_image(path)
+                for note in image.notes:
+                    print(f"note: {path.name}: {note}", file=sys.stderr)
+                result = None
+                for item in protect_iter(model, image.pixels, settings):
+                    if isinstance(item, ProtectResult):
+                        result = item
+                    else:
+                        if item.message:
+                            lead = "\n" if bar.enabled else ""
+                            print(f"{lead}note: {path.name}: {item.message}", file=sys.stderr)
+                        bar.update(path.name, item.step, item.total, item.eta_s)
+                bar.update(path.name, settings.steps, settings.steps, None, final=True)
+                journal_problems = []
+
+                def record_committing(tmp: Path) -> None:
+                    journal_problems.append(journal.record("committing", identity, fingerprint, target, tmp))
+
+                save_image(result.protected, target, icc_profile=image.icc_profile, overwrite=args.overwrite,
+                           before_replace=record_committing)
+                produced[target.name] = path
+                journal_problems.append(journal.record("done", identity, fingerprint, target, target))
+                problem = next((p for p in journal_problems if p), None)
+                if problem:
+                    print(f"note: {path.name}: exported, but {problem}; a re-run would protect it again.", file=sys.stderr)
+            except Cancelled:
                 raise
-            failed += 1
-            _fail(path, exc)
-            continue
-        m = result.metrics
-        if args.json:
-            print(json.dumps({
-                "input": str(path), "output": str(target), "method": settings.method,
-                "strength": settings.strength_levels, "steps": settings.steps,
-                "seconds": round(result.seconds, 3), "psnr": round(m["psnr"], 3), "ssim": round(m["ssim"], 5),
-                "ms_ssim": None if m["ms_ssim"] != m["ms_ssim"] else round(m["ms_ssim"], 5),
-                "linf": m["linf_levels"], "objective_start": result.objective_start, "objective_end": result.objective_end,
-            }), flush=True)
-        else:
-            print(f"{path.name} -> {target}  PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}  L∞ {m['linf_levels']:.0f}  {result.seconds:.1f}s", flush=True)
+            except Exception as exc:
+                failed += 1
+                report_failure(path, exc)
+                continue
+            m = result.metrics
+            if args.json:
+                print(json.dumps({
+                    "input": str(path), "output": str(target), "method": settings.method,
+                    "strength": settings.strength_levels, "steps": settings.steps,
+                    "seconds": round(result.seconds, 3), "psnr": round(m["psnr"], 3), "ssim": round(m["ssim"], 5),
+                    "ms_ssim": None if m["ms_ssim"] != m["ms_ssim"] else round(m["ms_ssim"], 5),
+                    "linf": m["linf_levels"], "objective_start": result.objective_start, "objective_end": result.objective_end,
+                }), flush=True)
+            else:
+                print(f"{path.name} -> {target}  PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}  L∞ {m['linf_levels']:.0f}  {result.seconds:.1f}s", flush=True)
+    finally:
+        journal.close()
     if failed:
         print(f"artveil: {failed} of {len(inputs)} file(s) failed.", file=sys.stderr)
     return 1 if failed else 0
