@@ -106,6 +106,11 @@ class Surrogate:
             yield
             return
         unet = self.model.unet
+        cache = self.model._prompt_cache
+        if cache.get(("surrogate", "active")) is not None:
+            # Two surrogates on one UNet at once would wrap each other's layers; nothing here needs it.
+            raise ArtveilError("internal", "another surrogate is already applied to this model's UNet")
+        cache[("surrogate", "active")] = self
         self._active = True
         try:
             if self.params.mode == "lora":
@@ -116,6 +121,7 @@ class Surrogate:
                     yield
         finally:
             self._active = False
+            cache[("surrogate", "active")] = None
 
     def _lora_layers(self, unet: torch.nn.Module) -> dict[str, torch.nn.Module]:
         """peft LoRA wrappers around this UNet's projections, built once per model and shape of adapter.

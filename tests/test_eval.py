@@ -1,0 +1,133 @@
+"""`artveil eval` end to end on the tiny model: stages, resumability, report numbers traceable to files."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine import diffusion as D
+from engine.evaluation import EvalConfig, run_evaluation
+from engine.evaluation import judges as J
+from engine.evaluation.customize import CustomizeSettings, customize
+from engine.images import load_image
+from engine.metrics import image_metrics
+from engine.surrogate import Surrogate
+from tests.conftest import make_image
+from tests.test_antidiffusion import _unet_snapshot, assert_unet_restored
+
+
+@pytest.fixture(scope="module")
+def art_folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    art, edit = root / "art", root / "edit"
+    art.mkdir()
+    edit.mkdir()
+    for i in range(5):
+        Image.fromarray(make_image(40, 48, seed=i)).save(art / f"piece{i}.png")
+    Image.fromarray(make_image(32, 32, seed=9)).save(edit / "face.png")
+    (edit / "face.txt").write_text("a smiling face\n", encoding="utf-8")
+    return root
+
+
+def _config(root) -> EvalConfig:
+    return EvalConfig(
+        images=[str(root / "art")], method="antidiffusion", strength_levels=8, steps=3,
+        method_params={"pt_steps": 1, "rounds": 1, "surrogate_steps": 1},
+        purifiers=["jpeg:75", "sdedit:0.5"], purify_steps=2, size=32, heldout=1, k=1,
+        lora_steps=3, lora_lr=1e-3, gen_steps=2, guidance=1.0,
+        edit_dir=str(root / "edit"), edit_strength=0.5, edit_steps=2,
+    )
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_model, art_folders):
+    run_dir = art_folders / "run"
+    snap = _unet_snapshot(tiny_model)
+    results = run_evaluation(tiny_model, _config(art_folders), run_dir, log=lambda m: None)
+    assert_unet_restored(tiny_model, snap)
+    return run_dir, results
+
+
+def test_evaluation_runs_end_to_end_and_writes_report(finished_run):
+    run_dir, results = finished_run
+    report = (run_dir / "report.md").read_text(encoding="utf-8")
+    conditions = ["clean", "protected", "purified-jpeg-75", "purified-sdedit-0.5"]
+    assert list(results["customization"]["scores"]) == conditions
+    for cond in conditions:
+        assert f"| {cond} |" in report
+    assert set(results["customization"]["retained"]) == {"purified-jpeg-75", "purified-sdedit-0.5"}
+    assert results["judges"] == ["image_stats", "denoise_loss"]  # no style named: the classifier judge abstains
+    for grid in results["grids"].values():
+        assert (run_dir / grid["file"]).exists() and f"]({grid['file']})" in report
+    assert len(results["imperceptibility"]) == 4 and results["imperceptibility_mean"]["linf_levels"] <= 8
+    assert set(results["editing"]["scores"]) == set(conditions)
+    assert results["editing"]["scores"]["clean"]["edit_mse"] == 0.0
+    assert results["editing"]["scores"]["protected"]["edit_mse"] < 0, "the protection must change the edit"
+    # The mimic trains on the same number of images in every condition, at the evaluation size.
+    for files in results["files"].values():
+        assert len(files["train"]) == 4 and load_image(run_dir / files["train"][0]).pixels.shape == (32, 32, 3)
+
+
+def test_report_numbers_are_recomputed_from_the_files_it_lists(finished_run, tiny_model):
+    run_dir, results = finished_run
+    read = lambda f: load_image(run_dir / f).pixels  # noqa: E731
+    for row in results["imperceptibility"]:
+        m = image_metrics(read(row["clean"]), read(row["protected"]))
+        assert row["psnr"] == pytest.approx(m["psnr"]) and row["linf_levels"] == m["linf_levels"]
+    scores = results["customization"]["scores"]
+    reference = [read(f) for f in results["reference"]]
+    heldout = [read(f) for f in results["heldout"]]
+    for cond, files in results["files"].items():
+        inputs = J.JudgeInputs(model=tiny_model, generated=[read(f) for f in files["generated"]], reference=reference,
+                               heldout=heldout, surrogate=Surrogate.load(tiny_model, run_dir / files["lora"]),
+                               prompt=results["config"]["instance_prompt"])
+        assert scores[cond]["image_stats"] == pytest.approx(J.image_stats_score(inputs), abs=1e-12)
+        assert scores[cond]["denoise_loss"] == pytest.approx(J.denoise_loss_score(inputs), rel=1e-6)
+    for cond, row in results["customization"]["retained"].items():
+        for judge, value in row.items():
+            expected = (scores["clean"][judge] - scores[cond][judge]) / (scores["clean"][judge] - scores["protected"][judge])
+            assert value == pytest.approx(expected)
+    worst = results["customization"]["worst_retained"]["image_stats"]
+    assert worst["retained"] == min(r["image_stats"] for r in results["customization"]["retained"].values())
+    clean_edit = read(results["editing"]["files"]["clean"]["edited"][0]).astype(np.float64)
+    prot_edit = read(results["editing"]["files"]["protected"]["edited"][0]).astype(np.float64)
+    assert results["editing"]["scores"]["protected"]["edit_mse"] == pytest.approx(-(((prot_edit - clean_edit) / 255) ** 2).mean())
+
+
+def test_second_run_skips_done_stages_and_a_changed_setting_reruns_only_what_depends_on_it(finished_run, tiny_model, art_folders):
+    run_dir, first = finished_run
+    before = (run_dir / "results.json").read_text()
+    again = run_evaluation(tiny_model, _config(art_folders), run_dir, log=lambda m: None)
+    assert again["stages_run"] == []
+    assert "protect" in again["stages_skipped"] and "score" in again["stages_skipped"]
+    assert (run_dir / "results.json").read_text() == before
+    # Another judge set changes only the scoring stage's key: nothing upstream runs again.
+    changed = run_evaluation(tiny_model, replace(_config(art_folders), judges=["image_stats"]), run_dir, log=lambda m: None)
+    assert changed["stages_run"] == ["score"]
+    assert changed["judges"] == ["image_stats"]
+
+
+def test_lora_customization_changes_the_unet_output_and_leaves_it_restored(tiny_model):
+    snap = _unet_snapshot(tiny_model)
+    images = [make_image(32, 32, seed=s) for s in range(2)]
+    z = torch.randn(1, 4, 4, 4, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([250])
+    cond = tiny_model.encode_prompt("a painting in sks style")
+    base = D.unet(tiny_model, z, t, cond)
+    surrogate, losses = customize(tiny_model, images, "a painting in sks style", CustomizeSettings(rank=4, lr=1e-3, steps=4))
+    assert len(losses) == 4
+    with surrogate.applied():
+        tuned = D.unet(tiny_model, z, t, cond)
+    assert float((tuned - base).abs().max()) > 1e-4
+    assert_unet_restored(tiny_model, snap)
+    assert torch.equal(D.unet(tiny_model, z, t, cond), base)
+
+
+def test_damage_retained_formula():
+    assert J.damage_retained(1.0, 0.5, 0.0) == pytest.approx(0.5)
+    assert J.damage_retained(1.0, 1.0, 0.0) == 0.0
+    assert J.damage_retained(1.0, 0.5, 1.0) is None  # no damage to retain: undefined, not a division by zero
