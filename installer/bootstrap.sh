@@ -109,4 +109,4 @@ say "installing Artveil and its dependencies into $(basename "$VENV") ..."
 pip_quiet -e "$ROOT[test]" || fail "pip could not install Artveil's dependencies." \
     "read the log above ($LOG); fix the network or disk problem it names and run this command again."
 printf '%s\n' "$WANT_HASH" >"$STAMP"
-say "ready ($("$PY" -c 'import torch; print("torch", torch.__version__, "CUDA " + torch.version.cuda if torch.version.cuda else "CPU-only")'))."
+say "ready in $((SECONDS / 60)) min $((SECONDS % 60)) s ($("$PY" -c 'import torch; print("torch", torch.__version__, "CUDA " + torch.version.cuda if torch.version.cuda else "CPU-only")'))."
