@@ -6,6 +6,7 @@ tiling, EOT, progress and cancel. A new method is one module here plus one line 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -52,6 +53,9 @@ class ProtectionMethod:
     Params: ClassVar[type] = EmptyParams
     # Fixed seeds for objective(): the same noises and timesteps every time, so values compare.
     objective_seeds: ClassVar[tuple[int, ...]] = (101, 202, 303, 404)
+    # Timesteps per draw when measuring: the gain of a protection is a fraction of a percent of the
+    # loss, so the estimate needs many (t, noise) pairs to be steadier than the gain itself.
+    objective_batch: ClassVar[int] = 64
 
     def __init__(self, params: dict[str, Any] | None = None):
         known = {f.name for f in dataclasses.fields(self.Params)}
@@ -77,9 +81,20 @@ class ProtectionMethod:
 
     def objective(self, ctx: MethodContext, x: torch.Tensor) -> float:
         """The method's own objective at x, with fixed noise: higher means stronger protection."""
-        with torch.no_grad():
+        with torch.no_grad(), measuring(ctx, self.objective_batch):
             values = [float(self.loss(ctx, x, ctx.fresh_generator(s))[0]) for s in self.objective_seeds]
         return sum(values) / len(values)
+
+
+@contextlib.contextmanager
+def measuring(ctx: MethodContext, batch: int):
+    """Temporarily draw `batch` timesteps per loss call (objective measurement, not optimization)."""
+    saved = ctx.timesteps_per_step
+    ctx.timesteps_per_step = max(saved, batch)
+    try:
+        yield
+    finally:
+        ctx.timesteps_per_step = saved
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 The UNet runs without a graph, so a step costs about half of AdvDM's time and memory. The gradient
 (eps_hat(z_t) - n) dz/dx approximates that of the denoising loss; the '-' variant descends it, which
-the authors found protects better. The objective it raises is therefore -L_sem. methods.md §4.
+the authors found protects better. Its objective (see objective()) is the SDS objective to first
+order around the original. methods.md §4.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from engine import diffusion as D
-from engine.methods.base import ProtectionMethod
+from engine.methods.base import ProtectionMethod, measuring
 
 
 @dataclass
@@ -42,15 +43,24 @@ class SDSMinus(ProtectionMethod):
         return sign * surrogate, {"sds_residual": float(residual.pow(2).mean())}
 
     def objective(self, ctx, x):
-        # What SDS(-) changes is the denoising loss itself (it lowers it): report -L_sem.
+        """The SDS objective to first order around the original: -E[<eps_hat(z_t) - n, E(x) - E(x_clean)>].
+
+        SDS(-) follows exactly this direction (the residual, UNet Jacobian dropped), so it is the
+        quantity the method raises whatever the model; random noise leaves it near zero. The residual
+        is taken at the original's latent with fixed noise, so values at different x compare.
+        """
         model = ctx.model
-        values = []
-        with torch.no_grad():
-            z = D.encode(model, x)
+        sign = 1.0 if self.params.descend else -1.0
+        total = 0.0
+        with torch.no_grad(), measuring(ctx, self.objective_batch):
+            z_ref = D.encode(model, ctx.x_clean)
+            shift = D.encode(model, x) - z_ref
             for s in self.objective_seeds:
                 g = ctx.fresh_generator(s)
                 t = D.sample_timesteps(model, ctx.timesteps_per_step, g)
-                noise = D.randn_like(z.expand(t.shape[0], -1, -1, -1), g)
-                values.append(float(D.denoising_loss(model, z, ctx.cond, t, noise)))
-        sign = -1.0 if self.params.descend else 1.0
-        return sign * sum(values) / len(values)
+                zb = z_ref.expand(t.shape[0], -1, -1, -1)
+                noise = D.randn_like(zb, g)
+                z_t = D.add_noise(model, zb, noise, t)
+                residual = D.predict_eps(model, z_t, t, D.unet(model, z_t, t, ctx.cond)) - noise
+                total += float(-(residual.mean(dim=0, keepdim=True) * shift).sum())
+        return sign * total / len(self.objective_seeds)

@@ -27,7 +27,7 @@ class PurifierInfo:
 
 PURIFIERS: dict[str, PurifierInfo] = {
     "sdedit": PurifierInfo("sdedit", "SDEdit (light diffusion re-draw)", "Noise the image a little and let the model redraw it.", {"strength": 0.2}),
-    "gridpure": PurifierInfo("gridpure", "GrIDPure (tiled, repeated)", "Many very light re-draws on overlapping crops.", {"rounds": 20, "t": 10, "gamma": 0.1}),
+    "gridpure": PurifierInfo("gridpure", "GrIDPure (tiled, repeated)", "Many very light re-draws on overlapping crops.", {"rounds": 20, "t": 10, "gamma": 0.1, "crop": 256}),
     "jpeg": PurifierInfo("jpeg", "JPEG re-save", "Save as JPEG, as a website would.", {"quality": 75}, needs_model=False),
     "noise": PurifierInfo("noise", "Gaussian noise", "Add film-grain-like noise.", {"sigma": 0.05}, needs_model=False),
     "upscale": PurifierInfo("upscale", "Noisy upscaling (SD ×4 upscaler)", "Add noise, then the SD ×4 upscaler (needs its weights).", {"sigma": 0.1, "noise_level": 320, "upscaler": None}),
