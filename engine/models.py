@@ -295,6 +295,24 @@ def _check_diffusers_folder(folder: Path) -> None:
             _refuse_unsafe_pickle(p)
 
 
+def _weights_variant(folder: Path) -> str | None:
+    """'fp16' when the unet ships only *.fp16.safetensors (what `artveil models download` fetches)."""
+    names = [p.name for p in (folder / "unet").glob("*.safetensors")]
+    if names and all(n.endswith(".fp16.safetensors") for n in names):
+        return "fp16"
+    return None
+
+
+def _from_cache(cls, repo_id: str, dtype: torch.dtype):
+    """A hub id from the local cache only: full-precision files if cached, else the fp16 variant."""
+    common = dict(local_files_only=True, safety_checker=None, requires_safety_checker=False,
+                  use_safetensors=True, torch_dtype=dtype)
+    try:
+        return cls.from_pretrained(repo_id, **common)
+    except (OSError, ValueError, EnvironmentError):
+        return cls.from_pretrained(repo_id, variant="fp16", **common)
+
+
 def _bundle_from_pipeline(pipe, name: str, dev: torch.device, dtype: torch.dtype) -> ModelBundle:
     return _freeze(
         ModelBundle(
@@ -342,7 +360,8 @@ def load_model(source: str, device: str = "auto", seed: int = 0) -> ModelBundle:
         if path.is_dir():
             _check_diffusers_folder(path)
             pipe = StableDiffusionPipeline.from_pretrained(
-                path, local_files_only=True, safety_checker=None, requires_safety_checker=False
+                path, local_files_only=True, safety_checker=None, requires_safety_checker=False,
+                variant=_weights_variant(path), torch_dtype=dtype,
             )
             return _bundle_from_pipeline(pipe, path.name, dev, dtype)
         if path.suffix in PICKLE_SUFFIXES and path.is_file():
@@ -361,10 +380,7 @@ def load_model(source: str, device: str = "auto", seed: int = 0) -> ModelBundle:
             return _bundle_from_pipeline(pipe, path.stem, dev, dtype)
         if source.count("/") == 1 and not path.exists():
             try:
-                pipe = StableDiffusionPipeline.from_pretrained(
-                    source, local_files_only=True, safety_checker=None, requires_safety_checker=False,
-                    use_safetensors=True,
-                )
+                pipe = _from_cache(StableDiffusionPipeline, source, dtype)
             except (OSError, ValueError, EnvironmentError) as exc:
                 raise ArtveilError(
                     "model",

@@ -119,3 +119,14 @@ def test_protect_and_purify_run_on_a_loaded_folder(tiny_folder):
     result = protect_image(model, img, ProtectSettings(method="advdm", steps=2, working_size=64, measure_objective=False))
     assert 0 < result.metrics["linf_levels"] <= 8
     assert purify(model, img, "sdedit", strength=0.1).shape == img.shape
+
+
+def test_folder_with_only_fp16_variant_files_loads(tmp_path):
+    # `artveil models download` fetches *.fp16.safetensors where the hub offers them.
+    bundle = build_tiny_model(seed=0, device="cpu")
+    folder = tmp_path / "fp16-only"
+    bundle.as_pipeline().save_pretrained(folder, safe_serialization=True, variant="fp16")
+    assert not list((folder / "unet").glob("diffusion_pytorch_model.safetensors"))
+    loaded = load_model(str(folder), device="cpu")
+    assert loaded.dtype == torch.float32 and next(loaded.unet.parameters()).dtype == torch.float32
+    assert _same_weights(loaded, bundle)
