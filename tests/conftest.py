@@ -11,8 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-# Two cores on CI: more threads than cores only adds contention.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Two cores on CI: more threads than cores only adds contention. Under pytest-xdist each worker
+# is its own process, so one thread each.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture(scope="session")

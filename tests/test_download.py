@@ -44,6 +44,9 @@ def _write_tiny_tokenizer(folder: Path) -> None:
     (folder / "special_tokens_map.json").write_text(json.dumps(special), encoding="utf-8")
 
 
+# One worker runs this module: its tests share an expensive module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("fake_hub")
+
 @pytest.fixture(scope="module")
 def tiny_repo(tmp_path_factory) -> dict[str, bytes]:
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel

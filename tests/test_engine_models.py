@@ -12,6 +12,9 @@ from engine.errors import ArtveilError
 from engine.models import build_tiny_model, load_model, save_tiny_model
 
 
+# One worker runs this module: its tests share an expensive module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("tiny_folder")
+
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("models") / "tiny-sd", seed=0)

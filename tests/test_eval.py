@@ -20,6 +20,9 @@ from tests.conftest import make_image
 from tests.test_antidiffusion import _unet_snapshot, assert_unet_restored
 
 
+# One worker runs this module: its tests share an expensive module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("eval_run")
+
 @pytest.fixture(scope="module")
 def art_folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")

@@ -289,6 +289,9 @@ def test_validate_user_path_accepts_what_fits_and_says_why_it_refuses(tmp_path, 
 
 # --- models that cannot be used -------------------------------------------------------------------------
 
+# One worker runs this module: its tests share an expensive module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("corpus")
+
 @pytest.fixture(scope="module")
 def model_corpus(tmp_path_factory):
     from engine.models import save_tiny_model

@@ -12,6 +12,9 @@ from engine.proxy.data import render_set, to_tensor
 from engine.proxy.styles import STYLES, TRAINING_STYLES
 
 
+# One worker runs this module: its tests share an expensive module-scoped fixture.
+pytestmark = pytest.mark.xdist_group("proxy_toy_model")
+
 @pytest.fixture(scope="module")
 def toy_model(tmp_path_factory):
     out = tmp_path_factory.mktemp("proxy") / "toy"
