@@ -2,24 +2,13 @@
 
 The vocabulary is the 256 byte symbols of CLIP's byte-level BPE, each alone and with the word-end
 marker, plus the two special tokens; no merges, so each word becomes its characters.
-Run: python resources/tiny/make_tokenizer.py
+Run from the repository root: python -m resources.tiny.make_tokenizer
 """
 
 import json
 from pathlib import Path
 
-
-def bytes_to_unicode() -> dict[int, str]:
-    # The printable-byte table CLIP's tokenizer uses (bytes to visible unicode characters).
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
+from resources.model_configs.make_clip_tokenizer import bytes_to_unicode
 
 
 def main() -> None:
