@@ -46,3 +46,19 @@ def make_image(h: int, w: int, channels: int = 3, seed: int = 0) -> np.ndarray:
         alpha = ((xx // 16 + yy // 16) % 2 * 200 + 30).astype(np.uint8)[..., None]
         img = np.concatenate([img, alpha], axis=2)
     return img
+
+
+def assert_objective_beats_random_noise(model, original: np.ndarray, protected: np.ndarray, settings) -> None:
+    """The method raised its own objective, and clearly more than random ±ε noise of the same budget.
+
+    "Clearly": the margin over random noise is at least twice random noise's own effect.
+    """
+    from engine.protect import method_objective, quantize_protected
+
+    eps = settings.strength_levels
+    random_noise = quantize_protected(original, np.random.default_rng(11).choice([-eps, eps], original.shape), eps)
+    j_clean = method_objective(model, original, settings)
+    gain = method_objective(model, protected, settings, reference=original) - j_clean
+    gain_random = method_objective(model, random_noise, settings, reference=original) - j_clean
+    assert gain > 0, (gain, gain_random)
+    assert gain - gain_random > 2 * abs(gain_random), (gain, gain_random)
