@@ -69,10 +69,12 @@ def create_window(settings=None, backend_factory: Callable | None = None, prompt
     return window, workspace
 
 
-def run_window(argv: list[str]) -> int:
+def start_application(argv: list[str]):
+    """The Qt application, themed, with GC on the GUI thread and a qasync loop: (app, collector, loop)."""
     import qasync
     from PySide6.QtWidgets import QApplication
 
+    from .gc_guard import MainThreadCollector
     from .ui.common import apply_theme, icon
 
     app = QApplication.instance() or QApplication(argv)
@@ -80,11 +82,14 @@ def run_window(argv: list[str]) -> int:
     app.setOrganizationName("Artveil")
     app.setWindowIcon(icon("artveil"))
     apply_theme(app)
-    from .gc_guard import MainThreadCollector
-
     collector = MainThreadCollector(app)
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
+    return app, collector, loop
+
+
+def run_window(argv: list[str]) -> int:
+    app, collector, loop = start_application(argv)
     window, workspace = create_window()
     window.show()
     workspace.start()

@@ -10,7 +10,6 @@ staged in the view-model, because a real batch at 40 % would take minutes on a C
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 import tempfile
@@ -72,24 +71,12 @@ class StaticPrompts:
 
 
 def render(out: Path) -> list[Path]:
-    import qasync
-    from PySide6.QtWidgets import QApplication
-
     from app.backend import RealBackend
-    from app.main import create_window
+    from app.main import create_window, start_application
     from app.settings import Settings
-    from app.ui.common import apply_theme, icon
     from app.viewmodel import ItemState
 
-    app = QApplication.instance() or QApplication([sys.argv[0]])
-    app.setApplicationName("Artveil")
-    app.setWindowIcon(icon("artveil"))
-    apply_theme(app)
-    from app.gc_guard import MainThreadCollector
-
-    collector = MainThreadCollector(app)
-    loop = qasync.QEventLoop(app)
-    asyncio.set_event_loop(loop)
+    app, collector, loop = start_application([sys.argv[0]])
     work = Path(tempfile.mkdtemp(prefix="artveil-shots-"))
     inputs = work / "in"
     inputs.mkdir()
