@@ -219,17 +219,26 @@ class Surrogate:
         cond: torch.Tensor,
         generator: torch.Generator,
         steps: int | None = None,
+        batch_size: int = 1,
     ) -> list[float]:
         """Fine-tune on images (each [1, 3, h, w] in [0, 1]) with the LDM loss; returns per-step losses.
 
-        Steps cycle over the images one at a time (they may differ in size). cond: [1, 77, d] text condition.
+        cond: [1, 77, d] for every image, or [len(images), 77, d], one caption per image. Each step takes
+        the next batch_size images in order, cycling (batch_size > 1 needs images of one size).
         """
         steps = self.params.steps if steps is None else steps
         if not images or steps <= 0:
             return []
+        if cond.shape[0] not in (1, len(images)):
+            raise ValueError(f"cond has {cond.shape[0]} captions for {len(images)} images")
+        batch_size = max(1, min(int(batch_size), len(images)))
+        if batch_size > 1 and len({tuple(x.shape) for x in images}) > 1:
+            raise ValueError("batch_size > 1 needs images of one size")
         model = self.model
         with torch.no_grad():
-            latents = [D.encode(model, x.to(model.device)) for x in images]
+            latents = torch.cat([D.encode(model, x.to(model.device)) for x in images]) if batch_size > 1 else \
+                [D.encode(model, x.to(model.device)) for x in images]
+        cond = cond.detach()
         opt = self._optim()
         params = list(self.tensors.values())
         losses = []
@@ -238,10 +247,13 @@ class Surrogate:
         try:
             with self.applied():
                 for i in range(steps):
-                    z = latents[(self.tuned_steps + i) % len(latents)]
-                    t = D.sample_timesteps(model, 1, generator)
+                    first = (self.tuned_steps + i) * batch_size
+                    index = [(first + j) % len(images) for j in range(batch_size)]
+                    z = latents[index] if batch_size > 1 else latents[index[0]]
+                    c = cond if cond.shape[0] == 1 else cond[index]
+                    t = D.sample_timesteps(model, batch_size, generator)
                     noise = D.randn_like(z, generator)
-                    loss = D.denoising_loss(model, z, cond.detach(), t, noise)
+                    loss = D.denoising_loss(model, z, c, t, noise)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     if self.params.grad_clip:

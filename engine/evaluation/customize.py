@@ -19,13 +19,15 @@ from engine.surrogate import Surrogate, SurrogateParams
 
 @dataclass(frozen=True)
 class CustomizeSettings:
-    """lr None: 1e-4 (LoRA) or 5e-6 (full UNet). steps: optimizer steps, cycling over the images."""
+    """lr None: 1e-4 (LoRA) or 5e-6 (full UNet). steps: optimizer steps, cycling over the images,
+    batch_size images per step."""
 
     mode: str = "lora"
     rank: int = 4
     lr: float | None = None
     steps: int = 200
     seed: int = 0
+    batch_size: int = 1
 
     def surrogate_params(self) -> SurrogateParams:
         lr = self.lr if self.lr is not None else (5e-6 if self.mode == "full" else 1e-4)
@@ -33,13 +35,21 @@ class CustomizeSettings:
         return SurrogateParams(mode=self.mode, rank=self.rank, lr=lr, weight_decay=0.0, grad_clip=1.0, steps=self.steps)
 
 
-def customize(model: ModelBundle, images: list[np.ndarray], prompt: str, settings: CustomizeSettings) -> tuple[Surrogate, list[float]]:
-    """Fine-tune on HxWx3 uint8 images (all the same size, multiples of 8) captioned `prompt`.
+def customize(model: ModelBundle, images: list[np.ndarray], prompt: str | list[str],
+              settings: CustomizeSettings) -> tuple[Surrogate, list[float]]:
+    """Fine-tune on HxWx3 uint8 images (all the same size, multiples of 8) captioned `prompt`, or one
+    caption per image (a list as long as images, as LoRA trainers read from .txt files beside the images).
 
     Returns the tuned surrogate (apply it with `.applied()`) and the per-step training losses.
     """
     surrogate = Surrogate(model, settings.surrogate_params(), seed=settings.seed)
     tensors = [to_tensor(img[..., :3]).to(model.device) for img in images]
     generator = torch.Generator(device=model.device).manual_seed(settings.seed)
-    losses = surrogate.tune(tensors, model.encode_prompt(prompt), generator, settings.steps)
+    if isinstance(prompt, str):
+        cond = model.encode_prompt(prompt)
+    else:
+        if len(prompt) != len(images):
+            raise ValueError(f"{len(prompt)} captions for {len(images)} images")
+        cond = torch.cat([model.encode_prompt(p) for p in prompt])
+    losses = surrogate.tune(tensors, cond, generator, settings.steps, batch_size=settings.batch_size)
     return surrogate, losses
