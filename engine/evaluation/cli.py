@@ -21,7 +21,8 @@ def register(subparsers) -> None:
                               description="Protect a set, purify it, fine-tune on it as a mimic would, and report the damage.")
     e.add_argument("images", nargs="+", help="the artist's images (files or folders); the last --heldout are kept for judging")
     e.add_argument("--out", required=True, help="run folder (created; reused to resume)")
-    e.add_argument("--method", default="antipure", choices=sorted(METHODS))
+    e.add_argument("--method", default="antipure", choices=["none"] + sorted(METHODS),
+                   help="the protection to evaluate; 'none' gives the mimic the clean images (the baseline)")
     e.add_argument("--strength", type=_strength, default=8.0, help="budget in pixel levels (0-255)")
     e.add_argument("--steps", type=_steps, default=100)
     e.add_argument("--param", action="append", type=_param, metavar="KEY=VALUE", help="method parameter (repeatable)")
@@ -36,6 +37,9 @@ def register(subparsers) -> None:
     e.add_argument("--lora-rank", type=int, default=4)
     e.add_argument("--lora-lr", type=float, default=None, help="default 1e-4 (LoRA) / 5e-6 (full)")
     e.add_argument("--lora-steps", type=int, default=200)
+    e.add_argument("--lora-batch", type=int, default=1, help="images per LoRA step")
+    e.add_argument("--captions", choices=["instance", "files"], default="instance",
+                   help="instance: every image captioned --instance-prompt; files: IMAGE.txt beside each image")
     e.add_argument("--gen-steps", type=int, default=30)
     e.add_argument("--guidance", type=float, default=7.5)
     e.add_argument("--edit-dir", default=None, help="Defense-Edit-style folder: image + same-name .txt prompt")
@@ -57,7 +61,8 @@ def run_eval(args: argparse.Namespace) -> int:
         images=list(args.images), method=args.method, strength_levels=args.strength, steps=args.steps,
         method_params=dict(args.param or []), purifiers=purifiers, size=args.size, heldout=args.heldout,
         instance_prompt=args.instance_prompt, prompts=args.prompt, k=args.k, customize_mode=args.customize,
-        lora_rank=args.lora_rank, lora_lr=args.lora_lr, lora_steps=args.lora_steps, gen_steps=args.gen_steps,
+        lora_rank=args.lora_rank, lora_lr=args.lora_lr, lora_steps=args.lora_steps, lora_batch=args.lora_batch,
+        captions=args.captions, gen_steps=args.gen_steps,
         guidance=args.guidance, edit_dir=args.edit_dir, edit_strength=args.edit_strength, style=args.style, seed=args.seed,
     )
     model = _load_model_or_exit(args.model, args.device)

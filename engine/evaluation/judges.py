@@ -6,6 +6,8 @@
   the instance prompt), fixed noises and timesteps: a model that learned the style predicts it better.
 - style: the proxy world's style classifier (engine.proxy.classifier.load_judge, imported lazily and
   optional): mean probability that the generations are in the artist's style.
+- style_accuracy: the same classifier's verdicts: the fraction of generations it calls the artist's style
+  (the efficacy table's number, docs/efficacy.md).
 
 A judge returns None when it cannot score (e.g. no classifier); reports then leave that column out.
 Customization damage = score(clean-trained control) − score(condition).
@@ -87,6 +89,15 @@ def style_score(inputs: JudgeInputs) -> float | None:
     return float(probs[:, judge.styles.index(inputs.style)].mean())
 
 
+def style_accuracy_score(inputs: JudgeInputs) -> float | None:
+    if not inputs.generated or not inputs.style:
+        return None
+    judge = load_style_judge()
+    if judge is None or inputs.style not in judge.styles:
+        return None
+    return float(judge.style_accuracy(np.stack([g[..., :3] for g in inputs.generated]), inputs.style))
+
+
 _STYLE_JUDGE: list = []
 
 
@@ -114,6 +125,7 @@ JUDGES: dict[str, Callable[[JudgeInputs], float | None]] = {
     "image_stats": image_stats_score,
     "denoise_loss": denoise_loss_score,
     "style": style_score,
+    "style_accuracy": style_accuracy_score,
 }
 
 

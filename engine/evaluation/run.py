@@ -44,7 +44,7 @@ class EvalConfig:
     """Everything an evaluation depends on. strength_levels: pixel levels (0-255); size: px (square)."""
 
     images: list[str] = field(default_factory=list)
-    method: str = "antipure"
+    method: str = "antipure"  # or "none": the mimic gets the clean images (the table's baseline row)
     strength_levels: float = 8.0
     steps: int = 100
     method_params: dict[str, Any] = field(default_factory=dict)
@@ -60,13 +60,15 @@ class EvalConfig:
     lora_rank: int = 4
     lora_lr: float | None = None
     lora_steps: int = 200
+    lora_batch: int = 1  # images per LoRA step
+    captions: str = "instance"  # "instance": every image captioned instance_prompt; "files": IMAGE.txt beside each
     gen_steps: int = 30
     guidance: float = 7.5
     edit_dir: str | None = None
     edit_strength: float = 0.5
     edit_steps: int = 30
     style: str | None = None  # the artist's style name for the style-classifier judge
-    judges: list[str] = field(default_factory=lambda: ["image_stats", "denoise_loss", "style"])
+    judges: list[str] = field(default_factory=lambda: ["image_stats", "denoise_loss", "style", "style_accuracy"])
     seed: int = 0
 
     def protect_settings(self) -> ProtectSettings:
@@ -75,6 +77,9 @@ class EvalConfig:
             working_size=max(64, self.size), timesteps_per_step=self.timesteps_per_step,
             preview_every=0, measure_objective=False, method_params=dict(self.method_params),
         )
+
+
+NO_PROTECTION = "none"
 
 
 def _key(*parts: Any) -> str:
@@ -157,25 +162,29 @@ def _protect_purify_stages(runner: StageRunner, model: ModelBundle, config: Eval
 
     run_dir = runner.run_dir
     conditions = {"clean": (clean_files, upstream)}
-    settings = config.protect_settings()
-    pkey = _key(upstream, asdict(settings))
+    if config.method == NO_PROTECTION:
+        # The baseline row: the mimic trains on the clean images themselves (and their purified copies).
+        conditions["protected"] = (list(clean_files), upstream)
+    else:
+        settings = config.protect_settings()
+        pkey = _key(upstream, asdict(settings))
 
-    def protect():
-        images = [_read(run_dir, f) for f in clean_files]
-        results = protect_set(model, images, settings)
-        files = [_save(r.protected, run_dir / prefix / "protected" / Path(f).name) for f, r in zip(clean_files, results)]
-        return files, {"seconds_per_image": [round(r.seconds, 3) for r in results]}
+        def protect():
+            images = [_read(run_dir, f) for f in clean_files]
+            results = protect_set(model, images, settings)
+            files = [_save(r.protected, run_dir / prefix / "protected" / Path(f).name) for f, r in zip(clean_files, results)]
+            return files, {"seconds_per_image": [round(r.seconds, 3) for r in results]}
 
-    entry = runner.run(f"{prefix}protect", pkey, protect)
-    conditions["protected"] = (entry["files"], pkey)
+        conditions["protected"] = (runner.run(f"{prefix}protect", pkey, protect)["files"], pkey)
+    protected, pkey = conditions["protected"]
     for spec in config.purifiers:
         cond = condition_name(spec)
         name, params = _purify_params(config, spec)
         ukey = _key(pkey, spec, params)
 
-        def do_purify(name=name, params=params, cond=cond, files=entry["files"]):
+        def do_purify(name=name, params=params, cond=cond):
             out = [_save(purify(model, _read(run_dir, f), name, seed=config.seed, **params),
-                         run_dir / prefix / "purified" / cond / Path(f).name) for f in files]
+                         run_dir / prefix / "purified" / cond / Path(f).name) for f in protected]
             return out, {"purifier": name, "params": params}
 
         conditions[cond] = (runner.run(f"{prefix}purify:{cond}", ukey, do_purify)["files"], ukey)
@@ -194,21 +203,31 @@ def run_evaluation(model: ModelBundle, config: EvalConfig, run_dir: str | os.Pat
     unknown = set(config.judges) - set(J.JUDGES)
     if unknown:
         raise ArtveilError("config", f"unknown judge(s) {sorted(unknown)}; known: {', '.join(J.JUDGES)}")
+    from engine.methods import METHODS
+
+    if config.method != NO_PROTECTION and config.method not in METHODS:
+        raise ArtveilError("config", f"unknown method {config.method!r}; known: {NO_PROTECTION}, {', '.join(sorted(METHODS))}")
+    if config.captions not in ("instance", "files"):
+        raise ArtveilError("config", f"captions must be 'instance' or 'files', not {config.captions!r}")
     inputs = collect_inputs(config.images)
     if len(inputs) < config.heldout + 1:
         raise ArtveilError("input", f"need at least {config.heldout + 1} images ({config.heldout} held out for judging), found {len(inputs)}")
     size = config.size // 8 * 8
     prompts = config.prompts or [config.instance_prompt]
+    names = [f"{i:03d}_{safe_stem(p.stem)}.png" for i, p in enumerate(inputs)]
+    captions = {n: read_caption(p) if config.captions == "files" else config.instance_prompt for n, p in zip(names, inputs)}
 
     # ---- prepare: the artist's images at the working size, split into training and held-out
     prep_key = _key([str(p) for p in inputs], size, config.heldout, model.name)
+    if config.captions == "files":
+        prep_key = _key(prep_key, captions)
 
     def prepare():
         files = []
-        for i, p in enumerate(inputs):
+        for i, (p, name) in enumerate(zip(inputs, names)):
             folder = "heldout" if i >= len(inputs) - config.heldout else "clean"
-            files.append(_save(square(load_image(p).pixels, size), run_dir / folder / f"{i:03d}_{safe_stem(p.stem)}.png"))
-        return files, {"sources": [p.name for p in inputs]}
+            files.append(_save(square(load_image(p).pixels, size), run_dir / folder / name))
+        return files, {"sources": [p.name for p in inputs], "captions": captions}
 
     prep = runner.run("prepare", prep_key, prepare)
     clean_files = [f for f in prep["files"] if f.startswith("clean/")]
@@ -216,13 +235,18 @@ def run_evaluation(model: ModelBundle, config: EvalConfig, run_dir: str | os.Pat
     conditions = _protect_purify_stages(runner, model, config, "", clean_files, prep_key)
 
     # ---- customize and generate, one per condition
-    cs = C.CustomizeSettings(mode=config.customize_mode, rank=config.lora_rank, lr=config.lora_lr, steps=config.lora_steps, seed=config.seed)
+    cs = customize_settings(config)
     customized: dict[str, dict] = {}
+    by_key: dict[str, dict] = {}
     for cond, (files, ckey) in conditions.items():
-        lkey = _key(ckey, asdict(cs), config.instance_prompt)
+        lkey = _key(ckey, asdict(cs), config.instance_prompt, config.captions)
+        if lkey in by_key:  # the same training set as an earlier condition (method "none"): same LoRA
+            customized[cond] = dict(by_key[lkey], train=files)
+            continue
 
         def do_customize(cond=cond, files=files):
-            surrogate, losses = C.customize(model, [_read(run_dir, f) for f in files], config.instance_prompt, cs)
+            texts = [captions[Path(f).name] for f in files] if config.captions == "files" else config.instance_prompt
+            surrogate, losses = C.customize(model, [_read(run_dir, f) for f in files], texts, cs)
             path = run_dir / "lora" / f"{cond}.safetensors"
             path.parent.mkdir(parents=True, exist_ok=True)
             surrogate.save(path)
@@ -242,6 +266,7 @@ def run_evaluation(model: ModelBundle, config: EvalConfig, run_dir: str | os.Pat
         gen_entry = runner.run(f"generate:{cond}", gkey, do_generate)
         customized[cond] = {"train": files, "lora": lora_entry["files"][0], "generated": gen_entry["files"],
                             "key": gkey, "train_loss": lora_entry["info"]}
+        by_key[lkey] = customized[cond]
 
     # ---- editing path: each image edited with its own prompt, compared with the edit of the clean image
     edits: dict[str, dict] = {}
@@ -305,7 +330,7 @@ def score_run(model, config: EvalConfig, run_dir: Path, clean_files, heldout_fil
     for c, p in zip(conditions["clean"][0], conditions["protected"][0]):
         m = image_metrics(_read(run_dir, c), _read(run_dir, p))
         imperceptibility.append({"clean": c, "protected": p, **{k: (None if v != v else v) for k, v in m.items()}})
-    cs = C.CustomizeSettings(mode=config.customize_mode, rank=config.lora_rank, lr=config.lora_lr, steps=config.lora_steps, seed=config.seed)
+    cs = customize_settings(config)
     scores: dict[str, dict[str, float | None]] = {}
     for cond, info in customized.items():
         surrogate = Surrogate.load(model, run_dir / info["lora"], cs.surrogate_params())
@@ -347,6 +372,22 @@ def score_run(model, config: EvalConfig, run_dir: Path, clean_files, heldout_fil
             "files": {c: {"inputs": v["inputs"], "edited": v["edited"]} for c, v in edits.items()},
         }
     return results
+
+
+def customize_settings(config: EvalConfig) -> C.CustomizeSettings:
+    return C.CustomizeSettings(mode=config.customize_mode, rank=config.lora_rank, lr=config.lora_lr,
+                               steps=config.lora_steps, seed=config.seed, batch_size=config.lora_batch)
+
+
+def read_caption(image: Path) -> str:
+    """The caption a LoRA trainer reads for an image: IMAGE.txt beside it (kohya/diffusers convention)."""
+    txt = image.with_suffix(".txt")
+    if not txt.is_file():
+        raise ArtveilError("input", f"{image.name}: no caption file {txt.name} beside it (--captions files)")
+    text = txt.read_text(encoding="utf-8", errors="replace").strip()
+    if not text:
+        raise ArtveilError("input", f"{txt.name}: the caption file is empty")
+    return text
 
 
 def _mean(values):
