@@ -5,7 +5,10 @@ Three checks, all judged by the shipped style judge (engine.proxy.classifier):
 1. Text to image: samples prompted for each training style are called that style (bar: every style >= 0.8).
 2. Customization: a rank-8 LoRA on the UNet's attention projections, trained on 8 clean images of the held-out
    style, makes the model paint it (bar: >= 0.8 with the LoRA, < 0.2 without). Without this, "protection
-   stopped the mimic" cannot be told from "the mimic never worked".
+   stopped the mimic" cannot be told from "the mimic never worked". The LoRA is the evaluation's own mimic
+   (engine.evaluation.customize on the model as engine.models.load_model loads it, then
+   engine.evaluation.generate), with the settings `artveil efficacy` uses, so passing this check means the
+   efficacy table's mimic learns the style from clean images.
 3. Purification: SDEdit at strength 0.2 (empty prompt, no guidance) keeps the style of its input
    (bar: mean >= 0.8), so the purifier in the threat model does not destroy clean art on its own.
 
@@ -29,9 +32,6 @@ from engine.proxy.classifier import load_judge
 from engine.proxy.data import render_set, to_tensor
 from engine.proxy.styles import CONTENTS, HELD_OUT_STYLE, STYLES, TRAINING_STYLES, prompt_for
 from engine.proxy.train import CARD_SANITY_BEGIN, CARD_SANITY_END
-
-LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
-
 
 @dataclass(frozen=True)
 class SanitySettings:
@@ -94,49 +94,35 @@ def sdedit(pipe, images: np.ndarray, strength: float, steps: int, seed: int, bat
     return np.concatenate(out)
 
 
-def train_lora(pipe, images: np.ndarray, captions: list[str], rank: int, steps: int, lr: float,
-               seed: int = 0) -> list[float]:
-    """Add a LoRA (peft, attention projections) to pipe.unet and train it on images (uint8 N x H x W x 3).
+def mimic_lora(model_dir: Path, device: str, images: np.ndarray, captions: list[str], settings: SanitySettings,
+               style: str) -> tuple[np.ndarray, np.ndarray, list[float], float]:
+    """The efficacy table's mimic on clean images: (samples without LoRA, samples with it, losses, seconds).
 
-    The base weights stay frozen; the adapter stays active on the pipeline afterwards. Returns the loss per step.
+    The model is loaded as every engine path loads it (engine.models.load_model), the LoRA trained by
+    engine.evaluation.customize (rank, steps, lr, a batch of all the images per step, per-image captions) and
+    sampled by engine.evaluation.generate, exactly as `artveil efficacy` does.
     """
-    from diffusers import DDPMScheduler
-    from peft import LoraConfig
+    from engine.evaluation import generate as G
+    from engine.evaluation.customize import CustomizeSettings, customize
+    from engine.models import load_model
 
-    device = pipe.device
-    unet, vae, text_encoder, tokenizer = pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
-    unet.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
-                                target_modules=list(LORA_TARGETS)))
-    params = [p for p in unet.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    cuda = device.type == "cuda"
-    with torch.no_grad():
-        x = to_tensor(images).to(device)
-        x = torch.cat([x, x.flip(-1)])  # mirror images: twice the data, same style
-        posterior = vae.encode(x).latent_dist
-        mean, std = posterior.mean * vae.config.scaling_factor, posterior.std * vae.config.scaling_factor
-        ids = tokenizer(list(captions) * 2, padding="max_length", max_length=tokenizer.model_max_length,
-                        truncation=True, return_tensors="pt").input_ids.to(device)
-        condition = text_encoder(ids)[0]
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    losses = []
-    unet.train()
-    for _ in range(steps):
-        index = torch.randperm(len(mean), generator=generator)[: len(images)].to(device)
-        latents = mean[index] + std[index] * torch.randn(mean[index].shape, generator=generator).to(device)
-        noise = torch.randn(latents.shape, generator=generator).to(device)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (len(index),), generator=generator).to(device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            predicted = unet(scheduler.add_noise(latents, noise, t), t, condition[index]).sample.float()
-        loss = torch.nn.functional.mse_loss(predicted, noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    unet.eval()
-    return losses
+    bundle = load_model(str(model_dir), device=device)
+    size = images.shape[1]
+    k = -(-settings.samples_per_style // len(CONTENTS))
+    prompts = [prompt_for(style, c) for c in CONTENTS]
+
+    def samples(surrogate) -> np.ndarray:
+        rows = G.generate(bundle, prompts, k, size, surrogate, settings.seed, settings.steps, settings.guidance,
+                          batch_size=settings.batch_size)
+        return np.stack([img for row in rows for img in row])
+
+    before = samples(None)
+    cs = CustomizeSettings(mode="lora", rank=settings.lora_rank, lr=settings.lora_lr, steps=settings.lora_steps,
+                           seed=settings.seed, batch_size=len(images))
+    started = time.perf_counter()
+    surrogate, losses = customize(bundle, list(images), list(captions), cs)
+    seconds = time.perf_counter() - started
+    return before, samples(surrogate), losses, seconds
 
 
 def run_sanity(model: str | Path, device: str = "cpu", settings: SanitySettings = SanitySettings()) -> dict:
@@ -153,21 +139,18 @@ def run_sanity(model: str | Path, device: str = "cpu", settings: SanitySettings 
     for i, style in enumerate(TRAINING_STYLES):
         images = generate(pipe, style, settings.samples_per_style, settings, settings.seed + 1000 * i)
         text_to_image[style] = judge.style_accuracy(images, style)
-    held_out_before = judge.style_accuracy(
-        generate(pipe, HELD_OUT_STYLE, settings.samples_per_style, settings, settings.seed + 99_000), HELD_OUT_STYLE)
 
     clean = render_set(STYLES, settings.sdedit_per_style, resolution, use="sanity")
     purified = sdedit(pipe, clean.images, settings.sdedit_strength, settings.sdedit_steps, settings.seed,
                       settings.batch_size)
     kept = {s: judge.style_accuracy(purified[clean.labels == STYLES.index(s)], s) for s in STYLES}
 
+    del pipe
     artist = render_set([HELD_OUT_STYLE], settings.lora_images, resolution, use="artist")
-    lora_started = time.perf_counter()
-    losses = train_lora(pipe, artist.images, artist.captions, settings.lora_rank, settings.lora_steps,
-                        settings.lora_lr, settings.seed)
-    lora_seconds = time.perf_counter() - lora_started
-    held_out_after = judge.style_accuracy(
-        generate(pipe, HELD_OUT_STYLE, settings.samples_per_style, settings, settings.seed + 99_000), HELD_OUT_STYLE)
+    before, after, losses, lora_seconds = mimic_lora(model, device, artist.images, artist.captions, settings,
+                                                     HELD_OUT_STYLE)
+    held_out_before = judge.style_accuracy(before, HELD_OUT_STYLE)
+    held_out_after = judge.style_accuracy(after, HELD_OUT_STYLE)
 
     t2i_mean, t2i_min = float(np.mean(list(text_to_image.values()))), float(min(text_to_image.values()))
     kept_mean = float(np.mean(list(kept.values())))
