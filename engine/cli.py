@@ -21,7 +21,7 @@ from engine.errors import ArtveilError, Cancelled
 from engine.jobs import BUDGET_PRESETS, STRENGTH_PRESETS, ProtectSettings
 
 # Subcommands that live in their own modules register themselves when present.
-_SUBCOMMAND_MODULES = ("engine.cli_models", "engine.evaluation.cli", "engine.bench")
+_SUBCOMMAND_MODULES = ("engine.cli_models", "engine.evaluation.cli", "engine.evaluation.efficacy", "engine.bench")
 
 
 def _strength(value: str) -> float:
@@ -338,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for reports that print their own command
     try:
         return int(args.func(args) or 0)
     except Cancelled:

@@ -62,3 +62,17 @@ def assert_objective_beats_random_noise(model, original: np.ndarray, protected: 
     gain_random = method_objective(model, random_noise, settings, reference=original) - j_clean
     assert gain > 0, (gain, gain_random)
     assert gain - gain_random > 2 * abs(gain_random), (gain, gain_random)
+
+
+@pytest.fixture(scope="session")
+def toy_proxy_model(tmp_path_factory):
+    """A proxy-world model trained at toy scale (32 px, a few steps): every file of the real one, learned nothing.
+
+    Read-only: tests that write into a model folder copy it first. Modules using it share the xdist group
+    "proxy_toy_model", so it is trained once.
+    """
+    from engine.proxy import train
+
+    out = tmp_path_factory.mktemp("proxy-source") / "toy"
+    train.main(["--out", str(out), "--toy", "--device", "cpu", "--vae-steps", "10", "--unet-steps", "12"])
+    return out

@@ -16,9 +16,12 @@ from engine.proxy.styles import STYLES, TRAINING_STYLES
 pytestmark = pytest.mark.xdist_group("proxy_toy_model")
 
 @pytest.fixture(scope="module")
-def toy_model(tmp_path_factory):
+def toy_model(toy_proxy_model, tmp_path_factory):
+    """This module's own copy of the toy proxy model (its tests write into the folder)."""
+    import shutil
+
     out = tmp_path_factory.mktemp("proxy") / "toy"
-    train.main(["--out", str(out), "--toy", "--device", "cpu", "--vae-steps", "10", "--unet-steps", "12"])
+    shutil.copytree(toy_proxy_model, out)
     return out
 
 

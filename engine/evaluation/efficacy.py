@@ -1,0 +1,354 @@
+"""`artveil efficacy`: the efficacy table (docs/efficacy.md) on the proxy world.
+
+Rows are protections, all at the same budget and steps; columns are purifiers. A cell is the held-out style's
+accuracy after a mimic's LoRA on the (purified) protected images: the fraction of the LoRA model's generations
+that the proxy world's style judge calls the artist's style. Lower is better for the artist; the "none" row is
+what the mimic gets from the clean images. Each row also gives the PSNR of its protected images.
+
+Every cell is one condition of an `artveil eval` run (engine.evaluation.run), one run folder per row, so a
+stopped table resumes where it stopped and a changed setting reruns only what depends on it:
+
+    artveil efficacy --model resources/proxy/model --out runs/efficacy --device cuda --write docs/efficacy.md
+
+The artist is the proxy world's held-out style (swirl, never in the model's training set): the same 8 clean
+renders the sanity bar's LoRA learns from (plus one held out for the denoising-loss judge), with their
+captions in .txt files, and the mimic's LoRA has the sanity bar's settings. A model that has not passed the
+sanity bar is refused: on it "the protection stopped the mimic" cannot be told from "the mimic never worked".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from engine.errors import ArtveilError
+
+# (label, method, method parameters): the table of the issue, in its order.
+ROWS: list[tuple[str, str, dict[str, Any]]] = [
+    ("none", "none", {}),
+    ("AdvDM", "advdm", {}),
+    ("PhotoGuard", "photoguard", {}),
+    ("Mist", "mist", {}),
+    ("SDS(−)", "sds", {}),
+    ("Anti-Diffusion", "antidiffusion", {}),
+    ("AntiPure", "antipure", {}),
+    ("AntiPure w/o PFG", "antipure", {"use_pfg": False}),
+    ("AntiPure w/o ETG", "antipure", {"use_etg": False}),
+]
+# (label, purifier spec or None for the protected images as they are)
+COLUMNS: list[tuple[str, str | None]] = [
+    ("none", None),
+    ("JPEG 75", "jpeg:75"),
+    ("Gaussian σ 0.05", "noise:0.05"),
+    ("SDEdit 0.1", "sdedit:0.1"),
+    ("SDEdit 0.2", "sdedit:0.2"),
+    ("SDEdit 0.3", "sdedit:0.3"),
+    ("GrIDPure", "gridpure"),
+]
+JUDGES = ["style_accuracy", "style", "denoise_loss"]
+
+
+def _sanity():
+    from engine.proxy.sanity import SanitySettings
+
+    return SanitySettings()
+
+
+def _per_content(samples: int) -> int:
+    from engine.proxy.styles import CONTENTS
+
+    return -(-samples // len(CONTENTS))
+
+
+@dataclass
+class EfficacySettings:
+    """The shared settings of every row. The mimic (LoRA, sampling) defaults to the sanity bar's own
+    (engine.proxy.sanity.SanitySettings), the one shown to learn the style from the clean images."""
+
+    strength_levels: float = 8.0
+    steps: int = 100
+    timesteps_per_step: int = 1
+    train_images: int = field(default_factory=lambda: _sanity().lora_images)
+    heldout: int = 1
+    lora_rank: int = field(default_factory=lambda: _sanity().lora_rank)
+    lora_steps: int = field(default_factory=lambda: _sanity().lora_steps)
+    lora_lr: float = field(default_factory=lambda: _sanity().lora_lr)
+    lora_batch: int = field(default_factory=lambda: _sanity().lora_images)
+    k: int = field(default_factory=lambda: _per_content(_sanity().samples_per_style))  # samples per content prompt
+    gen_steps: int = field(default_factory=lambda: _sanity().steps)
+    guidance: float = field(default_factory=lambda: _sanity().guidance)
+    purify_steps: int | None = None
+    seed: int = 0
+    rows: list[tuple[str, str, dict[str, Any]]] = field(default_factory=lambda: list(ROWS))
+    columns: list[tuple[str, str | None]] = field(default_factory=lambda: list(COLUMNS))
+
+
+def slug(label: str) -> str:
+    out = "".join(c.lower() if c.isalnum() else "-" for c in label.replace("−", "minus").replace("/", " "))
+    return "-".join(p for p in out.split("-") if p)
+
+
+def check_proxy_model(model_dir: Path, allow_unchecked: bool) -> tuple[dict, dict | None]:
+    """(proxy_world.json, sanity.json or None) of a proxy model folder; refuses what cannot measure efficacy."""
+    world_file = model_dir / "proxy_world.json"
+    if not world_file.is_file():
+        raise ArtveilError("model", f"{model_dir}: not a proxy-world model (no proxy_world.json); the efficacy table "
+                                    "needs the project's proxy model (docs/proxy-world.md)")
+    world = json.loads(world_file.read_text())
+    sanity_file = model_dir / "sanity.json"
+    sanity = json.loads(sanity_file.read_text()) if sanity_file.is_file() else None
+    passed = bool(sanity and sanity.get("bar", {}).get("passed"))
+    if not passed and not allow_unchecked:
+        why = "has no sanity.json (run python -m engine.proxy.sanity first)" if sanity is None else "did not pass the sanity bar"
+        raise ArtveilError("model", f"{model_dir.name}: {why}; on such a model no efficacy number means anything "
+                                    "(--allow-unchecked runs it anyway, marked as such)")
+    return world, sanity
+
+
+def validate_rows(rows: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """Every row's method and parameters, checked before the first row runs (a typo must not cost hours)."""
+    from engine.evaluation.run import NO_PROTECTION
+    from engine.methods import get_method
+
+    labels = [label for label, _, _ in rows]
+    if len(set(map(slug, labels))) != len(labels):
+        raise ArtveilError("config", f"two rows share a name: {labels}")
+    for label, method, params in rows:
+        if method == NO_PROTECTION:
+            if params:
+                raise ArtveilError("config", f"row {label!r}: the 'none' row takes no parameters")
+            continue
+        try:
+            get_method(method, params)
+        except ArtveilError as exc:
+            raise ArtveilError("config", f"row {label!r}: {exc.message}") from None
+
+
+def write_artist_set(folder: Path, style: str, count: int, resolution: int) -> list[Path]:
+    """The artist's images: renders of the held-out style from the 'artist' seeds, each with a caption file."""
+    from engine.images import save_image
+    from engine.proxy.data import render_set
+
+    art = render_set([style], count, resolution, use="artist")
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (img, text) in enumerate(zip(art.images, art.captions)):
+        path = folder / f"{style}_{i:02d}.png"
+        save_image(img, path, overwrite=True)
+        path.with_suffix(".txt").write_text(text + "\n", encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def row_config(settings: EfficacySettings, artist: Path, resolution: int, style: str, method: str,
+               params: dict[str, Any]):
+    from engine.evaluation.run import EvalConfig
+    from engine.proxy.styles import CONTENTS, prompt_for
+
+    return EvalConfig(
+        images=[str(artist)], method=method, strength_levels=settings.strength_levels, steps=settings.steps,
+        method_params=dict(params), timesteps_per_step=settings.timesteps_per_step,
+        purifiers=[spec for _, spec in settings.columns if spec], purify_steps=settings.purify_steps,
+        size=resolution, heldout=settings.heldout, instance_prompt=prompt_for(style), captions="files",
+        prompts=[prompt_for(style, c) for c in CONTENTS], k=settings.k, lora_rank=settings.lora_rank,
+        lora_lr=settings.lora_lr, lora_steps=settings.lora_steps, lora_batch=settings.lora_batch,
+        gen_steps=settings.gen_steps, guidance=settings.guidance, style=style, judges=list(JUDGES), seed=settings.seed,
+    )
+
+
+def run_efficacy(model, model_dir: Path, out: Path, settings: EfficacySettings, allow_unchecked: bool = False,
+                 log: Callable[[str], None] = print) -> dict:
+    """Run (or resume) every row; returns the table as a dict, also written to out/efficacy.json and .md."""
+    from engine.evaluation.run import condition_name, run_evaluation
+    from engine.proxy.styles import HELD_OUT_STYLE
+
+    world, sanity = check_proxy_model(model_dir, allow_unchecked)
+    validate_rows(settings.rows)
+    resolution = int(world["resolution"])
+    style = world.get("held_out_style", HELD_OUT_STYLE)
+    out.mkdir(parents=True, exist_ok=True)
+    artist = out / "artist"
+    write_artist_set(artist, style, settings.train_images + settings.heldout, resolution)
+    rows = []
+    started = time.perf_counter()
+    for label, method, params in settings.rows:
+        log(f"== {label} ({method} {params or ''})")
+        row_started = time.perf_counter()
+        config = row_config(settings, artist, resolution, style, method, params)
+        results = run_evaluation(model, config, out / "rows" / slug(label), log=lambda m: log("   " + m))
+        scores = results["customization"]["scores"]
+        cells = {}
+        for col, spec in settings.columns:
+            cond = "protected" if spec is None else condition_name(spec)
+            cells[col] = {j: scores[cond].get(j) for j in JUDGES}
+        psnr = results["imperceptibility_mean"]["psnr"] if method != "none" else None
+        rows.append({"label": label, "method": method, "params": params, "psnr": psnr,
+                     "linf_levels": results["imperceptibility_mean"]["linf_levels"] if method != "none" else None,
+                     "clean_control": {j: scores["clean"].get(j) for j in JUDGES}, "cells": cells,
+                     "run": (Path("rows") / slug(label)).as_posix(),
+                     "seconds": round(time.perf_counter() - row_started, 1)})
+    table = {
+        "model": model.name, "model_dir_name": model_dir.name, "device": str(model.device),
+        "date": time.strftime("%Y-%m-%d"), "style": style, "resolution": resolution,
+        "sanity_passed": bool(sanity and sanity.get("bar", {}).get("passed")),
+        "sanity": {k: sanity.get(k) for k in ("text_to_image", "held_out_without_lora", "held_out_with_lora",
+                                              "sdedit_keeps_style")} if sanity else None,
+        "settings": {k: v for k, v in asdict(settings).items() if k not in ("rows", "columns")},
+        "columns": [c for c, _ in settings.columns], "rows": rows,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    (out / "efficacy.json").write_text(json.dumps(table, indent=1, default=str) + "\n")
+    (out / "efficacy.md").write_text(render_markdown(table))
+    return table
+
+
+def _cell(v: float | None) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+
+
+def render_markdown(table: dict, command: str | None = None) -> str:
+    s = table["settings"]
+    lines = ["# Efficacy on the proxy world", ""]
+    if not table["sanity_passed"]:
+        lines += ["**UNCHECKED MODEL: it has not passed the sanity bar, so these numbers measure nothing.**", ""]
+    lines += [
+        f"Model `{table['model_dir_name']}` on {table['device']}, {table['date']}; artist style **{table['style']}** "
+        f"(held out of the model's training), {table['resolution']} px, {s['train_images']} training images.",
+        f"Every protection at ε = {s['strength_levels']:g}/255 and {s['steps']} steps. Mimic: LoRA rank "
+        f"{s['lora_rank']}, {s['lora_steps']} steps of {s['lora_batch']} images, lr {s['lora_lr']:g}, captions from "
+        f"the renders; {s['k']} sample(s) per content prompt, DDIM {s['gen_steps']}, guidance {s['guidance']:g}.",
+        "",
+        "Cells: the fraction of the mimic's generations that the style judge calls the artist's style "
+        "(**lower is better** for the artist) after training on the protected images passed through the "
+        "column's purifier. *clean* is the LoRA on the clean images in the same run (the ceiling).",
+        "",
+    ]
+    cols = table["columns"]
+    lines.append("| protection | PSNR dB | clean | " + " | ".join(cols) + " |")
+    lines.append("|---|---|---|" + "---|" * len(cols))
+    for r in table["rows"]:
+        psnr = "–" if r["psnr"] is None else f"{r['psnr']:.1f}"
+        cells = " | ".join(_cell(r["cells"][c]["style_accuracy"]) for c in cols)
+        lines.append(f"| {r['label']} | {psnr} | {_cell(r['clean_control']['style_accuracy'])} | {cells} |")
+    lines.append("")
+    if table.get("sanity"):
+        san = table["sanity"]
+        lines.append(f"Sanity bar of this model: text to image min {san['text_to_image']['min']:.2f}, held-out style "
+                     f"{san['held_out_without_lora']:.2f} without LoRA and {san['held_out_with_lora']:.2f} with it, "
+                     f"SDEdit 0.2 keeps style {san['sdedit_keeps_style']['mean']:.2f}.")
+        lines.append("")
+    lines.append(f"Total time {table['seconds'] / 60:.1f} min; per row: " +
+                 ", ".join(f"{r['label']} {r['seconds'] / 60:.1f}" for r in table["rows"]) + " min. Every number, "
+                 "with the files it came from, is in each row's `results.json`.")
+    if command:
+        lines += ["", "Reproduce:", "", "```", command, "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _parse_row(values: list[str]) -> tuple[str, str, dict[str, Any]]:
+    from engine.cli import _param
+
+    if len(values) < 2:
+        raise argparse.ArgumentTypeError("--row needs a LABEL and a METHOD, then KEY=VALUE parameters")
+    return values[0], values[1], dict(_param(v) for v in values[2:])
+
+
+def register(subparsers) -> None:
+    from engine.cli import _steps, _strength
+
+    e = subparsers.add_parser("efficacy", help="the efficacy table on the proxy world (methods × purifiers)",
+                              description="Protect the proxy world's held-out style with every method, purify, "
+                                          "fine-tune a LoRA as a mimic would, and tabulate how often the mimic "
+                                          "still paints the style.")
+    e.add_argument("--model", required=True, help="the proxy model folder (it must have passed the sanity bar)")
+    e.add_argument("--out", required=True, help="run folder (created; reused to resume)")
+    e.add_argument("--write", default=None, help="also write the table to this Markdown file (e.g. docs/efficacy.md)")
+    e.add_argument("--strength", type=_strength, default=8.0, help="budget in pixel levels (0-255), every row")
+    e.add_argument("--steps", type=_steps, default=100)
+    e.add_argument("--only", action="append", default=None, metavar="LABEL",
+                   help="run only these rows of the standard table (repeatable; e.g. --only none --only AntiPure)")
+    e.add_argument("--row", action="append", nargs="+", default=None, metavar="ARG",
+                   help="an extra row: LABEL METHOD [KEY=VALUE ...] (repeatable), e.g. --row 'AntiPure λt 0.5' antipure lambda_t=0.5")
+    e.add_argument("--column", action="append", default=None, metavar="SPEC",
+                   help="purifier columns instead of the standard ones (repeatable; 'none' = unpurified)")
+    e.add_argument("--lora-steps", type=int, default=None)
+    e.add_argument("--lora-lr", type=float, default=None)
+    e.add_argument("--k", type=int, default=None, help="samples per content prompt")
+    e.add_argument("--gen-steps", type=int, default=None)
+    e.add_argument("--purify-steps", type=int, default=None)
+    e.add_argument("--allow-unchecked", action="store_true", help="run on a model without a passed sanity bar")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--seed", type=int, default=0)
+    e.set_defaults(func=run_efficacy_cli)
+
+
+def run_efficacy_cli(args: argparse.Namespace) -> int:
+    from engine.cli import _load_model_or_exit
+    from engine.purify import parse_purifier, purifier_label
+
+    model_dir = Path(os.path.expanduser(args.model))
+    settings = EfficacySettings(strength_levels=args.strength, steps=args.steps, seed=args.seed,
+                                purify_steps=args.purify_steps)
+    overrides = {"lora_steps": args.lora_steps, "lora_lr": args.lora_lr, "k": args.k, "gen_steps": args.gen_steps}
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    try:
+        rows = list(ROWS)
+        if args.only:
+            known = {label.lower(): (label, m, p) for label, m, p in ROWS}
+            missing = [o for o in args.only if o.lower() not in known]
+            if missing:
+                raise ArtveilError("config", f"--only {missing[0]!r}: not a row; rows: {', '.join(l for l, _, _ in ROWS)}")
+            rows = [known[o.lower()] for o in args.only]
+        if args.row:
+            try:
+                rows += [_parse_row(r) for r in args.row]
+            except argparse.ArgumentTypeError as exc:
+                raise ArtveilError("config", str(exc)) from None
+        if args.only is not None or args.row:
+            settings.rows = rows
+        if args.column:
+            cols = []
+            for spec in args.column:
+                if spec == "none":
+                    cols.append(("none", None))
+                else:
+                    name, params = parse_purifier(spec)
+                    cols.append((purifier_label(name, params), spec))
+            settings.columns = cols
+        check_proxy_model(model_dir, args.allow_unchecked)
+        validate_rows(settings.rows)
+    except ArtveilError as exc:
+        print(f"artveil: {exc.message}", file=sys.stderr)
+        return 2
+    model = _load_model_or_exit(str(model_dir), args.device)
+    out = Path(args.out)
+    try:
+        table = run_efficacy(model, model_dir, out, settings, args.allow_unchecked,
+                             log=lambda m: print(m, file=sys.stderr, flush=True))
+    except ArtveilError as exc:
+        print(f"artveil: {exc.message}", file=sys.stderr)
+        return 2
+    command = "artveil " + " ".join(_quote(a) for a in getattr(args, "argv", []))
+    text = render_markdown(table, command)
+    (out / "efficacy.md").write_text(text)
+    if args.write:
+        target = Path(args.write)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(target.suffix + ".part")
+        tmp.write_text(text)
+        os.replace(tmp, target)
+    print(text)
+    return 0
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)

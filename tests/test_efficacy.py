@@ -1,0 +1,158 @@
+"""The proxy model through the ordinary engine paths, and the efficacy table (`artveil efficacy`) at toy scale.
+
+The toy proxy model has every file of the real one but learned nothing, so these tests check the plumbing
+and the bookkeeping (which numbers land in which cell, what is refused), never efficacy itself.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.cli import main as cli_main
+from engine.evaluation import efficacy as E
+from engine.images import save_image
+from engine.jobs import ProtectSettings
+from engine.models import load_model
+from engine.protect import protect_image
+from engine.proxy.data import render_set
+from engine.proxy.styles import HELD_OUT_STYLE
+from engine.purify import purify
+
+# Shares the session's toy proxy model with test_proxy_train (trained once per worker).
+pytestmark = pytest.mark.xdist_group("proxy_toy_model")
+
+TOY_ARGS = ["--steps", "2", "--lora-steps", "2", "--k", "1", "--gen-steps", "2", "--purify-steps", "2"]
+
+
+@pytest.fixture
+def proxy_copy(toy_proxy_model, tmp_path):
+    out = tmp_path / "proxy"
+    shutil.copytree(toy_proxy_model, out, ignore=shutil.ignore_patterns("work", "sanity.json"))
+    return out
+
+
+def _swirl(resolution: int) -> np.ndarray:
+    return render_set([HELD_OUT_STYLE], 1, resolution, use="artist").images[0]
+
+
+def test_proxy_model_loads_through_the_ordinary_loader_and_protects_and_purifies(toy_proxy_model, tmp_path):
+    model = load_model(str(toy_proxy_model), device="cpu")
+    assert model.is_demo is False and model.name == toy_proxy_model.name
+    resolution = json.loads((toy_proxy_model / "proxy_world.json").read_text())["resolution"]
+    art = _swirl(resolution)
+    result = protect_image(model, art, ProtectSettings(method="antipure", strength_levels=6, steps=3,
+                                                       preview_every=0, measure_objective=False))
+    exported = np.asarray(Image.open(save_image(result.protected, tmp_path / "swirl.png"))).astype(int)
+    diff = np.abs(exported - art.astype(int))
+    assert exported.shape == art.shape and 0 < diff.max() <= 6
+    washed = purify(model, result.protected, "sdedit", seed=0, strength=0.3, steps=4)
+    assert washed.shape == art.shape and washed.dtype == np.uint8
+    assert np.abs(washed.astype(int) - result.protected.astype(int)).max() > 0
+
+
+def test_efficacy_refuses_a_model_that_has_not_passed_the_sanity_bar(proxy_copy, tmp_path, capsys):
+    args = ["efficacy", "--model", str(proxy_copy), "--out", str(tmp_path / "run"), *TOY_ARGS]
+    assert cli_main(args) == 2
+    assert "no sanity.json" in capsys.readouterr().err
+    (proxy_copy / "sanity.json").write_text(json.dumps({"bar": {"passed": False}}))
+    assert cli_main(args) == 2
+    assert "did not pass the sanity bar" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_efficacy_refuses_a_model_that_is_not_a_proxy_world(tiny_model, tmp_path, capsys):
+    from engine.models import save_tiny_model
+
+    folder = save_tiny_model(tmp_path / "tiny")
+    assert cli_main(["efficacy", "--model", str(folder), "--out", str(tmp_path / "run"), "--allow-unchecked"]) == 2
+    assert "not a proxy-world model" in capsys.readouterr().err
+
+
+def test_efficacy_refuses_unknown_rows_and_purifiers_with_one_line(proxy_copy, tmp_path, capsys):
+    base = ["efficacy", "--model", str(proxy_copy), "--out", str(tmp_path / "run"), "--allow-unchecked"]
+    assert cli_main(base + ["--only", "Glaze"]) == 2
+    assert "not a row" in capsys.readouterr().err
+    assert cli_main(base + ["--column", "bleach:3"]) == 2
+    assert "unknown purifier" in capsys.readouterr().err
+    assert cli_main(base + ["--row", "mine", "antipure", "lambda_t=0.5"]) == 2
+    assert "row 'mine': antipure: unknown parameter(s) ['lambda_t']" in capsys.readouterr().err
+    assert cli_main(base + ["--row", "mine", "glaze"]) == 2
+    assert "row 'mine'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_efficacy_table_cells_are_the_eval_runs_numbers(proxy_copy, tmp_path, capsys):
+    out, doc = tmp_path / "run", tmp_path / "docs" / "efficacy.md"
+    args = ["efficacy", "--model", str(proxy_copy), "--out", str(out), "--allow-unchecked", "--write", str(doc),
+            "--only", "none", "--only", "AntiPure w/o ETG", "--row", "AntiPure λt 0.5", "antipure", "lambda_etg=0.5",
+            "--column", "none", "--column", "jpeg:75", *TOY_ARGS]
+    assert cli_main(args) == 0
+    capsys.readouterr()
+    table = json.loads((out / "efficacy.json").read_text())
+    assert [r["label"] for r in table["rows"]] == ["none", "AntiPure w/o ETG", "AntiPure λt 0.5"]
+    assert table["columns"] == ["none", "jpeg 75"] and table["sanity_passed"] is False
+    for row in table["rows"]:
+        results = json.loads((out / row["run"] / "results.json").read_text())
+        scores = results["customization"]["scores"]
+        assert results["config"]["style"] == HELD_OUT_STYLE and results["config"]["captions"] == "files"
+        assert row["cells"]["none"]["style_accuracy"] == scores["protected"]["style_accuracy"]
+        assert row["cells"]["jpeg 75"]["style_accuracy"] == scores["purified-jpeg-75"]["style_accuracy"]
+        assert row["clean_control"]["style_accuracy"] == scores["clean"]["style_accuracy"]
+        assert all(0.0 <= v["style_accuracy"] <= 1.0 for v in row["cells"].values())
+    antipure = json.loads((out / table["rows"][2]["run"] / "results.json").read_text())
+    assert antipure["config"]["method_params"] == {"lambda_etg": 0.5}
+    assert table["rows"][1]["params"] == {"use_etg": False}
+    # every protected image within the budget; the "none" row has no PSNR (it is not protected)
+    assert table["rows"][0]["psnr"] is None and 0 < table["rows"][1]["linf_levels"] <= 8
+    text = doc.read_text()
+    assert text == (out / "efficacy.md").read_text()
+    assert "UNCHECKED MODEL" in text and "| AntiPure λt 0.5 |" in text and "Reproduce:" in text
+    line = next(ln for ln in text.splitlines() if ln.startswith("| AntiPure w/o ETG |"))
+    assert line.split("|")[2].strip() == f"{table['rows'][1]['psnr']:.1f}"
+    # The artist set: the held-out style's renders with their captions beside them.
+    captions = sorted((out / "artist").glob("*.txt"))
+    assert len(captions) == 9 and all(HELD_OUT_STYLE in c.read_text() for c in captions)
+
+    # Run again: everything resumes from the run folders, nothing is recomputed.
+    assert cli_main(args) == 0
+    err = capsys.readouterr().err
+    assert "done in" not in err and "skipped" in err
+
+
+def test_the_none_row_trains_the_mimic_once_on_the_clean_images(proxy_copy, tmp_path):
+    model = load_model(str(proxy_copy), device="cpu")
+    settings = E.EfficacySettings(steps=2, lora_steps=2, k=1, gen_steps=2, rows=[("none", "none", {})],
+                                  columns=[("none", None), ("JPEG 75", "jpeg:75")])
+    table = E.run_efficacy(model, proxy_copy, tmp_path / "run", settings, allow_unchecked=True, log=lambda m: None)
+    run = tmp_path / "run" / table["rows"][0]["run"]
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    assert "protect" not in stages and "customize:protected" not in stages
+    assert "customize:clean" in stages and "customize:purified-jpeg-75" in stages
+    results = json.loads((run / "results.json").read_text())
+    assert results["files"]["protected"] == results["files"]["clean"]
+    assert table["rows"][0]["cells"]["none"] == table["rows"][0]["clean_control"]
+
+
+def test_eval_reads_per_image_captions_and_says_which_file_lacks_one(tiny_model, tmp_path):
+    from engine.errors import ArtveilError
+    from engine.evaluation import EvalConfig, run_evaluation
+
+    art = tmp_path / "art"
+    art.mkdir()
+    for i, style in enumerate(["stripes", "rings", "mosaic"]):
+        Image.fromarray(render_set([style], 1, 32, use="artist").images[0]).save(art / f"p{i}.png")
+        (art / f"p{i}.txt").write_text(f"a painting in {style} style\n")
+    config = EvalConfig(images=[str(art)], method="none", purifiers=[], size=32, heldout=1, k=1, lora_steps=2,
+                        gen_steps=2, captions="files", judges=["image_stats"])
+    results = run_evaluation(tiny_model, config, tmp_path / "run", log=lambda m: None)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["stages"]["prepare"]["info"]["captions"]["000_p0.png"] == "a painting in stripes style"
+    assert results["customization"]["scores"]["clean"]["image_stats"] is not None
+    (art / "p1.txt").unlink()
+    with pytest.raises(ArtveilError, match="p1.png: no caption file p1.txt"):
+        run_evaluation(tiny_model, config, tmp_path / "run2", log=lambda m: None)
