@@ -1,7 +1,8 @@
 """Loading Stable Diffusion 1.x / 2.x through diffusers, and the built-in tiny demo model.
 
-Sources: "tiny" (random weights, for trying the app and for tests: no protection), a local diffusers
-folder, a single .safetensors checkpoint (configs shipped in resources/model_configs), or a hub id
+Sources: "tiny" (random weights, for trying the app and for tests: no protection), "proxy" (the project's
+small proxy-world model in resources/proxy/model, when the build has it: also a demo, not Stable Diffusion),
+a local diffusers folder, a single .safetensors checkpoint (configs shipped in resources/model_configs), or a hub id
 resolved from the local Hugging Face cache only. Nothing here touches the network.
 """
 
@@ -22,6 +23,21 @@ from engine.errors import ArtveilError
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
 TINY_NAME = "tiny"
 TINY_DESCRIPTION = "Built-in demo model (random weights): for trying Artveil, gives NO real protection."
+PROXY_NAME = "proxy"
+PROXY_DESCRIPTION = (
+    "Built-in proxy model: a small model trained by the project on procedural art, for trying Artveil. "
+    "It is not Stable Diffusion: images protected with it are NOT protected against real models."
+)
+
+
+def proxy_model_dir() -> Path:
+    """Where a build ships the proxy-world model (docs/proxy-world.md); it may be absent."""
+    return Path(str(resources.files("resources") / "proxy" / "model"))
+
+
+def demo_source() -> str:
+    """The built-in demo model to offer: the trained proxy model when the build has it, else the tiny one."""
+    return PROXY_NAME if (proxy_model_dir() / "model_index.json").is_file() else TINY_NAME
 
 
 @dataclass
@@ -351,6 +367,14 @@ def load_model(source: str, device: str = "auto", seed: int = 0) -> ModelBundle:
     """Load a model for protection; weights frozen, on `device`, in bf16/fp16 (CUDA) or fp32 (CPU)."""
     if source == TINY_NAME:
         return build_tiny_model(seed=seed, device=device)
+    if source == PROXY_NAME:
+        folder = proxy_model_dir()
+        if not (folder / "model_index.json").is_file():
+            raise ArtveilError("model", "the built-in proxy model is not in this build (it is trained on a GPU, "
+                                        "see docs/proxy-world.md); use the 'tiny' demo model or your own model.")
+        bundle = load_model(str(folder), device=device, seed=seed)
+        bundle.name, bundle.is_demo, bundle.description = "proxy", True, PROXY_DESCRIPTION
+        return bundle
     from diffusers import StableDiffusionPipeline
 
     dev = pick_device(device)

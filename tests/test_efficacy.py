@@ -156,3 +156,18 @@ def test_eval_reads_per_image_captions_and_says_which_file_lacks_one(tiny_model,
     (art / "p1.txt").unlink()
     with pytest.raises(ArtveilError, match="p1.png: no caption file p1.txt"):
         run_evaluation(tiny_model, config, tmp_path / "run2", log=lambda m: None)
+
+
+def test_the_proxy_model_becomes_the_built_in_demo_when_the_build_ships_it(proxy_copy, tmp_path, monkeypatch):
+    from engine import models
+    from engine.errors import ArtveilError
+
+    monkeypatch.setattr(models, "proxy_model_dir", lambda: tmp_path / "absent")
+    assert models.demo_source() == "tiny"
+    with pytest.raises(ArtveilError, match="proxy model is not in this build"):
+        models.load_model("proxy", device="cpu")
+    monkeypatch.setattr(models, "proxy_model_dir", lambda: proxy_copy)
+    assert models.demo_source() == "proxy"
+    bundle = models.load_model("proxy", device="cpu")
+    assert bundle.is_demo and bundle.name == "proxy" and "not Stable Diffusion" in bundle.description
+    assert bundle.unet.config.cross_attention_dim == bundle.text_encoder.config.hidden_size

@@ -22,11 +22,12 @@ from PySide6.QtWidgets import (
 
 from engine.errors import ArtveilError
 from engine.jobs import CancelToken
+from engine.models import PROXY_NAME, TINY_NAME, demo_source
 
 from ..viewmodel import Workspace, format_duration, one_line
 from .common import caption, section_title
 
-DEMO_SOURCE = "tiny"
+DEMO_SOURCE = demo_source()  # "proxy" when the build ships the trained proxy model, else "tiny"
 
 
 class ModelDialog(QDialog):
@@ -78,6 +79,9 @@ class ModelDialog(QDialog):
 
         self.demo_option = QRadioButton("Built-in demo model")
         self.demo_note = caption(
+            ("A small model trained by the project on procedural art, for trying the app. It is not Stable "
+             "Diffusion: images protected with it are NOT protected against real models.")
+            if DEMO_SOURCE == PROXY_NAME else
             "A tiny random model for trying the app. It gives NO real protection: images protected "
             "with it are not protected against any real model.",
             "Warning",
@@ -137,7 +141,7 @@ class ModelDialog(QDialog):
         return row
 
     def _preselect(self, source: str) -> None:
-        if source == DEMO_SOURCE:
+        if source in (DEMO_SOURCE, TINY_NAME, PROXY_NAME):
             self.demo_option.setChecked(True)
         elif source:
             self.folder_edit.setText(source)
