@@ -118,7 +118,30 @@ def test_budget_estimate_uses_the_measured_step_time(make_window, tmp_path):
     c.budget_slider.setValue(40)  # 400 steps: four times as long
     assert first != c.budget_estimate.text()
     assert ws.estimate_seconds(steps=400) == pytest.approx(4 * ws.estimate_seconds(steps=100))
-    assert "per image on this machine" in c.budget_estimate.text()
+    assert "per image (up to 512 px) on this machine" in c.budget_estimate.text()
+
+
+def test_budget_estimate_for_a_queue_adds_up_its_own_images(make_window, tmp_path):
+    from PIL import Image
+
+    from tests.conftest import make_image
+
+    window, ws = make_window()
+    c = window.controls
+    paths = []
+    for i, (h, w) in enumerate([(256, 256), (512, 512)]):
+        Image.fromarray(make_image(h, w, seed=i)).save(tmp_path / f"p{i}.png")
+        paths.append(str(tmp_path / f"p{i}.png"))
+    ws.add_paths(paths[:1])
+    c._show_estimate()
+    one = ws.estimate_seconds([ws.queue.items[0]])
+    assert c.budget_estimate.text().startswith("≈ ") and "for the waiting image" in c.budget_estimate.text()
+    ws.add_paths(paths[1:])
+    c._show_estimate()
+    total = ws.estimate_seconds(ws.queue.items)
+    assert total > one  # the bigger image costs more
+    text = c.budget_estimate.text()
+    assert "for the 2 waiting images" in text and "each" in text
 
 
 def test_protect_saves_a_png_and_the_compare_view_shows_the_result(make_window, tmp_path, drive):

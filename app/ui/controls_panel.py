@@ -302,10 +302,18 @@ class ControlsPanel(QWidget):
                 "Time estimate: measuring this machine…" if ws.model is not None else "Time estimate: load a model first"
             )
             return
-        text = f"≈ {format_duration(per_image)} per image on this machine"
+        # One clear figure for what the artist will wait for: the queue's own images when there are any
+        # (their sizes, not the working size), else one image at the working size.
         pending = [i for i in ws.queue.items if i.protected is None]
-        if len(pending) > 1:
-            text += f"; ≈ {format_duration(ws.estimate_seconds(pending))} for all {len(pending)} waiting"
+        if not pending:
+            size = ws.job_settings().working_size
+            text = f"≈ {format_duration(per_image)} per image (up to {size} px) on this machine"
+        elif len(pending) == 1:
+            text = f"≈ {format_duration(ws.estimate_seconds(pending))} for the waiting image on this machine"
+        else:
+            total = ws.estimate_seconds(pending)
+            text = (f"≈ {format_duration(total)} for the {len(pending)} waiting images "
+                    f"(≈ {format_duration(total / len(pending))} each) on this machine")
         self.budget_estimate.setText(text)
 
     def _show_output(self, path: str) -> None:
