@@ -400,7 +400,10 @@ class Workspace(QObject):
         if result.steps_done <= 0 or result.seconds <= 0:
             return
         factor = area_factor(shape[0], shape[1], result.settings.working_size, result.settings.large_image)
-        measured = result.seconds / result.steps_done / factor
+        per_step = getattr(result, "step_seconds", None)
+        if per_step is None:
+            return  # too short a run to separate the step time from the fixed costs: keep the measurement
+        measured = per_step / factor
         old = self._step_seconds
         # A real run beats the short measurement, but one run can be noisy: average, weight to the new.
         self._step_seconds = measured if old is None else 0.3 * old + 0.7 * measured

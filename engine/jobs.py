@@ -79,6 +79,9 @@ class ProtectResult:
     objective_start: float | None = None
     objective_end: float | None = None
     notes: list[str] = field(default_factory=list)
+    # Seconds per optimizer step once warm (None for runs too short to tell): `seconds` also holds the
+    # fixed costs (set-up, objective measurement, export), which must not inflate per-step estimates.
+    step_seconds: float | None = None
 
 
 class CancelToken:

@@ -332,7 +332,20 @@ def _run(model, pixels, settings, cancel, tile, notes) -> Iterator[ProtectProgre
         objective_start=obj0,
         objective_end=obj1,
         notes=list(notes),
+        step_seconds=_steady_step_seconds(clock["times"]),
     )
+
+
+def _steady_step_seconds(times: list[float]) -> float | None:
+    """Mean seconds per step after the warm-up steps; times = [start, end of step 1, end of step 2, ...].
+
+    The interval from start to the end of step 1 (set-up, first allocations) is never counted.
+    """
+    steps = len(times) - 1
+    if steps < 2:
+        return None
+    warm = times[max(1, min(WARMUP_STEPS, steps - 1)):]
+    return (warm[-1] - warm[0]) / (len(warm) - 1)
 
 
 def protect_iter(

@@ -408,3 +408,21 @@ def test_a_model_that_fails_to_load_is_reported_not_raised(make_window, drive):
     assert ws.model is None
     assert "not a diffusers folder" in window.model_label.text()
     assert ws.settings.model_source == "tiny"  # the last good choice stays
+
+
+def test_a_finished_run_refines_the_estimate_with_its_warm_step_time_only(make_window):
+    from dataclasses import replace as dc_replace
+
+    from engine.jobs import ProtectResult
+
+    window, ws = make_window()
+    before = ws.step_seconds
+    pixels = np.zeros((256, 256, 3), np.uint8)
+    settings = dc_replace(ws.job_settings(), working_size=512)
+    # 12 steps that took 60 s in all, 50 of them fixed costs: 1 s per step once warm.
+    run = ProtectResult(pixels, pixels, settings, {}, seconds=60.0, steps_done=12, step_seconds=1.0)
+    ws._refine_step_seconds(run, pixels.shape)
+    assert ws.step_seconds == pytest.approx(0.3 * before + 0.7 * 1.0)
+    short = ProtectResult(pixels, pixels, settings, {}, seconds=9.0, steps_done=1, step_seconds=None)
+    ws._refine_step_seconds(short, pixels.shape)  # nothing to learn from a one-step run
+    assert ws.step_seconds == pytest.approx(0.3 * before + 0.7 * 1.0)

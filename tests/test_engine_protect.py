@@ -158,3 +158,19 @@ def test_exif_rotation_and_icc_profile_reach_the_output(tiny_model, tmp_path):
     with Image.open(out) as saved:
         assert saved.size == (40, 64)
         assert saved.info.get("icc_profile") == icc
+
+
+def test_result_reports_the_warm_step_time_without_the_fixed_costs():
+    from engine.protect import _steady_step_seconds
+
+    # set-up 10 s, two slow warm-up steps, then 1 s per step
+    times = [0.0, 10.0 + 5.0, 15.0 + 3.0, 19.0, 20.0, 21.0]
+    assert _steady_step_seconds(times) == pytest.approx(1.0)
+    assert _steady_step_seconds([0.0, 12.0, 13.0]) == pytest.approx(1.0)  # two steps: the set-up is still left out
+    assert _steady_step_seconds([0.0, 12.0]) is None  # one step cannot be told from the set-up
+
+
+def test_protect_result_step_time_is_below_the_whole_job_time_per_step(tiny_model):
+    result = protect_image(tiny_model, make_image(64, 64), quick("antipure", steps=5))
+    assert result.step_seconds is not None and 0 < result.step_seconds
+    assert result.step_seconds * result.steps_done < result.seconds
