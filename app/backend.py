@@ -88,7 +88,7 @@ class EngineBackend(Protocol):
     def save_image(self, pixels: np.ndarray, path: str, icc_profile: bytes | None, overwrite: bool) -> str: ...
     def robustness(
         self, original: np.ndarray, protected: np.ndarray, settings: ProtectSettings,
-        purifiers: list[PurifierRequest],
+        purifiers: list[PurifierRequest], cancel: CancelToken | None = None,
     ) -> Any: ...
     def list_local_models(self) -> list[LocalModel]: ...
     def download_model(self, name: str, progress: Callable[..., None], cancel: CancelToken) -> str: ...
@@ -180,11 +180,12 @@ class RealBackend:
         save_image(pixels, Path(path), icc_profile=icc_profile, overwrite=overwrite)
         return str(path)
 
-    def robustness(self, original, protected, settings, purifiers):
+    def robustness(self, original, protected, settings, purifiers, cancel=None):
         from engine.robustness import robustness_summary
 
         return robustness_summary(
-            self._require_model(), original, protected, settings, [(p.name, dict(p.params)) for p in purifiers]
+            self._require_model(), original, protected, settings, [(p.name, dict(p.params)) for p in purifiers],
+            cancel=cancel,
         )
 
     def known_downloads(self) -> list[LocalModel]:

@@ -741,10 +741,15 @@ class Workspace(QObject):
     async def _preview(self, item: QueueItem) -> None:
         self._set_busy(True)
         self._set_batch_text("Purifying…")
+        self._cancel = CancelToken()  # Stop ends the preview within one denoising step
         try:
             report = await self.bridge.call(
-                "robustness", item.original, item.protected, self.job_settings(), self.purifier_requests()
+                "robustness", item.original, item.protected, self.job_settings(), self.purifier_requests(),
+                cancel=self._cancel,
             )
+        except Cancelled:
+            self._set_summary("Purification preview stopped.")
+            return
         except ArtveilError as exc:
             self.problem.emit(f"Purification preview failed: {one_line(exc.message)}")
             return

@@ -87,7 +87,10 @@ def robustness_summary(
     purifiers: list[str | tuple[str, dict]],
     seed: int = 0,
     with_objective: bool = True,
+    cancel=None,
 ) -> RobustnessReport:
+    """How much of the protection each purifier leaves. cancel (a CancelToken) stops it within one
+    denoising step of a diffusion purifier, or between purifiers (raises Cancelled)."""
     ws = settings.working_size
     z_o, z_p = _latent(model, original, ws), _latent(model, protected, ws)
     base_latent = float((z_p - z_o).norm())
@@ -97,8 +100,8 @@ def robustness_summary(
     rows = []
     for spec in purifiers:
         name, params = (spec, {}) if isinstance(spec, str) else spec
-        po = purify(model, original, name, seed=seed, **params)
-        pp = purify(model, protected, name, seed=seed, **params)
+        po = purify(model, original, name, seed=seed, cancel=cancel, **params)
+        pp = purify(model, protected, name, seed=seed, cancel=cancel, **params)
         lat = float((_latent(model, pp, ws) - _latent(model, po, ws)).norm()) / max(base_latent, 1e-12)
         obj_ratio = None
         if with_objective and abs(j_p - j_o) > 1e-9:

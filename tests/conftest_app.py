@@ -57,6 +57,7 @@ class FakeEngine:
     """Shared between the test and the backend on the engine thread."""
 
     step_delay_s: float = 0.0
+    preview_delay_s: float = 0.0
     jobs: list = field(default_factory=list)  # ProtectSettings, in arrival order
     steps_run: list = field(default_factory=list)  # steps actually done per job
     calls: list = field(default_factory=list)
@@ -142,8 +143,14 @@ class FakeBackend:
 
         return str(save_image(pixels, path, icc_profile=icc_profile, overwrite=overwrite))
 
-    def robustness(self, original, protected, settings, purifiers):
+    def robustness(self, original, protected, settings, purifiers, cancel=None):
         self._record("robustness")
+        # A real re-draw takes minutes on a CPU: with preview_delay_s set, wait like one, step by step.
+        deadline = time.monotonic() + self.engine.preview_delay_s
+        while time.monotonic() < deadline:
+            if cancel is not None and cancel.cancelled:
+                raise Cancelled()
+            time.sleep(0.01)
         rows = []
         for i, request in enumerate(purifiers):
             rows.append(_Row(request.name, f"{request.name} {request.params}", 0.8 - 0.3 * i,

@@ -308,6 +308,30 @@ def test_purification_preview_shows_two_images_and_a_summary(make_window, fake_e
     assert ws.purifier_requests()[0].name == "jpeg" and ws.purifier_requests()[0].params == {"quality": 50}
 
 
+def test_stop_ends_a_long_purification_preview(make_window, fake_engine, tmp_path, drive):
+    window, ws = make_window()
+    ws.add_paths([write_image(tmp_path / "a.png")])
+    c = window.controls
+
+    async def scenario():
+        c.protect_all_button.click()
+        await ws.idle()
+        fake_engine.preview_delay_s = 30.0  # far longer than the test waits
+        c.preview_button.click()
+        await until(lambda: "robustness" in fake_engine.calls, message="preview started")
+        assert c.stop_button.isEnabled()
+        stopped_at = time.monotonic()
+        c.stop_button.click()
+        await ws.idle()
+        return time.monotonic() - stopped_at
+
+    took = drive(scenario())
+    assert took < 1.0
+    assert ws.queue.items[0].report is None  # no half report shown
+    assert ws.summary == "Purification preview stopped."
+    assert not c.stop_button.isEnabled() and c.preview_button.isEnabled()
+
+
 def test_compare_view_split_handle_zoom_and_space(make_window, tmp_path, drive):
     window, ws = make_window()
     ws.add_paths([write_image(tmp_path / "a.png", size=(120, 160))])

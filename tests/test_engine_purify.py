@@ -78,3 +78,50 @@ def test_robustness_summary_reports_each_purifier_and_the_worst(tiny_model):
     assert "Demo model" in report.verdict
     # An unprotected image has nothing to survive: the ratio against itself is undefined, not 100 %.
     assert report.as_dict()["worst"]["purifier"] == report.worst.label
+
+
+class _CancelAfter:
+    """A CancelToken stand-in that turns cancelled once the UNet has run `steps` times."""
+
+    def __init__(self, unet, steps: int):
+        self.calls = 0
+        self.steps = steps
+        unet.register_forward_hook(self._count)
+
+    def _count(self, *args):
+        self.calls += 1
+
+    @property
+    def cancelled(self) -> bool:
+        return self.calls >= self.steps
+
+
+def test_stop_ends_an_sdedit_redraw_within_one_denoising_step(tiny_model):
+    from engine.errors import Cancelled
+    from engine.purify import purify
+
+    img = make_image(64, 64)
+    token = _CancelAfter(tiny_model.unet, steps=1)
+    try:
+        with pytest.raises(Cancelled):
+            purify(tiny_model, img, "sdedit", strength=0.5, steps=20, cancel=token)  # 10 denoising steps
+        assert token.calls == 1
+        token.steps = 10**9  # the same call without a stop runs every step and finishes
+        token.calls = 0
+        out = purify(tiny_model, img, "sdedit", strength=0.5, steps=20, cancel=token)
+        assert out.shape == img.shape and token.calls == 10
+    finally:
+        tiny_model.unet._forward_hooks.clear()
+
+
+def test_a_stopped_purification_check_raises_before_redrawing(tiny_model):
+    from engine.errors import Cancelled
+    from engine.jobs import CancelToken, ProtectSettings
+    from engine.robustness import robustness_summary
+
+    token = CancelToken()
+    token.cancel()
+    img = make_image(64, 64)
+    with pytest.raises(Cancelled):
+        robustness_summary(tiny_model, img, img, ProtectSettings(method="advdm"), ["sdedit"], with_objective=False,
+                           cancel=token)

@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from engine.errors import ArtveilError
-from engine.purify.diffusion import purify_gridpure, purify_sdedit, purify_upscale
+from engine.errors import ArtveilError, Cancelled
+from engine.purify.diffusion import CANCEL, purify_gridpure, purify_sdedit, purify_upscale
 from engine.purify.simple import purify_jpeg, purify_noise
 
 
@@ -64,8 +64,11 @@ def purifier_label(name: str, params: dict[str, Any]) -> str:
     return f"{name} {merged[knob]:g}" if knob else name
 
 
-def purify(model, pixels: np.ndarray, name: str, seed: int = 0, **params: Any) -> np.ndarray:
-    """Purify an RGB (or RGBA: alpha passed through) uint8 image; deterministic for a seed."""
+def purify(model, pixels: np.ndarray, name: str, seed: int = 0, cancel=None, **params: Any) -> np.ndarray:
+    """Purify an RGB (or RGBA: alpha passed through) uint8 image; deterministic for a seed.
+
+    cancel: a CancelToken; the diffusion purifiers check it after every denoising step (raises Cancelled).
+    """
     if name not in _FUNCTIONS:
         raise ArtveilError("config", f"unknown purifier '{name}'; choose one of: {', '.join(PURIFIERS)}")
     info = PURIFIERS[name]
@@ -74,7 +77,13 @@ def purify(model, pixels: np.ndarray, name: str, seed: int = 0, **params: Any) -
         raise ArtveilError("config", f"purifier {name}: unknown parameter(s) {sorted(unknown)}")
     merged = {**info.defaults, **params}
     rgb = np.ascontiguousarray(pixels[..., :3])
-    out = _FUNCTIONS[name](model, rgb, seed=seed, **merged)
+    if cancel is not None and cancel.cancelled:
+        raise Cancelled()
+    scope = CANCEL.set(cancel)
+    try:
+        out = _FUNCTIONS[name](model, rgb, seed=seed, **merged)
+    finally:
+        CANCEL.reset(scope)
     if pixels.shape[2] == 4:
         out = np.concatenate([out, pixels[..., 3:]], axis=2)
     return out

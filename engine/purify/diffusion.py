@@ -7,13 +7,14 @@ mimic working at the model's resolution would.
 
 from __future__ import annotations
 
+import contextvars
 import os
 
 import numpy as np
 import torch
 from PIL import Image
 
-from engine.errors import ArtveilError
+from engine.errors import ArtveilError, Cancelled
 
 
 def _pipeline(model, kind: str):
@@ -39,6 +40,18 @@ def _fit(rgb: np.ndarray, max_side: int, multiple: int) -> tuple[Image.Image, tu
     return img, (w, h)
 
 
+# The cancel token of the purify() call running on this thread (engine.purify sets it): checked after every
+# denoising step, so Stop ends a long re-draw within one step instead of at its end.
+CANCEL: contextvars.ContextVar = contextvars.ContextVar("artveil_purify_cancel", default=None)
+
+
+def _check_cancel(pipe, step, timestep, callback_kwargs):
+    token = CANCEL.get()
+    if token is not None and token.cancelled:
+        raise Cancelled()
+    return callback_kwargs
+
+
 def _img2img(model, img: Image.Image, strength: float, seed: int, steps: int, prompt: str) -> np.ndarray:
     pipe = _pipeline(model, "img2img")
     generator = torch.Generator(device=model.device).manual_seed(seed)
@@ -53,6 +66,7 @@ def _img2img(model, img: Image.Image, strength: float, seed: int, steps: int, pr
             guidance_scale=1.0,
             generator=generator,
             output_type="np",
+            callback_on_step_end=_check_cancel,
         ).images[0]
     return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
 
