@@ -130,3 +130,18 @@ def test_low_vram_mode_optimizes_a_large_image_in_256_px_tiles_of_the_working_co
     assert covered.all()
     (_, _), whole = _plan(1024, 768, replace(settings, low_vram=False), None)
     assert len(whole) == 1
+
+
+@pytest.mark.slow  # torch.compile of the tiny UNet takes about 3 minutes on one CPU thread
+def test_compiled_unet_gives_the_same_gradient(tiny_model, textured_image):
+    from engine.models import compile_available
+
+    if compile_available(tiny_model.device) is not None:
+        pytest.skip(compile_available(tiny_model.device))
+    settings = ProtectSettings(method="antipure")
+    plain, _ = _gradient(tiny_model, textured_image, "antipure", settings, two_pass=False)
+    with speed_mode(tiny_model, compile_unet=True):
+        assert tiny_model.unet_runner is not tiny_model.unet
+        compiled, _ = _gradient(tiny_model, textured_image, "antipure", settings, two_pass=False)
+    assert tiny_model.unet_runner is tiny_model.unet
+    assert _rel(compiled, plain) < 1e-4
