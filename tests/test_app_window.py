@@ -283,14 +283,24 @@ def test_export_saves_again_in_the_chosen_format(make_window, tmp_path, drive):
     assert Image.open(out / "a.protected.jpg").format == "JPEG"
 
 
-def test_purification_preview_shows_two_images_and_a_summary(make_window, fake_engine, tmp_path, drive):
+def _one_protected_image(make_window, tmp_path, drive):
+    """A window whose queue holds one image, protected through the Protect all button."""
     window, ws = make_window()
     ws.add_paths([write_image(tmp_path / "a.png")])
-    c = window.controls
+
+    async def protect():
+        window.controls.protect_all_button.click()
+        await ws.idle()
+
+    drive(protect())
+    assert ws.queue.items[0].protected is not None
+    return window, ws, window.controls
+
+
+def test_purification_preview_shows_two_images_and_a_summary(make_window, fake_engine, tmp_path, drive):
+    window, ws, c = _one_protected_image(make_window, tmp_path, drive)
 
     async def scenario():
-        c.protect_all_button.click()
-        await ws.idle()
         c.purifier_combo.setCurrentIndex(c.purifier_combo.findData("jpeg"))
         c.purifier_level.setValue(2)
         assert c.preview_button.isEnabled()
@@ -309,13 +319,9 @@ def test_purification_preview_shows_two_images_and_a_summary(make_window, fake_e
 
 
 def test_stop_ends_a_long_purification_preview(make_window, fake_engine, tmp_path, drive):
-    window, ws = make_window()
-    ws.add_paths([write_image(tmp_path / "a.png")])
-    c = window.controls
+    window, ws, c = _one_protected_image(make_window, tmp_path, drive)
 
     async def scenario():
-        c.protect_all_button.click()
-        await ws.idle()
         fake_engine.preview_delay_s = 30.0  # far longer than the test waits
         c.preview_button.click()
         await until(lambda: "robustness" in fake_engine.calls, message="preview started")

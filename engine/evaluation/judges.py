@@ -79,23 +79,27 @@ def denoise_loss_score(inputs: JudgeInputs, seeds: tuple[int, ...] = (11, 22, 33
     return -float(np.mean(losses))
 
 
-def style_score(inputs: JudgeInputs) -> float | None:
+def _style_judge_and_images(inputs: JudgeInputs):
+    """(the style judge, the generations as N x H x W x 3) or None when the style cannot be judged."""
     if not inputs.generated or not inputs.style:
         return None
     judge = load_style_judge()
     if judge is None or inputs.style not in judge.styles:
         return None
-    probs = judge.probabilities(np.stack([g[..., :3] for g in inputs.generated]))
-    return float(probs[:, judge.styles.index(inputs.style)].mean())
+    return judge, np.stack([g[..., :3] for g in inputs.generated])
+
+
+def style_score(inputs: JudgeInputs) -> float | None:
+    found = _style_judge_and_images(inputs)
+    if found is None:
+        return None
+    judge, images = found
+    return float(judge.probabilities(images)[:, judge.styles.index(inputs.style)].mean())
 
 
 def style_accuracy_score(inputs: JudgeInputs) -> float | None:
-    if not inputs.generated or not inputs.style:
-        return None
-    judge = load_style_judge()
-    if judge is None or inputs.style not in judge.styles:
-        return None
-    return float(judge.style_accuracy(np.stack([g[..., :3] for g in inputs.generated]), inputs.style))
+    found = _style_judge_and_images(inputs)
+    return None if found is None else float(found[0].style_accuracy(found[1], inputs.style))
 
 
 _STYLE_JUDGE: list = []
