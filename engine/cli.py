@@ -335,7 +335,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_library_chatter() -> None:
+    """Keep the terminal for Artveil's own lines: the libraries' notes about optional backends
+    (torchvision) and renamed arguments say nothing an artist can act on. Real errors still show."""
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", message=r".*`torch_dtype` is deprecated", category=FutureWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_library_chatter()
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for reports that print their own command

@@ -402,7 +402,7 @@ def load_model(source: str, device: str = "auto", seed: int = 0) -> ModelBundle:
                 requires_safety_checker=False,
             )
             return _bundle_from_pipeline(pipe, path.stem, dev, dtype)
-        if source.count("/") == 1 and not path.exists():
+        if source.count("/") == 1 and not path.exists() and not source.startswith(("/", ".", "~")):
             try:
                 pipe = _from_cache(StableDiffusionPipeline, source, dtype)
             except (OSError, ValueError, EnvironmentError) as exc:

@@ -65,12 +65,15 @@ def test_efficacy_refuses_a_model_that_has_not_passed_the_sanity_bar(proxy_copy,
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
-def test_efficacy_refuses_a_model_that_is_not_a_proxy_world(tiny_model, tmp_path, capsys):
-    from engine.models import save_tiny_model
+def test_efficacy_refuses_a_model_that_is_not_a_proxy_world(tiny_model, tmp_path, capsys, monkeypatch):
+    from engine import models
 
-    folder = save_tiny_model(tmp_path / "tiny")
+    folder = models.save_tiny_model(tmp_path / "tiny")
     assert cli_main(["efficacy", "--model", str(folder), "--out", str(tmp_path / "run"), "--allow-unchecked"]) == 2
     assert "not a proxy-world model" in capsys.readouterr().err
+    monkeypatch.setattr(models, "proxy_model_dir", lambda: tmp_path / "absent")
+    assert cli_main(["efficacy", "--model", "proxy", "--out", str(tmp_path / "run")]) == 2
+    assert "the built-in proxy model is not in this build" in capsys.readouterr().err
 
 
 def test_efficacy_refuses_unknown_rows_and_purifiers_with_one_line(proxy_copy, tmp_path, capsys):

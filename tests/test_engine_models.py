@@ -75,6 +75,10 @@ def test_folder_without_unet_is_refused(tiny_folder, tmp_path):
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ArtveilError, match="no such model"):
         load_model(str(tmp_path / "nowhere"), device="cpu")
+    # One slash, like a hub id, but a path: not sent to the hub cache with a "download it" hint.
+    for path in ("/nowhere", "./nowhere", "~/nowhere"):
+        with pytest.raises(ArtveilError, match="no such model folder"):
+            load_model(path, device="cpu")
 
 
 class _Exploit:

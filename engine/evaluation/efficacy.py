@@ -267,7 +267,8 @@ def register(subparsers) -> None:
                               description="Protect the proxy world's held-out style with every method, purify, "
                                           "fine-tune a LoRA as a mimic would, and tabulate how often the mimic "
                                           "still paints the style.")
-    e.add_argument("--model", required=True, help="the proxy model folder (it must have passed the sanity bar)")
+    e.add_argument("--model", required=True,
+                   help="the proxy model folder, or 'proxy' for the built-in one (it must have passed the sanity bar)")
     e.add_argument("--out", required=True, help="run folder (created; reused to resume)")
     e.add_argument("--write", default=None, help="also write the table to this Markdown file (e.g. docs/efficacy.md)")
     e.add_argument("--strength", type=_strength, default=8.0, help="budget in pixel levels (0-255), every row")
@@ -293,7 +294,13 @@ def run_efficacy_cli(args: argparse.Namespace) -> int:
     from engine.cli import _load_model_or_exit
     from engine.purify import parse_purifier, purifier_label
 
-    model_dir = Path(os.path.expanduser(args.model))
+    from engine.models import PROXY_NAME, proxy_model_dir
+
+    model_dir = proxy_model_dir() if args.model == PROXY_NAME else Path(os.path.expanduser(args.model))
+    if args.model == PROXY_NAME and not (model_dir / "model_index.json").is_file():
+        print("artveil: the built-in proxy model is not in this build (it is trained on a GPU, see "
+              "docs/proxy-world.md); pass --model with the folder of a trained proxy model.", file=sys.stderr)
+        return 2
     settings = EfficacySettings(strength_levels=args.strength, steps=args.steps, seed=args.seed,
                                 purify_steps=args.purify_steps)
     overrides = {"lora_steps": args.lora_steps, "lora_lr": args.lora_lr, "k": args.k, "gen_steps": args.gen_steps}
