@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from engine.proxy.classifier import load_judge
-from engine.proxy.data import render_set, to_tensor
+from engine.proxy.data import render_set
 from engine.proxy.styles import CONTENTS, HELD_OUT_STYLE, STYLES, TRAINING_STYLES, prompt_for
 from engine.proxy.train import CARD_SANITY_BEGIN, CARD_SANITY_END
 

@@ -28,7 +28,6 @@ import argparse
 import copy
 import csv
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -36,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from engine.proxy.data import SEEDS, render_set, to_tensor, to_uint8
 from engine.proxy.styles import CONTENTS, HELD_OUT_STYLE, STYLES, TRAINING_STYLES, caption, prompt_for
