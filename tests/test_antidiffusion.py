@@ -112,14 +112,20 @@ def test_unet_restored_bit_exactly_after_protection(tiny_model, textured_image):
     assert torch.equal(D.unet(tiny_model, z, t, tiny_model.encode_prompt("")), before)
 
 
-def test_raises_its_objective_above_random_noise_and_budget_holds_on_png(tiny_model, tmp_path):
+def assert_surrogate_method_protects(tiny_model, tmp_path, method: str, params: dict) -> None:
+    """A method with a surrogate beats random noise of its budget, the budget holds on the exported PNG,
+    and the shared UNet comes back unchanged."""
     snap = _unet_snapshot(tiny_model)
     img = make_image(32, 32, seed=7)
     # Many timesteps per step (as engine tests do): on random weights one (t, noise) draw is mostly noise.
-    settings = ProtectSettings(method="antidiffusion", strength_levels=8, steps=20, seed=3, timesteps_per_step=32,
-                               preview_every=0, measure_objective=False, method_params={"pt_steps": 3, "rounds": 1, "surrogate_steps": 2})
+    settings = ProtectSettings(method=method, strength_levels=8, steps=20, seed=3, timesteps_per_step=32,
+                               preview_every=0, measure_objective=False, method_params=params)
     result = protect_image(tiny_model, img, settings)
     assert_unet_restored(tiny_model, snap)
     reloaded = load_image(save_image(result.protected, tmp_path / "a.protected.png")).pixels
     assert np.abs(reloaded.astype(int) - img.astype(int)).max() <= 8
     assert_objective_beats_random_noise(tiny_model, img, reloaded, settings)
+
+
+def test_raises_its_objective_above_random_noise_and_budget_holds_on_png(tiny_model, tmp_path):
+    assert_surrogate_method_protects(tiny_model, tmp_path, "antidiffusion", {"pt_steps": 3, "rounds": 1, "surrogate_steps": 2})

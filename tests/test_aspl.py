@@ -6,13 +6,10 @@ import numpy as np
 import torch
 
 from engine import diffusion as D
-from engine.images import load_image, save_image
 from engine.jobs import ProtectSettings
 from engine.methods import MethodContext, get_method
-from engine.protect import protect_image
 from engine.surrogate import Surrogate, SurrogateParams, protect_set
-from tests.conftest import assert_objective_beats_random_noise, make_image
-from tests.test_antidiffusion import _unet_snapshot, assert_unet_restored
+from tests.test_antidiffusion import _unet_snapshot, assert_surrogate_method_protects, assert_unet_restored
 
 FAST = {"pgd_per_round": 5, "clean_tune_steps": 1, "protected_tune_steps": 1}
 
@@ -50,16 +47,8 @@ def test_aspl_tunes_clean_copy_each_round_and_protected_surrogate_between(tiny_m
 
 
 def test_aspl_raises_its_objective_above_random_noise_and_budget_holds_on_png(tiny_model, tmp_path):
-    snap = _unet_snapshot(tiny_model)
-    img = make_image(32, 32, seed=7)
-    # Many timesteps per step (as engine tests do): on random weights one (t, noise) draw is mostly noise.
-    settings = ProtectSettings(method="aspl", strength_levels=8, steps=20, seed=3, timesteps_per_step=32,
-                               preview_every=0, measure_objective=False, method_params={"pgd_per_round": 10, "clean_tune_steps": 1, "protected_tune_steps": 1})
-    result = protect_image(tiny_model, img, settings)
-    assert_unet_restored(tiny_model, snap)
-    reloaded = load_image(save_image(result.protected, tmp_path / "a.protected.png")).pixels
-    assert np.abs(reloaded.astype(int) - img.astype(int)).max() <= 8
-    assert_objective_beats_random_noise(tiny_model, img, reloaded, settings)
+    assert_surrogate_method_protects(tiny_model, tmp_path, "aspl",
+                                     {"pgd_per_round": 10, "clean_tune_steps": 1, "protected_tune_steps": 1})
 
 
 def test_protect_set_shares_one_surrogate_and_restores_unet(tiny_model, textured_image):
