@@ -76,8 +76,27 @@ class ProxyConfig:
     sample_steps: int = 30
     sample_guidance: float = 5.0
     samples_per_style: int = 8
+    # "kl": an AutoencoderKL trained here (the GPU plan); "taef2": the pretrained TAEF2 (engine.taef2), never
+    # trained, so every CPU minute goes to the UNet
+    autoencoder: str = "kl"
+    # train the text encoder with the UNet (its random init gives the style words near-identical embeddings)
+    train_text_encoder: bool = False
+    text_lr: float = 3e-4
+    eval_every: int = 0  # steps between text-to-image checks with the judge (0: none)
+    eval_per_style: int = 4
     extra: dict = field(default_factory=dict)
 
+
+# The configuration trained on two CPU cores (docs/proxy-world.md has the measurements behind each choice):
+# 64 px, TAEF2 latents 8 x 8 x 32 (encoded once and cached), a 5.9 M UNet at 0.87 s/step for batch 64, and a
+# text encoder trained with it so that the style words condition the UNet from the first steps.
+CPU = ProxyConfig(
+    resolution=64, autoencoder="taef2", latent_channels=32, unet_channels=(64, 128, 128),
+    unet_cross_attention=(True, True, False), head_dim=32, text_hidden=128, text_layers=2, text_heads=4,
+    images_per_style=1250, unet_batch=64, unet_lr=5e-4, warmup_steps=300, ema_decay=0.999,
+    train_text_encoder=True, text_lr=5e-4, sample_steps=25, samples_per_style=8, eval_every=750,
+    eval_per_style=8,
+)
 
 TOY = ProxyConfig(
     resolution=32, vae_channels=(8, 16), latent_channels=4, norm_groups=8, unet_channels=(16, 32),
@@ -307,6 +326,51 @@ def train_vae(run: _Run, budget_s: float, max_steps: int | None) -> None:
     run.say(f"VAE done: {step} steps, {train_seconds:.0f} s, test PSNR {metrics['psnr_mean']:.2f} dB")
 
 
+def taef2_weights_dir() -> Path:
+    """The published TAEF2 state dicts with their MIT licence, shipped in resources/taef2."""
+    from importlib import resources
+
+    return Path(str(resources.files("resources") / "taef2"))
+
+
+def _latents_path(run: _Run) -> Path:
+    return run.work / f"latents_taef2_{run.cfg.resolution}px_{run.cfg.images_per_style}.npy"
+
+
+@torch.no_grad()
+def prepare_taef2(run: _Run) -> None:
+    """The pretrained autoencoder instead of a trained VAE: encode the training set once (cached, fp16),
+    fold the per-channel latent statistics into the model, save it to work/vae with its test metrics."""
+    from engine.taef2 import TAEF2Autoencoder
+
+    weights = taef2_weights_dir()
+    vae = TAEF2Autoencoder.from_original(weights / "taef2_encoder.pth", weights / "taef2_decoder.pth")
+    vae = vae.to(run.device).eval()
+    images_np, _ = _training_images(run)
+    started = time.perf_counter()
+    raw = []
+    for start in range(0, len(images_np), 128):
+        raw.append(vae.encode_latents(to_tensor(images_np[start : start + 128]).to(run.device)).float().cpu())
+        if (start // 128) % 20 == 0:
+            run.say(f"taef2: encoded {start + len(raw[-1])} / {len(images_np)} ({time.perf_counter() - started:.0f} s)")
+    raw = torch.cat(raw)
+    mean, std = raw.mean((0, 2, 3)), raw.std((0, 2, 3))
+    vae.set_latent_statistics(mean, std)
+    centred = (raw - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    np.save(_latents_path(run), centred.half().numpy())
+    seconds = time.perf_counter() - started
+    metrics = evaluate_vae(run, vae)
+    metrics |= {"steps": 0, "train_seconds": 0.0, "encode_seconds": round(seconds, 1),
+                "latent_mean_before": [round(v, 4) for v in mean.tolist()],
+                "latent_std_before": [round(v, 4) for v in std.tolist()], "autoencoder": "TAEF2 (pretrained)"}
+    vae.to("cpu").save_pretrained(run.work / "vae", safe_serialization=True)
+    (run.work / "vae_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    run.save_state(vae_done=True, vae_steps=0, vae_seconds=0.0, encode_seconds=round(seconds, 1))
+    run.say(f"TAEF2 ready: {len(raw)} latents {tuple(raw.shape[1:])} in {seconds:.0f} s, "
+            f"test PSNR {metrics['psnr_mean']:.2f} dB, judge on reconstructions "
+            f"{metrics.get('judge_on_reconstructions_mean', float('nan')):.3f}")
+
+
 @torch.no_grad()
 def evaluate_vae(run: _Run, vae) -> dict:
     """PSNR (dB) and judge accuracy of reconstructions of fresh renders of every style (held-out included)."""
@@ -336,12 +400,22 @@ def evaluate_vae(run: _Run, vae) -> dict:
     return result
 
 
+def latent_size(cfg: ProxyConfig) -> int:
+    factor = 8 if cfg.autoencoder == "taef2" else 2 ** (len(cfg.vae_channels) - 1)
+    return cfg.resolution // factor
+
+
 def _components(run: _Run):
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel
 
     tokenizer = load_tokenizer()
-    vae = AutoencoderKL.from_pretrained(run.work / "vae", local_files_only=True).to(run.device).eval()
+    if run.cfg.autoencoder == "taef2":
+        from engine.taef2 import TAEF2Autoencoder
+
+        vae = TAEF2Autoencoder.from_pretrained(run.work / "vae", local_files_only=True).to(run.device).eval()
+    else:
+        vae = AutoencoderKL.from_pretrained(run.work / "vae", local_files_only=True).to(run.device).eval()
     vae.requires_grad_(False)
     te_dir = run.work / "text_encoder"
     if te_dir.exists():
@@ -361,16 +435,19 @@ def _encode_prompts(tokenizer, text_encoder, prompts: list[str], device) -> torc
     return text_encoder(ids)[0].float()
 
 
-def train_unet(run: _Run, budget_s: float, max_steps: int | None, resume: bool) -> None:
-    """Train the UNet on VAE latents of the training styles; checkpoint to work/unet_state.pt."""
-    cfg = run.cfg
-    if not run.state().get("vae_done"):
-        raise SystemExit("train the VAE first (--stage vae)")
-    tokenizer, vae, text_encoder = _components(run)
-    images_np, captions = _training_images(run)
+def _text_table(tokenizer, text_encoder, prompts: list[str], device) -> torch.Tensor:
+    """Like _encode_prompts, with gradients (the text encoder is trained with the UNet)."""
+    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids.to(device)
+    return text_encoder(ids)[0].float()
 
-    # latents of every image and of its mirror image (posterior mean and std), kept on the device
-    started = time.perf_counter()
+
+def _training_latents(run: _Run, vae, images_np: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """Latents the UNet learns: (means, stds or None, how many per pass). TAEF2 latents come from the cache
+    written by prepare_taef2 (deterministic: no std); KL latents are encoded here, with mirror images."""
+    if run.cfg.autoencoder == "taef2":
+        lat = torch.from_numpy(np.load(_latents_path(run))).to(run.device)
+        return lat, None, len(lat)
     images = torch.from_numpy(images_np).permute(0, 3, 1, 2).contiguous()
     lat_mean, lat_std = [], []
     with torch.no_grad(), run.autocast():
@@ -380,29 +457,60 @@ def train_unet(run: _Run, budget_s: float, max_steps: int | None, resume: bool) 
                 posterior = vae.encode(x.flip(-1) if flip else x).latent_dist
                 lat_mean.append(posterior.mean.half())
                 lat_std.append(posterior.std.half())
-    lat_mean, lat_std = torch.cat(lat_mean), torch.cat(lat_std)
-    unique = sorted(set(captions))
-    table = _encode_prompts(tokenizer, text_encoder, unique + [""], run.device)
-    caption_index = torch.tensor([unique.index(c) for c in captions] * 2, device=run.device)
-    empty_index = len(unique)
-    run.say(f"encoded {len(lat_mean)} latents {tuple(lat_mean.shape[1:])} in {time.perf_counter() - started:.0f} s")
+    return torch.cat(lat_mean), torch.cat(lat_std), len(images)
 
-    latent_size = lat_mean.shape[-1]
+
+def train_unet(run: _Run, budget_s: float, max_steps: int | None, resume: bool) -> None:
+    """Train the UNet (and, if the config says so, the text encoder) on latents of the training styles.
+
+    Checkpoints to work/unet_state.pt every few minutes and at the end; with cfg.eval_every, the EMA model's
+    text-to-image accuracy (judge) is measured every eval_every steps and logged to eval.csv.
+    """
+    cfg = run.cfg
+    if not run.state().get("vae_done"):
+        raise SystemExit("prepare the autoencoder first (--stage vae)")
+    tokenizer, vae, text_encoder = _components(run)
+    images_np, captions = _training_images(run)
+
+    started = time.perf_counter()
+    lat_mean, lat_std, per_pass = _training_latents(run, vae, images_np)
+    unique = sorted(set(captions))
+    prompts = unique + [""]
+    caption_index = torch.tensor([unique.index(c) for c in captions] * (len(lat_mean) // per_pass),
+                                 device=run.device)
+    empty_index = len(unique)
+    run.say(f"{len(lat_mean)} latents {tuple(lat_mean.shape[1:])} ready in {time.perf_counter() - started:.0f} s")
+
     torch.manual_seed(cfg.seed)
-    unet = build_unet(cfg, latent_size).to(run.device).train()
-    ema = copy.deepcopy(unet).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=cfg.unet_lr, betas=(0.9, 0.999), weight_decay=0.01)
+    unet = build_unet(cfg, lat_mean.shape[-1]).to(run.device).train()
+    trained = torch.nn.ModuleDict({"unet": unet})
+    groups = [{"params": list(unet.parameters()), "lr": cfg.unet_lr, "base_lr": cfg.unet_lr}]
+    if cfg.train_text_encoder:
+        text_encoder.train().requires_grad_(True)
+        trained["text_encoder"] = text_encoder
+        groups.append({"params": list(text_encoder.parameters()), "lr": cfg.text_lr, "base_lr": cfg.text_lr})
+    else:
+        frozen_table = _encode_prompts(tokenizer, text_encoder, prompts, run.device)
+    ema = copy.deepcopy(trained).eval().requires_grad_(False)
+    optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999), weight_decay=0.01)
     step = 0
     state_path = run.work / "unet_state.pt"
     if resume and state_path.exists():
         state = torch.load(state_path, map_location=run.device, weights_only=True)
         unet.load_state_dict(state["unet"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
+        ema["unet"].load_state_dict(state["ema"])
+        if cfg.train_text_encoder:
+            text_encoder.load_state_dict(state["text_encoder"])
+            ema["text_encoder"].load_state_dict(state["ema_text_encoder"])
+        if "optimizer" in state:
+            optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
-        run.say(f"resumed the UNet at step {step}")
+        run.say(f"resumed the UNet at step {step}" + ("" if "optimizer" in state else " (fresh optimizer)"))
+    elif resume:
+        run.say("no checkpoint to resume from: starting the UNet from scratch")
     run.say(f"UNet: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M parameters, budget {budget_s:.0f} s")
     forward = torch.compile(unet) if cfg.extra.get("compile") else unet
+    judge = _load_judge() if cfg.eval_every else None
 
     scheduler = training_scheduler()
     alphas = scheduler.alphas_cumprod.to(run.device)
@@ -414,12 +522,17 @@ def train_unet(run: _Run, budget_s: float, max_steps: int | None, resume: bool) 
         elapsed = time.perf_counter() - started
         if elapsed > budget_s or (max_steps is not None and step - first_step >= max_steps):
             break
-        lr = cfg.unet_lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+        warm = min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = group["base_lr"] * warm
+        lr = cfg.unet_lr * warm
         index = torch.randint(0, len(lat_mean), (cfg.unet_batch,), device=run.device)
-        latents = lat_mean[index].float() + lat_std[index].float() * torch.randn_like(lat_mean[index].float())
+        latents = lat_mean[index].float()
+        if lat_std is not None:
+            latents = latents + lat_std[index].float() * torch.randn_like(latents)
         drop = torch.rand(cfg.unet_batch, device=run.device) < cfg.caption_dropout
+        table = (_text_table(tokenizer, text_encoder, prompts, run.device) if cfg.train_text_encoder
+                 else frozen_table)
         condition = table[torch.where(drop, empty_index, caption_index[index])]
         noise = torch.randn_like(latents)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.unet_batch,), device=run.device)
@@ -429,12 +542,12 @@ def train_unet(run: _Run, budget_s: float, max_steps: int | None, resume: bool) 
         loss = (((predicted - noise) ** 2).mean((1, 2, 3)) * loss_weight[t]).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
         optimizer.step()
         step += 1
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            for e, p in zip(ema.parameters(), unet.parameters()):
+            for e, p in zip(ema.parameters(), trained.parameters()):
                 e.lerp_(p, 1 - decay)
         recent.append(loss.item())
         if step % log_every == 0:
@@ -442,11 +555,13 @@ def train_unet(run: _Run, budget_s: float, max_steps: int | None, resume: bool) 
             if step % (log_every * 10) == 0:
                 run.say(f"unet step {step}  loss {np.mean(recent):.4f}  {time.perf_counter() - started:.0f} s")
             recent = []
-        if time.perf_counter() - last_checkpoint > 120:
-            _save_unet_state(state_path, unet, ema, optimizer, step)
+        if time.perf_counter() - last_checkpoint > (120 if run.cuda or run.toy else 300):
+            _save_unet_state(state_path, trained, ema, optimizer, step)
             last_checkpoint = time.perf_counter()
+        if judge is not None and step % cfg.eval_every == 0:
+            _log_eval(run, step, ema, tokenizer, text_encoder, vae, judge)
     seconds = time.perf_counter() - started
-    _save_unet_state(state_path, unet, ema, optimizer, step)
+    _save_unet_state(state_path, trained, ema, optimizer, step)
     previous = run.state().get("unet_seconds", 0.0) if first_step > 0 else 0.0
     total_seconds = previous + seconds
     run.save_state(unet_done=True, unet_steps=step, unet_seconds=round(total_seconds, 1),
@@ -454,33 +569,71 @@ def train_unet(run: _Run, budget_s: float, max_steps: int | None, resume: bool) 
     run.say(f"UNet done: step {step} ({step - first_step} this run), {seconds:.0f} s")
 
 
-def _save_unet_state(path: Path, unet, ema, optimizer, step: int) -> None:
+def _proxy_pipeline(unet, text_encoder, tokenizer, vae):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+        scheduler=sampling_scheduler(training_scheduler()), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@torch.no_grad()
+def _log_eval(run: _Run, step: int, ema, tokenizer, text_encoder, vae, judge) -> None:
+    """Text-to-image accuracy of the EMA weights (DDIM 20, guidance 5): the curve that says when to stop."""
+    cfg, started = run.cfg, time.perf_counter()
+    pipe = _proxy_pipeline(ema["unet"], ema["text_encoder"] if "text_encoder" in ema else text_encoder,
+                           tokenizer, vae)
+    accuracy = {}
+    for i, style in enumerate(TRAINING_STYLES):
+        prompts = [prompt_for(style, CONTENTS[k % len(CONTENTS)]) for k in range(cfg.eval_per_style)]
+        generator = torch.Generator(device="cpu").manual_seed(10_000 + i)
+        out = pipe(prompts, num_inference_steps=20, guidance_scale=cfg.sample_guidance, generator=generator,
+                   output_type="np").images
+        accuracy[style] = judge.style_accuracy((out * 255).round().astype(np.uint8), style)
+    mean = float(np.mean(list(accuracy.values())))
+    path = run.out / "eval.csv"
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(["step", "mean", *TRAINING_STYLES])
+        writer.writerow([step, f"{mean:.3f}", *(f"{accuracy[s]:.2f}" for s in TRAINING_STYLES)])
+    run.say(f"eval step {step}: text-to-image accuracy {mean:.3f} ("
+            + ", ".join(f"{s} {a:.2f}" for s, a in accuracy.items()) + f") in {time.perf_counter() - started:.0f} s")
+
+
+def _save_unet_state(path: Path, trained, ema, optimizer, step: int) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({"unet": unet.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                "step": step}, tmp)
+    state = {"unet": trained["unet"].state_dict(), "ema": ema["unet"].state_dict(),
+             "optimizer": optimizer.state_dict(), "step": step}
+    if "text_encoder" in trained:
+        state["text_encoder"] = trained["text_encoder"].state_dict()
+        state["ema_text_encoder"] = ema["text_encoder"].state_dict()
+    torch.save(state, tmp)
     os.replace(tmp, path)  # a run killed mid-save keeps the previous checkpoint
 
 
 def export(run: _Run) -> Path:
     """Write the fp16 StableDiffusionPipeline folder, a sample grid and the model card into run.out."""
-    from diffusers import StableDiffusionPipeline
-
     cfg = run.cfg
     tokenizer, vae, text_encoder = _components(run)
     state = torch.load(run.work / "unet_state.pt", map_location="cpu", weights_only=True)
-    unet = build_unet(cfg, cfg.resolution // 2 ** (len(cfg.vae_channels) - 1))
+    unet = build_unet(cfg, latent_size(cfg))
     unet.load_state_dict(state["ema"])
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet.to(run.device).eval(),
-        scheduler=sampling_scheduler(training_scheduler()), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
+    if "ema_text_encoder" in state:
+        text_encoder.load_state_dict(state["ema_text_encoder"])
+    pipe = _proxy_pipeline(unet.to(run.device).eval(), text_encoder.eval(), tokenizer, vae)
     grid = sample_grid(pipe, cfg, run.device)
     # fp16 on disk halves the folder (the size limit); diffusers upcasts these to float32 unless a dtype is
     # asked for. The text encoder stays float32: transformers would load it as fp16, and it is only 2 MB.
+    # TAEF2 stays float32 too (5 MB): it is someone else's published weights, shipped as they are.
     pipe.unet.to(torch.float16)
-    pipe.vae.to(torch.float16)
+    if cfg.autoencoder != "taef2":
+        pipe.vae.to(torch.float16)
     pipe.save_pretrained(run.out, safe_serialization=True)
     from PIL import Image
 
@@ -595,11 +748,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images-per-style", type=int, default=None)
     parser.add_argument("--unet-channels", default=None, help="comma-separated, e.g. 64,128,192")
     parser.add_argument("--unet-batch", type=int, default=None)
+    parser.add_argument("--eval-every", type=int, default=None, help="steps between text-to-image checks")
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (needs Triton)")
+    parser.add_argument("--config", choices=("cpu", "gpu"), default="cpu",
+                        help="cpu: 64 px on TAEF2 latents, sized for two CPU cores (default); gpu: 128 px, "
+                             "a VAE trained here")
     parser.add_argument("--toy", action="store_true", help="tiny model and data: the whole path in seconds")
     args = parser.parse_args(argv)
 
-    cfg = TOY if args.toy else ProxyConfig()
+    cfg = TOY if args.toy else (CPU if args.config == "cpu" else ProxyConfig())
     overrides = {}
     if args.images_per_style:
         overrides["images_per_style"] = args.images_per_style
@@ -607,6 +764,8 @@ def main(argv: list[str] | None = None) -> None:
         overrides["unet_channels"] = tuple(int(c) for c in args.unet_channels.split(","))
     if args.unet_batch:
         overrides["unet_batch"] = args.unet_batch
+    if args.eval_every is not None:
+        overrides["eval_every"] = args.eval_every
     if args.compile:
         overrides["extra"] = {"compile": True}
     cfg = replace(cfg, **overrides)
@@ -619,10 +778,16 @@ def main(argv: list[str] | None = None) -> None:
         vae_steps, unet_steps = args.vae_steps or 20, args.unet_steps or 30
     else:
         vae_steps, unet_steps = args.vae_steps, args.unet_steps
-    if args.stage in ("all", "vae"):
-        train_vae(run, budget * (0.3 if args.stage == "all" else 1.0), vae_steps)
+    started = time.perf_counter()
+    if args.stage in ("all", "vae") and not (args.resume and run.state().get("vae_done")):
+        if cfg.autoencoder == "taef2":
+            prepare_taef2(run)
+        else:
+            train_vae(run, budget * (0.3 if args.stage == "all" else 1.0), vae_steps)
     if args.stage in ("all", "unet"):
-        train_unet(run, budget * (0.7 if args.stage == "all" else 1.0), unet_steps, args.resume)
+        # the UNet gets what the autoencoder stage left of --minutes (all of it when run alone)
+        left = budget - (time.perf_counter() - started) if args.stage == "all" else budget
+        train_unet(run, max(left, 0.0), unet_steps, args.resume)
     if args.stage in ("all", "unet", "export"):
         export(run)
 
