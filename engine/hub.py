@@ -66,6 +66,11 @@ class ModelSpec:
     weight_stems: tuple[str, ...] = _SD_WEIGHT_STEMS
     optional_files: tuple[str, ...] = _SD_OPTIONAL_FILES
     cross_attention_dim: int | None = None
+    # What the window tells a person before they click Download: bytes of the files fetched (fp16
+    # weights and configs, as listed on the hub) and the licence they accept by using the weights.
+    download_bytes: int | None = None
+    licence: str | None = None
+    licence_url: str | None = None
 
     @property
     def required_files(self) -> tuple[str, ...]:
@@ -76,9 +81,12 @@ class ModelSpec:
 KNOWN_MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", "Stable Diffusion 1.5", cross_attention_dim=768),
+        ModelSpec("sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5", "Stable Diffusion 1.5", cross_attention_dim=768,
+                  # unet 1.72 GB + text encoder 0.25 GB + VAE 0.17 GB in fp16, and small configs
+                  download_bytes=2_133_000_000, licence="CreativeML OpenRAIL-M",
+                  licence_url="https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5/blob/main/LICENSE.md"),
         ModelSpec("sd21-base", "stabilityai/stable-diffusion-2-1-base", "Stable Diffusion 2.1 base (512 px)",
-                  cross_attention_dim=1024),
+                  cross_attention_dim=1024, download_bytes=2_600_000_000, licence="CreativeML OpenRAIL++-M"),
     )
 }
 
@@ -502,6 +510,15 @@ def _snapshot_root(file_path: str, relative: str) -> Path:
 
 # ---------------------------------------------------------------------------------------------
 # What is on disk (never touches the network)
+
+
+def download_destination(cache_dir: str | os.PathLike | None = None) -> str:
+    """The folder a download lands in: cache_dir, else the hub cache (HF_HUB_CACHE, HF_HOME)."""
+    if cache_dir is not None:
+        return str(Path(cache_dir).expanduser())
+    from huggingface_hub import constants
+
+    return str(Path(constants.HF_HUB_CACHE).expanduser())
 
 
 def _missing_in(spec: ModelSpec, exists: Callable[[str], bool]) -> tuple[tuple[str, ...], str | None]:
