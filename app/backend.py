@@ -59,6 +59,37 @@ class LocalModel:
 
 
 @dataclass(frozen=True)
+class DownloadOffer:
+    """A model the window offers to download: what, how big, under which licence, to where.
+
+    present_path: a complete copy already on disk (then no download is needed), else None.
+    """
+
+    name: str
+    title: str
+    size_bytes: int | None
+    licence: str | None
+    licence_url: str | None
+    destination: str
+    present_path: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelChoices:
+    """Everything the model dialog offers: the built-in demo, the recommended download, local copies.
+
+    demo_source goes to load_model as is; demo_title/demo_note say honestly what the demo is.
+    """
+
+    demo_source: str
+    demo_title: str
+    demo_note: str
+    recommended: DownloadOffer | None
+    local: tuple[LocalModel, ...] = ()
+    download_note: str = ""
+
+
+@dataclass(frozen=True)
 class LoadedPixels:
     """An input image: HxWxC uint8 (C = 3 or 4), with its colour profile kept for export."""
 
@@ -91,11 +122,37 @@ class EngineBackend(Protocol):
         purifiers: list[PurifierRequest], cancel: CancelToken | None = None,
     ) -> Any: ...
     def list_local_models(self) -> list[LocalModel]: ...
+    def model_choices(self) -> ModelChoices: ...
+    def check_model_source(self, path: str) -> str | None: ...
     def download_model(self, name: str, progress: Callable[..., None], cancel: CancelToken) -> str: ...
+    def preview_purifier(
+        self, original: np.ndarray, protected: np.ndarray, request: PurifierRequest,
+        progress: Callable[..., None], cancel: CancelToken,
+    ) -> Any: ...
+
+
+# The recommended download: the model most style mimicry is fine-tuned from.
+RECOMMENDED_MODEL = "sd15"
+
+DEMO_TEXTS = {
+    "proxy": ("Built-in proxy model (small, not Stable Diffusion)",
+              "A small model the project trained on procedural art, so the whole app can be tried on a CPU in "
+              "minutes. It is not Stable Diffusion: images protected with it are NOT protected against real models."),
+    "tiny": ("Built-in tiny demo model (random weights)",
+             "A tiny random network for trying the app. It gives NO real protection: images protected with it are "
+             "not protected against any real model."),
+}
+
+
+def check_model_source(path: str) -> str | None:
+    """Why ``path`` is not a model Artveil can load, in one line; None when it looks loadable (no torch)."""
+    from engine.model_check import check_model_path
+
+    return check_model_path(path)
 
 
 def output_path_for(input_path: Path, out_dir: Path, fmt: str) -> Path:
-    """Where the protected copy of ``input_path`` goes: ``{stem}.protected.{png|jpg}`` in ``out_dir``.
+    """Where the protected copy of ``input_path`` goes: ``{stem}.protected.{png|webp|jpg}`` in ``out_dir``.
 
     A pure path function, so the window calls it on its own thread to find conflicts before a batch.
     """
@@ -207,6 +264,30 @@ class RealBackend:
                 if entry.present and entry.path
             ]
         return _scan_hf_cache()
+
+    def model_choices(self) -> ModelChoices:
+        from engine.models import demo_source
+
+        source = demo_source()
+        title, note = DEMO_TEXTS.get(source, DEMO_TEXTS["tiny"])
+        offer = None
+        if hub_available():
+            from engine.hub import KNOWN_MODELS, download_destination, list_local_models
+
+            spec = KNOWN_MODELS[RECOMMENDED_MODEL]
+            present = next((m.path for m in list_local_models() if m.name == spec.name and m.present), None)
+            offer = DownloadOffer(spec.name, spec.title, spec.download_bytes, spec.licence, spec.licence_url,
+                                  download_destination(), present)
+        return ModelChoices(source, title, note, offer, tuple(self.list_local_models()))
+
+    def check_model_source(self, path: str) -> str | None:
+        return check_model_source(path)
+
+    def preview_purifier(self, original, protected, request, progress, cancel):
+        from engine.preview import preview_purification
+
+        return preview_purification(self._require_model(), original, protected, request.name, dict(request.params),
+                                    progress=progress, cancel=cancel)
 
     def download_model(self, name, progress, cancel):
         if not hub_available():

@@ -14,10 +14,71 @@ NO_DISPLAY_MESSAGE = (
 )
 
 
+# The libraries Qt's X11 plugin needs beyond a basic X session, by their Debian/Ubuntu package
+# (the README's Requirements list the same).
+XCB_PACKAGES = {
+    "libxcb-cursor.so.0": "libxcb-cursor0",
+    "libxcb-icccm.so.4": "libxcb-icccm4",
+    "libxcb-keysyms.so.1": "libxcb-keysyms1",
+    "libxcb-image.so.0": "libxcb-image0",
+    "libxcb-render-util.so.0": "libxcb-render-util0",
+    "libxkbcommon-x11.so.0": "libxkbcommon-x11-0",
+    "libxcb-xkb.so.1": "libxcb-xkb1",
+    "libxcb-shape.so.0": "libxcb-shape0",
+    "libxcb-randr.so.0": "libxcb-randr0",
+    "libxcb-xinerama.so.0": "libxcb-xinerama0",
+    "libxcb-util.so.1": "libxcb-util1",
+    "libEGL.so.1": "libegl1",
+    "libfontconfig.so.1": "libfontconfig1",
+}
+XCB_USUAL = "libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxkbcommon-x11-0"
+
+
 def has_display() -> bool:
     if not sys.platform.startswith("linux"):
         return True  # Windows and macOS always have their native platform plugin
     return any(os.environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))
+
+
+def _uses_xcb() -> bool:
+    """Whether Qt will pick its X11 (xcb) platform plugin in this session."""
+    if not sys.platform.startswith("linux"):
+        return False
+    chosen = os.environ.get("QT_QPA_PLATFORM", "")
+    if chosen:
+        return chosen.split(":")[0].split(";")[0] == "xcb"
+    wayland = os.environ.get("WAYLAND_DISPLAY") and os.environ.get("XDG_SESSION_TYPE") == "wayland"
+    return bool(os.environ.get("DISPLAY")) and not wayland
+
+
+def xcb_problem() -> str | None:
+    """One line on what stops Qt's X11 plugin from loading (a missing system library), or None.
+
+    Qt itself would print five lines and abort; loading the plugin first names the missing library.
+    """
+    if not _uses_xcb():
+        return None
+    import ctypes
+    from pathlib import Path
+
+    try:
+        import PySide6
+    except ImportError:
+        return None
+    plugin = Path(PySide6.__file__).parent / "Qt" / "plugins" / "platforms" / "libqxcb.so"
+    if not plugin.is_file():
+        return None
+    try:
+        ctypes.CDLL(str(plugin))
+    except OSError as exc:
+        text = str(exc)
+        missing = next((name for name in XCB_PACKAGES if name in text), None)
+        what = f"{missing} is missing" if missing else f"a system library is missing ({text.split(':')[0]})"
+        first = XCB_PACKAGES.get(missing, "")
+        packages = XCB_USUAL if first in XCB_USUAL.split() or not first else f"{first} {XCB_USUAL}"
+        return (f"artveil-gui: Qt cannot open the X11 display because {what}. "
+                f"On Debian/Ubuntu: sudo apt install {packages}")
+    return None
 
 
 def self_test(steps: int = 3, size: int = 32) -> tuple[bool, str]:
@@ -112,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ok else 1
     if not has_display():
         print(NO_DISPLAY_MESSAGE, file=sys.stderr)
+        return 2
+    problem = xcb_problem()
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     return run_window([sys.argv[0], *qt_args])
 

@@ -75,6 +75,7 @@ class Settings(QObject):
     output_dir_changed = Signal(object)
     export_format_changed = Signal(object)
     model_source_changed = Signal(object)
+    last_image_dir_changed = Signal(object)
 
     method = _Persisted("antipure", str)
     strength_levels = _Persisted(STRENGTH_PRESETS["default"], float)
@@ -84,6 +85,7 @@ class Settings(QObject):
     output_dir = _Persisted("", str)
     export_format = _Persisted("png", str)
     model_source = _Persisted("", str)
+    last_image_dir = _Persisted("", str)  # where Add images / Add folder opened last
 
     def __init__(self, path: Path | None = None, parent: QObject | None = None):
         super().__init__(parent)
@@ -116,6 +118,28 @@ class Settings(QObject):
 
     def set_step_seconds(self, key: str, seconds: float) -> None:
         self._store.setValue(f"step_seconds/{key}", float(seconds))
+
+    def job_times(self, key: str):
+        """Learned whole-job times (app.progress.JobTimes) for a model/method/device key, or None."""
+        from .progress import JobTimes
+
+        value = self._store.value(f"job_times/{key}")
+        return JobTimes.from_text(value) if value not in (None, "") else None
+
+    def set_job_times(self, key: str, times) -> None:
+        self._store.setValue(f"job_times/{key}", times.as_text())
+
+    def preview_times(self, key: str) -> tuple[float, float] | None:
+        """(seconds to purify one image, seconds to compare) per reference area, or None."""
+        value = self._store.value(f"preview_times/{key}")
+        try:
+            a, b = (float(v) for v in str(value).split(","))
+        except (TypeError, ValueError):
+            return None
+        return (a, b) if a >= 0 and b >= 0 else None
+
+    def set_preview_times(self, key: str, times: tuple[float, float]) -> None:
+        self._store.setValue(f"preview_times/{key}", f"{times[0]:.6g},{times[1]:.6g}")
 
     def sync(self) -> None:
         self._store.sync()

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Protocol
 
 import numpy as np
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QSize, Qt, Signal
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QImage, QImageReader
 
 from engine.errors import ArtveilError, Cancelled
@@ -27,6 +27,7 @@ from engine.jobs import CancelToken, ProtectProgress, ProtectResult, ProtectSett
 from . import backend as backend_module
 from .backend import EngineInfo, ModelSummary, PurifierRequest
 from .bridge import EngineBridge
+from .progress import JobClock, JobTimes, learned_times, prior_times
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,16 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
 THUMBNAIL_PX = 160  # decoded once; big enough to stay sharp at 2x on a ~80 px tile
 MEASURE_SIDE = 256  # step time is measured at this size and scaled by pixel count
+HEARTBEAT_MS = 250  # the bar and the ETA move with the clock between engine reports
+EXPORT_SUFFIXES = {"png": "png", "webp": "webp", "jpeg": "jpg"}
+MIN_SIDE = 32  # as engine.images: smaller images are refused
+MAX_PIXELS = 80_000_000
+# What the preview tells the artist it does differently from a mimic's full run (engine.preview).
+PREVIEW_SIDE = 384
+PREVIEW_STEPS = 20
+PREVIEW_NOTE = (f"The preview runs the purifier at {PREVIEW_SIDE} px (longer side) with {PREVIEW_STEPS} denoising "
+                "steps, so it answers in seconds; a mimic's full-size run may remove a little more or less.")
+PHASE_WORDS = {"setup": "setting up", "steps": "protecting", "saving": "saving", "stopping": "stopping…"}
 
 # Purifier strength presets (light, medium, heavy) in each purifier's own parameter; from the
 # published defaults (methods.md §5). A purifier not listed here runs with its engine defaults.
@@ -43,9 +54,6 @@ PURIFIER_LEVELS: dict[str, tuple[str, tuple[Any, Any, Any]]] = {
     "jpeg": ("quality", (95, 75, 50)),
     "noise": ("sigma", (0.02, 0.05, 0.1)),
 }
-# Left out of the worst case unless chosen: upscale needs weights the user may not have, and
-# GrIDPure's many rounds take minutes on a real model, too long for a preview.
-OPTIONAL_PURIFIERS = {"upscale", "gridpure"}
 LEVEL_NAMES = ("light", "medium", "heavy")
 
 
@@ -64,7 +72,8 @@ class QueueItem:
     path: Path
     thumbnail: QImage
     state: ItemState = ItemState.WAITING
-    progress: float = 0.0  # 0..1 of the optimizer steps
+    progress: float = 0.0  # 0..1 of the whole job: set-up, optimizer steps, saving
+    phase: str = ""  # "setup", "steps", "saving" or "stopping" while protecting
     error: str = ""
     note: str = ""
     original: np.ndarray | None = None
@@ -76,7 +85,11 @@ class QueueItem:
     report: Any = None
     report_purifier: str = ""
     size: tuple[int, int] | None = None  # (height, width) read from the file header
+    unreadable: bool = False  # found broken when added: never counted in estimates
 
+    @property
+    def counts_for_estimate(self) -> bool:
+        return not self.unreadable and self.protected is None
     @property
     def name(self) -> str:
         return self.path.name
@@ -84,7 +97,9 @@ class QueueItem:
     @property
     def status_text(self) -> str:
         if self.state is ItemState.PROTECTING:
-            return f"protecting {int(self.progress * 100)} %"
+            if self.phase == "stopping":
+                return "stopping…"
+            return f"{PHASE_WORDS.get(self.phase, 'protecting')} {int(self.progress * 100)} %"
         if self.state is ItemState.FAILED:
             return f"failed: {self.error}"
         if self.state is ItemState.DONE:
@@ -186,6 +201,21 @@ def describe_robustness(report, chosen: str) -> str:
     return " ".join(parts) if parts else "No purifier was run."
 
 
+@dataclass(frozen=True)
+class PreviewStatus:
+    """Where a purification preview is: fraction 0..1, what it is doing, seconds left (None: unknown yet)."""
+
+    fraction: float
+    doing: str
+    eta_s: float | None
+
+    def line(self) -> str:
+        if self.doing == "Stopping…":
+            return self.doing
+        left = f"about {format_duration(self.eta_s)} left" if self.eta_s is not None else "estimating the time…"
+        return f"{self.doing}… {int(self.fraction * 100)} % · {left}"
+
+
 class Prompts(Protocol):
     """Questions the view-model asks the user. Called synchronously, never inside a coroutine."""
 
@@ -193,6 +223,9 @@ class Prompts(Protocol):
 
     def resolve_conflicts(self, paths: list[Path]) -> str | None:
         """'overwrite', 'keep_both' or 'skip' for files that exist already; None cancels."""
+
+    def confirm_quit(self, doing: str) -> bool:
+        """True to stop ``doing`` (e.g. "protecting 2 images") and quit; False to keep working."""
 
 
 @dataclass(frozen=True)
@@ -265,6 +298,8 @@ class Workspace(QObject):
     item_updated = Signal(object)  # QueueItem
     report_changed = Signal(object)  # QueueItem whose report arrived
     problem = Signal(str)  # a one-line message for the status bar
+    stopping_changed = Signal(bool)  # Stop pressed, work not ended yet
+    preview_progress = Signal(object)  # PreviewStatus while a purification preview runs, None when it ends
 
     def __init__(self, settings: Settings, bridge: EngineBridge, prompts: Prompts | None = None, parent: QObject | None = None):
         super().__init__(parent)
@@ -279,14 +314,25 @@ class Workspace(QObject):
         self.batch_text = ""
         self.summary = ""
         self.selected: QueueItem | None = None
-        self._step_seconds: float | None = None
+        self._times: JobTimes | None = None  # learned on this machine, per MEASURE_SIDE² of working area
+        self.stopping = False
+        self._clock: JobClock | None = None
+        self._preview_clock: JobClock | None = None
+        self._heartbeat = QTimer(self)
+        self._heartbeat.setInterval(HEARTBEAT_MS)
+        self._heartbeat.timeout.connect(self._tick)
         self._cancel = CancelToken()
         self._active_request: int | None = None
         self._active_item: QueueItem | None = None
         self._batch: tuple[int, int] = (0, 0)
         self._batch_remaining: list[QueueItem] = []
         self._tasks: set[asyncio.Future] = set()
+        self._preview_request: int | None = None
+        self._preview_item: QueueItem | None = None
+        self._preview_known = False
+        self.last_preview_seconds: float | None = None
         bridge.job_progress.connect(self._on_progress)
+        bridge.job_progress.connect(self._on_preview_progress)
         settings.steps_changed.connect(lambda _: self.estimate_changed.emit())
         settings.method_changed.connect(lambda _: self._on_method_changed())
         settings.strength_levels_changed.connect(lambda _: self.estimate_changed.emit())
@@ -311,6 +357,20 @@ class Workspace(QObject):
         """Wait until every action started so far (and any it started) has finished."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def when_idle(self, callback) -> asyncio.Future:
+        """Call ``callback`` once every action running now has ended (Quit after Stop)."""
+        running = list(self._tasks)
+
+        async def wait_then_call():
+            await asyncio.gather(*running, return_exceptions=True)
+            callback()
+
+        return self._spawn(wait_then_call())
+
+    @property
+    def previewing(self) -> bool:
+        return self._preview_clock is not None
 
     def _set_busy(self, busy: bool) -> None:
         if busy != self.busy:
@@ -365,8 +425,8 @@ class Workspace(QObject):
         self.settings.model_source = source
         self._set_model_status(self.model.name + (" (demo: no real protection)" if self.model.is_demo else ""))
         self.model_changed.emit(self.model)
-        self._step_seconds = self.settings.step_seconds(self._step_key())
-        if self._step_seconds is None:
+        self._times = self._stored_times()
+        if self._times is None:
             await self._measure_step_seconds()
         self.estimate_changed.emit()
         return True
@@ -375,6 +435,15 @@ class Workspace(QObject):
         info = self.engine_info
         raw = f"{self.settings.model_source}|{self.settings.method}|{info.device_name if info else ''}"
         return hashlib.sha1(raw.encode()).hexdigest()[:16]
+
+    def _stored_times(self) -> JobTimes | None:
+        """Learned whole-job times for this model, method and device; else a prior from a stored step time."""
+        key = self._step_key()
+        learned = self.settings.job_times(key)
+        if learned is not None:
+            return learned
+        step = self.settings.step_seconds(key)
+        return prior_times(step) if step is not None else None
 
     async def _measure_step_seconds(self) -> None:
         if self.model is None:
@@ -386,47 +455,59 @@ class Workspace(QObject):
             log.warning("step time not measured: %s", exc.message)
             return
         if key == self._step_key():
-            self._step_seconds = float(seconds)
-            self.settings.set_step_seconds(key, self._step_seconds)
+            self.settings.set_step_seconds(key, float(seconds))
+            if self.settings.job_times(key) is None:
+                self._times = prior_times(float(seconds))
             self.estimate_changed.emit()
 
     def _on_method_changed(self) -> None:
-        self._step_seconds = self.settings.step_seconds(self._step_key())
+        self._times = self._stored_times()
         self.estimate_changed.emit()
-        if self._step_seconds is None and self.model is not None:
+        if self._times is None and self.model is not None:
             self._spawn(self._measure_step_seconds())
 
-    def _refine_step_seconds(self, result: ProtectResult, shape: tuple[int, ...]) -> None:
-        if result.steps_done <= 0 or result.seconds <= 0:
-            return
-        factor = area_factor(shape[0], shape[1], result.settings.working_size, result.settings.large_image)
-        per_step = getattr(result, "step_seconds", None)
-        if per_step is None:
-            return  # too short a run to separate the step time from the fixed costs: keep the measurement
-        measured = per_step / factor
-        old = self._step_seconds
-        # A real run beats the short measurement, but one run can be noisy: average, weight to the new.
-        self._step_seconds = measured if old is None else 0.3 * old + 0.7 * measured
-        self.settings.set_step_seconds(self._step_key(), self._step_seconds)
+    def _learn_job_times(self, clock: JobClock, shape: tuple[int, ...], settings: ProtectSettings) -> None:
+        """A finished job teaches the whole-job times: set-up, each step and saving, as measured here."""
+        factor = area_factor(shape[0], shape[1], settings.working_size, settings.large_image)
+        measured = learned_times(clock, factor, "setup", "steps", ("saving",))
+        if measured is None:
+            return  # too short a run to tell the step time from the fixed costs: keep what we have
+        # The first real job replaces the prior outright; later ones are averaged in (weighted to the new).
+        learned = self.settings.job_times(self._step_key())
+        self._times = measured if learned is None else learned.blend(measured)
+        self.settings.set_job_times(self._step_key(), self._times)
+        self.settings.set_step_seconds(self._step_key(), self._times.step_s)
         self.estimate_changed.emit()
 
     @property
     def step_seconds(self) -> float | None:
-        return self._step_seconds
+        return None if self._times is None else self._times.step_s
+
+    @property
+    def job_times(self) -> JobTimes | None:
+        return self._times
+
+    def _expected_times(self, item: QueueItem | None, settings: ProtectSettings | None = None) -> JobTimes | None:
+        """Learned times scaled to this item's working area (None: not measured yet)."""
+        if self._times is None:
+            return None
+        settings = settings or self.job_settings()
+        if item is None:
+            h = w = settings.working_size
+        else:
+            h, w = self._image_size(item)
+        return self._times.scaled(area_factor(h, w, settings.working_size, settings.large_image))
 
     def estimate_seconds(self, items: Iterable[QueueItem] | None = None, steps: int | None = None) -> float | None:
-        """Seconds to protect ``items`` (default: one image at the working size) at ``steps``."""
-        if self._step_seconds is None:
+        """Seconds to protect ``items`` (default: one image at the working size) at ``steps``, whole jobs:
+        set-up, optimization and saving. Files found broken when added are not counted."""
+        if self._times is None:
             return None
         steps = self.settings.steps if steps is None else steps
         settings = self.job_settings()
         if items is None:
-            return self._step_seconds * steps * area_factor(settings.working_size, settings.working_size, settings.working_size)
-        total = 0.0
-        for item in items:
-            h, w = self._image_size(item)
-            total += self._step_seconds * steps * area_factor(h, w, settings.working_size, settings.large_image)
-        return total
+            return self._expected_times(None, settings).total(steps)
+        return sum(self._expected_times(i, settings).total(steps) for i in items if not i.unreadable)
 
     def _image_size(self, item: QueueItem) -> tuple[int, int]:
         if item.original is not None:
@@ -444,28 +525,24 @@ class Workspace(QObject):
             steps=steps,
             # Previews every few steps keep the compare view alive without slowing short runs.
             preview_every=max(1, min(10, steps // 10)),
+            # The method's objective before and after (several model passes: most of a short job's time
+            # on a CPU) is for the command line's report; the window never showed it.
+            measure_objective=False,
         )
 
     def purifier_requests(self) -> list[PurifierRequest]:
-        """The chosen purifier at the chosen level first, then the others at their defaults.
-
-        The others are run too so that the summary can name the worst case.
-        """
+        """The chosen purifier at the chosen level: the only one the preview runs."""
         info = self.engine_info
-        choices = list(info.purifiers) if info else []
         chosen = self.settings.purifier
-        requests = []
-        for choice in choices:
-            if choice.name in OPTIONAL_PURIFIERS and choice.name != chosen:
-                continue
-            params = {}
-            if choice.name == chosen and choice.name in PURIFIER_LEVELS:
-                param, values = PURIFIER_LEVELS[choice.name]
-                if not choice.defaults or param in choice.defaults:
-                    params[param] = values[max(0, min(2, self.settings.purifier_level))]
-            requests.append(PurifierRequest(choice.name, params))
-        requests.sort(key=lambda r: r.name != chosen)
-        return requests
+        choice = next((c for c in (info.purifiers if info else ()) if c.name == chosen), None)
+        if choice is None:
+            return []
+        params = {}
+        if choice.name in PURIFIER_LEVELS:
+            param, values = PURIFIER_LEVELS[choice.name]
+            if not choice.defaults or param in choice.defaults:
+                params[param] = values[max(0, min(2, self.settings.purifier_level))]
+        return [PurifierRequest(choice.name, params)]
 
     # ---- the queue ---------------------------------------------------------------------------
 
@@ -483,15 +560,40 @@ class Workspace(QObject):
                 if resolved in known:
                     continue
                 known.add(resolved)
-                header = QImageReader(str(resolved)).size()
-                size = (header.height(), header.width()) if header.isValid() else None
-                new_items.append(QueueItem(resolved, load_thumbnail(resolved), size=size))
+                item = QueueItem(resolved, load_thumbnail(resolved))
+                self._inspect(item)
+                new_items.append(item)
         self.queue.append(new_items)
         if new_items:
             self.estimate_changed.emit()
             if self.selected is None:
                 self.select(new_items[0])
         return len(new_items)
+
+    @staticmethod
+    def _inspect(item: QueueItem) -> None:
+        """Read the header now, so a broken file says why at once instead of "waiting" for its turn."""
+        header = QImageReader(str(item.path)).size()
+        if header.isValid():
+            item.size = (header.height(), header.width())
+            h, w = item.size
+            problem = None
+            if h * w > MAX_PIXELS:
+                problem = f"{item.name}: refused: larger than {MAX_PIXELS // 1_000_000} megapixels."
+            elif min(h, w) < MIN_SIDE:
+                problem = f"{item.name}: too small ({w}×{h}); at least {MIN_SIDE}×{MIN_SIDE} pixels are needed."
+        else:
+            # Qt cannot read it: ask the engine's own reader (torch-free), which names the problem.
+            from engine.images import load_image
+
+            try:
+                pixels = load_image(item.path).pixels
+            except ArtveilError as exc:
+                problem = exc.message
+            else:
+                item.size, problem = pixels.shape[:2], None
+        if problem:
+            item.state, item.error, item.unreadable = ItemState.FAILED, one_line(problem), True
 
     def remove_items(self, items: Iterable[QueueItem]) -> int:
         removed = 0
@@ -538,14 +640,34 @@ class Workspace(QObject):
     def protect_all(self) -> asyncio.Future | None:
         return self.protect([i for i in self.queue.items if i.state is not ItemState.DONE])
 
+    def protectable(self) -> list[QueueItem]:
+        """Images Protect all would start on (not done, not found broken when added)."""
+        return [i for i in self.queue.items if i.state is not ItemState.DONE and not i.unreadable]
+
     def protect_selected(self, items: Iterable[QueueItem] | None = None) -> asyncio.Future | None:
         chosen = list(items) if items is not None else ([self.selected] if self.selected else [])
         return self.protect(chosen)
 
     def stop(self) -> None:
-        """Stop the running job within one optimizer step, and the rest of the batch."""
+        """Stop the running job (or preview) at the end of its current step, and the rest of the batch.
+
+        Says "Stopping…" at once: the engine ends within one optimizer or denoising step.
+        """
         self._cancel.cancel()
         self._batch_remaining.clear()
+        if self.busy and not self.stopping:
+            self.stopping = True
+            self.stopping_changed.emit(True)
+            self._set_batch_text("Stopping…")
+            if self._active_item is not None:
+                self._active_item.phase = "stopping"
+                self._touch(self._active_item)
+            self._tick()
+
+    def _end_stopping(self) -> None:
+        if self.stopping:
+            self.stopping = False
+            self.stopping_changed.emit(False)
 
     def _ensure_output_dir(self) -> Path | None:
         current = self.settings.output_dir
@@ -558,12 +680,12 @@ class Workspace(QObject):
         self.settings.output_dir = str(chosen)
         return Path(chosen)
 
-    def _plan_outputs(self, items: list[QueueItem], keep_existing_own: bool = False) -> dict[QueueItem, OutputPlan] | None:
+    def _plan_outputs(self, items: list[QueueItem]) -> dict[QueueItem, OutputPlan] | None:
         """Decide each item's output file before any work, asking once about existing files."""
         out_dir = self._ensure_output_dir()
         if out_dir is None:
             return None
-        fmt = "jpg" if self.settings.export_format == "jpeg" else "png"
+        fmt = EXPORT_SUFFIXES.get(self.settings.export_format, "png")
         originals = {item.path.resolve() for item in self.queue.items}
         planned: dict[QueueItem, Path] = {}
         taken: set[Path] = set()
@@ -578,8 +700,6 @@ class Workspace(QObject):
             if resolved in originals or resolved in taken:
                 # Never write over an original, nor let two inputs with one name share an output.
                 path = _unique_path(path, taken | originals)
-            elif keep_existing_own and item.output_path is not None and item.output_path.resolve() == resolved:
-                path = resolved  # our own earlier export of this very item: refresh it silently
             elif path.exists():
                 conflicts.append(item)
             planned[item] = path
@@ -598,8 +718,7 @@ class Workspace(QObject):
                 taken.add(new_path.resolve())
                 plans[item] = OutputPlan(new_path, False)
             else:
-                own = keep_existing_own and item.output_path is not None and item.output_path.resolve() == path.resolve()
-                plans[item] = OutputPlan(path, item in conflicts or own)
+                plans[item] = OutputPlan(path, item in conflicts)
         return plans
 
     async def _run_batch(self, items: list[QueueItem], plans: dict[QueueItem, OutputPlan]) -> None:
@@ -610,6 +729,7 @@ class Workspace(QObject):
         done, failed, stopped = 0, [], False
         total = len(items)
         position = 0
+        self._heartbeat.start()
         try:
             while self._batch_remaining and not self._cancel.cancelled:
                 item = self._batch_remaining.pop(0)
@@ -623,45 +743,61 @@ class Workspace(QObject):
                 elif outcome == "stopped":
                     stopped = True
         finally:
+            self._heartbeat.stop()
             self._active_item = None
             self._active_request = None
+            self._clock = None
             self._batch_remaining = []
             self._set_batch_text("")
             self._set_busy(False)
+            self._end_stopping()
         self._set_summary(_batch_summary(done, failed, stopped or self._cancel.cancelled, total))
 
+    def _job_clock(self, item: QueueItem, settings: ProtectSettings) -> JobClock:
+        expected = self._expected_times(item, settings) or JobTimes(0.0, 0.0, 0.0)
+        return JobClock(
+            [("setup", expected.setup_s), ("steps", expected.step_s * settings.steps), ("saving", expected.finish_s)],
+            steps_phase="steps", steps=settings.steps,
+        )
+
     async def _protect_one(self, item: QueueItem, plan: OutputPlan) -> str:
+        """One image, from reading it to its file written; the bar covers all of it."""
         self._active_item = item
-        item.state, item.progress, item.error, item.note = ItemState.PROTECTING, 0.0, "", ""
+        item.state, item.progress, item.error, item.note, item.phase = ItemState.PROTECTING, 0.0, "", "", "setup"
         item.protected, item.preview, item.report = None, None, None
-        self._touch(item)
-        self._update_batch_text(None)
         settings = self.job_settings()
+        clock = self._clock = self._job_clock(item, settings)
+        self._touch(item)
+        self._update_batch_text()
         try:
             loaded = await self.bridge.call("load_image", str(item.path))
             item.original, item.icc_profile = loaded.pixels, loaded.icc_profile
+            item.size = loaded.pixels.shape[:2]
             self._touch(item)
-            self._update_batch_text(None)
             request_id, future = self.bridge.protect(loaded.pixels, settings, self._cancel)
             self._active_request = request_id
             result: ProtectResult = await future
             self._active_request = None
+            clock.enter("saving")
+            item.phase = "saving"
             item.protected, item.preview, item.metrics = result.protected, None, dict(result.metrics)
-            item.progress = 1.0
-            self._refine_step_seconds(result, loaded.pixels.shape)
+            self._tick()
             if plan.path is None:
                 item.note = "not saved (a file with that name exists)"
             else:
                 saved = await self.bridge.call("save_image", result.protected, str(plan.path), loaded.icc_profile, plan.overwrite)
                 item.output_path = Path(saved)
                 item.note = f"saved as {item.output_path.name}"
+            clock.finish()
+            item.progress, item.phase = 1.0, ""  # 100 % only now: the file is written
             item.state = ItemState.DONE
+            self._learn_job_times(clock, loaded.pixels.shape, settings)
             return "done"
         except Cancelled:
-            item.state, item.progress, item.preview = ItemState.STOPPED, 0.0, None
+            item.state, item.progress, item.preview, item.phase = ItemState.STOPPED, 0.0, None, ""
             return "stopped"
         except ArtveilError as exc:
-            item.state, item.error = ItemState.FAILED, one_line(exc.message)
+            item.state, item.error, item.phase = ItemState.FAILED, one_line(exc.message), ""
             return "failed"
         finally:
             self._active_request = None
@@ -671,21 +807,34 @@ class Workspace(QObject):
         item = self._active_item
         if request_id != self._active_request or item is None or not isinstance(progress, ProtectProgress):
             return
-        item.progress = progress.step / max(1, progress.total)
+        if self._clock is not None and progress.step > 0:
+            self._clock.step(progress.step, progress.total)
+            if item.phase != "stopping":
+                item.phase = "steps"
         if progress.preview is not None:
             item.preview = progress.preview
-        self._touch(item)
-        self._update_batch_text(progress)
+        self._tick()
 
-    def _update_batch_text(self, progress: ProtectProgress | None) -> None:
+    def _tick(self) -> None:
+        """The heartbeat: move the active job's bar and ETA with the clock, between engine reports."""
+        if self._preview_clock is not None:
+            status = self._preview_status()
+            self.preview_progress.emit(status)
+            self._set_batch_text(status.line())
+            return
+        item, clock = self._active_item, self._clock
+        if item is None or clock is None or item.state is not ItemState.PROTECTING:
+            return
+        item.progress = clock.fraction()
+        self._touch(item)
+        self._update_batch_text()
+
+    def _update_batch_text(self, _progress: ProtectProgress | None = None) -> None:
+        if self.stopping:
+            self._set_batch_text("Stopping…")
+            return
         position, total = self._batch
-        item = self._active_item
-        current = None
-        if progress is not None and progress.eta_s is not None:
-            current = progress.eta_s
-        elif item is not None:
-            estimate = self.estimate_seconds([item])
-            current = None if estimate is None else estimate * (1 - item.progress)
+        current = self._clock.remaining() if self._clock is not None and self._times is not None else None
         rest = self.estimate_seconds(self._batch_remaining)
         eta = None if current is None or rest is None else current + rest
         text = f"{position} of {total}"
@@ -699,7 +848,8 @@ class Workspace(QObject):
         chosen = [i for i in (items if items is not None else self.queue.items) if i.protected is not None]
         if self.busy or not chosen:
             return None
-        plans = self._plan_outputs(chosen, keep_existing_own=True)
+        # An existing file, even this window's own earlier export, is never rewritten without asking.
+        plans = self._plan_outputs(chosen)
         if plans is None:
             return None
         return self._spawn(self._export(chosen, plans))
@@ -738,15 +888,36 @@ class Workspace(QObject):
             return None
         return self._spawn(self._preview(item))
 
+    def _preview_key(self, request: PurifierRequest) -> str:
+        info = self.engine_info
+        raw = f"{self.settings.model_source}|{request.name}|{sorted(request.params.items())}|{info.device_name if info else ''}"
+        return hashlib.sha1(raw.encode()).hexdigest()[:16]
+
     async def _preview(self, item: QueueItem) -> None:
+        requests = self.purifier_requests()
+        if not requests:
+            self.problem.emit("Choose a purifier to preview.")
+            return
+        request = requests[0]
+        h, w = self._image_size(item)
+        area = area_factor(h, w, PREVIEW_SIDE)
+        key = self._preview_key(request)
+        learned = self.settings.preview_times(key)
+        # Purifying the original and the protected image cost the same; comparing is four encodes.
+        each = learned[0] * area if learned else None
+        compare = learned[1] * area if learned else None
+        clock = JobClock([("original", each or 1.0), ("protected", each or 1.0), ("comparing", compare or 0.2)])
+        self._preview_clock, self._preview_item, self._preview_known = clock, item, learned is not None
         self._set_busy(True)
-        self._set_batch_text("Purifying…")
         self._cancel = CancelToken()  # Stop ends the preview within one denoising step
+        self._heartbeat.start()
+        self._tick()
         try:
-            report = await self.bridge.call(
-                "robustness", item.original, item.protected, self.job_settings(), self.purifier_requests(),
-                cancel=self._cancel,
+            request_id, future = self.bridge.call_tracked(
+                "preview_purifier", item.original, item.protected, request, progress=True, cancel=self._cancel,
             )
+            self._preview_request = request_id
+            report = await future
         except Cancelled:
             self._set_summary("Purification preview stopped.")
             return
@@ -754,10 +925,47 @@ class Workspace(QObject):
             self.problem.emit(f"Purification preview failed: {one_line(exc.message)}")
             return
         finally:
+            self._heartbeat.stop()
+            self._preview_request = None
+            self._preview_clock = None
+            self.preview_progress.emit(None)
             self._set_batch_text("")
             self._set_busy(False)
-        item.report, item.report_purifier = report, self.settings.purifier
+            self._end_stopping()
+        clock.finish()
+        e = clock.phase_elapsed
+        purify_s = (e.get("original", 0.0) + e.get("protected", 0.0)) / 2
+        self.settings.set_preview_times(key, (purify_s / area, e.get("comparing", 0.0) / area))
+        self.last_preview_seconds = clock.elapsed()
+        item.report, item.report_purifier = report, request.name
         self.report_changed.emit(item)
+
+    def _on_preview_progress(self, request_id: int, values) -> None:
+        clock = self._preview_clock
+        if clock is None or request_id != getattr(self, "_preview_request", None) or not isinstance(values, tuple):
+            return
+        phase = values[0] if values else None
+        if phase not in ("original", "protected", "comparing"):
+            return
+        if phase == "protected" and not self._preview_known:
+            # First preview of this purifier here: the original's time is the estimate for the rest.
+            spent = clock.elapsed()
+            clock.expect("protected", spent)
+            clock.expect("comparing", 0.25 * spent)
+            self._preview_known = True
+        clock.enter(phase)
+        self._tick()
+
+    def _preview_status(self) -> "PreviewStatus | None":
+        clock = self._preview_clock
+        if clock is None:
+            return None
+        if self.stopping:
+            return PreviewStatus(clock.fraction(), "Stopping…", None)
+        words = {"original": "Purifying the original", "protected": "Purifying the protected image",
+                 "comparing": "Comparing"}[clock.phase]
+        eta = clock.remaining() if self._preview_known else None
+        return PreviewStatus(clock.fraction(), words, eta)
 
     # ---- shutdown ----------------------------------------------------------------------------
 

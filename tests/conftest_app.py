@@ -23,7 +23,9 @@ import qasync
 from PIL import Image
 from PySide6.QtCore import QThread
 
-from app.backend import Choice, EngineInfo, LoadedPixels, LocalModel, ModelSummary
+from app.backend import (
+    Choice, DownloadOffer, EngineInfo, LoadedPixels, LocalModel, ModelChoices, ModelSummary, check_model_source,
+)
 from app.bridge import LIVE_THREADS
 from engine.errors import ArtveilError, Cancelled
 from engine.jobs import ProtectProgress, ProtectResult
@@ -58,6 +60,10 @@ class FakeEngine:
 
     step_delay_s: float = 0.0
     preview_delay_s: float = 0.0
+    setup_delay_s: float = 0.0  # before the first step, as a method's set-up
+    save_delay_s: float = 0.0  # writing the file
+    purified: list = field(default_factory=list)  # (purifier name, params) the preview ran, in order
+    download_delay_s: float = 0.0
     jobs: list = field(default_factory=list)  # ProtectSettings, in arrival order
     steps_run: list = field(default_factory=list)  # steps actually done per job
     calls: list = field(default_factory=list)
@@ -118,6 +124,9 @@ class FakeBackend:
         started = time.perf_counter()
         done = 0
         try:
+            deadline = time.monotonic() + self.engine.setup_delay_s
+            while time.monotonic() < deadline:  # set-up: the engine reports nothing meanwhile
+                time.sleep(0.005)
             for step in range(1, settings.steps + 1):
                 if cancel is not None and cancel.cancelled:
                     raise Cancelled()
@@ -141,6 +150,8 @@ class FakeBackend:
         self._record("save_image", path)
         from engine.images import save_image
 
+        if self.engine.save_delay_s:
+            time.sleep(self.engine.save_delay_s)
         return str(save_image(pixels, path, icc_profile=icc_profile, overwrite=overwrite))
 
     def robustness(self, original, protected, settings, purifiers, cancel=None):
@@ -163,8 +174,45 @@ class FakeBackend:
         self._record("list_local_models")
         return list(self.engine.models)
 
+    def model_choices(self):
+        self._record("model_choices")
+        offer = DownloadOffer("sd15", "Stable Diffusion 1.5", 2_133_000_000, "CreativeML OpenRAIL-M",
+                              "https://example.org/licence", "/home/artist/.cache/huggingface/hub")
+        return ModelChoices("tiny", "Built-in tiny demo model (random weights)",
+                            "A tiny random network for trying the app. It gives NO real protection.", offer,
+                            tuple(self.engine.models))
+
+    def check_model_source(self, path):
+        self._record("check_model_source", path)
+        return check_model_source(path)  # the real check: it reads headers only, no torch
+
+    def preview_purifier(self, original, protected, request, progress, cancel):
+        self._record("preview_purifier")
+        self.engine.purified.append((request.name, dict(request.params)))
+        for phase in ("original", "protected", "comparing"):
+            if cancel is not None and cancel.cancelled:
+                raise Cancelled()
+            progress(phase)
+            deadline = time.monotonic() + self.engine.preview_delay_s / 3
+            while time.monotonic() < deadline:  # a denoising step every 10 ms, each checking Stop
+                if cancel is not None and cancel.cancelled:
+                    raise Cancelled()
+                time.sleep(0.01)
+        row = _Row(request.name, f"{request.name} {request.params}", 0.8,
+                   np.clip(original.astype(int) // 2 + 60, 0, 255).astype(np.uint8),
+                   np.clip(protected.astype(int) // 2 + 60, 0, 255).astype(np.uint8))
+        return _Report([row], row, "Most of the protection survives even the strongest clean-up tried.")
+
     def download_model(self, name, progress, cancel):
+        from engine.hub import DownloadProgress
+
         self._record("download_model")
+        total = 2_133_000_000
+        for i in range(1, 11):  # ten chunks over download_delay_s, Stop honoured between them
+            if cancel is not None and cancel.cancelled:
+                raise Cancelled("Download stopped by the user; finished files are kept.")
+            time.sleep(self.engine.download_delay_s / 10)
+            progress(DownloadProgress(total * i // 10, total, 5e7, 10.0 - i, "unet/diffusion_pytorch_model.fp16.safetensors"))
         return f"/downloads/{name}"
 
 
@@ -199,6 +247,12 @@ class FakePrompts:
     def resolve_conflicts(self, paths):
         self.asked.append(("conflicts", [p.name for p in paths]))
         return self.conflict_answer
+
+    quit_answer = True
+
+    def confirm_quit(self, doing):
+        self.asked.append(("quit", doing))
+        return self.quit_answer
 
 
 # ---- fixtures ------------------------------------------------------------------------------------

@@ -117,7 +117,10 @@ def test_budget_estimate_uses_the_measured_step_time(make_window, tmp_path):
     first = c.budget_estimate.text()
     c.budget_slider.setValue(40)  # 400 steps: four times as long
     assert first != c.budget_estimate.text()
-    assert ws.estimate_seconds(steps=400) == pytest.approx(4 * ws.estimate_seconds(steps=100))
+    # Steps add linearly on top of the job's fixed costs (set-up and saving), which are never zero.
+    per_100 = ws.estimate_seconds(steps=200) - ws.estimate_seconds(steps=100)
+    assert ws.estimate_seconds(steps=400) - ws.estimate_seconds(steps=100) == pytest.approx(3 * per_100)
+    assert ws.estimate_seconds(steps=100) > per_100
     assert "per image (up to 512 px) on this machine" in c.budget_estimate.text()
 
 
@@ -274,7 +277,8 @@ def test_export_saves_again_in_the_chosen_format(make_window, tmp_path, drive):
     async def scenario():
         ws.protect_all()
         await ws.idle()
-        window.controls.format_combo.setCurrentIndex(1)  # JPEG
+        window.controls.format_combo.setCurrentIndex(window.controls.format_combo.findData("jpeg"))
+        ws.prompts.conflict_answer = "overwrite"
         window.export_action.trigger()
         await ws.idle()
 
@@ -313,9 +317,9 @@ def test_purification_preview_shows_two_images_and_a_summary(make_window, fake_e
     assert not preview.original_pane.pixmap.isNull() and not preview.protected_pane.pixmap.isNull()
     assert "jpeg" in preview.original_pane.title
     text = preview.summary.text()
-    assert "80 %" in text and "survives" in text and "Worst case" in text
-    # The chosen purifier ran at the chosen level (heavy JPEG = quality 50), listed first.
-    assert ws.purifier_requests()[0].name == "jpeg" and ws.purifier_requests()[0].params == {"quality": 50}
+    assert "80 %" in text and "survives" in text
+    # Only the chosen purifier ran, at the chosen level (heavy JPEG = quality 50).
+    assert fake_engine.purified == [("jpeg", {"quality": 50})]
 
 
 def test_stop_ends_a_long_purification_preview(make_window, fake_engine, tmp_path, drive):
@@ -324,7 +328,7 @@ def test_stop_ends_a_long_purification_preview(make_window, fake_engine, tmp_pat
     async def scenario():
         fake_engine.preview_delay_s = 30.0  # far longer than the test waits
         c.preview_button.click()
-        await until(lambda: "robustness" in fake_engine.calls, message="preview started")
+        await until(lambda: "preview_purifier" in fake_engine.calls, message="preview started")
         assert c.stop_button.isEnabled()
         stopped_at = time.monotonic()
         c.stop_button.click()
@@ -412,12 +416,12 @@ def test_without_a_model_the_model_dialog_opens_and_offers_the_demo(make_window,
     window, ws = make_window(model_source=None)
     dialog = window._model_dialog
     assert dialog is not None and dialog.isVisible()
-    assert "NO real protection" in dialog.demo_note.text()
     assert not window.controls.protect_all_button.isEnabled()
 
     async def scenario():
-        await until(lambda: dialog.cache_combo.isEnabled(), message="local models listed")
-        assert dialog.cache_combo.itemText(0) == "Stable Diffusion 1.5 (sd15)"
+        await until(lambda: dialog.choices is not None, message="model choices listed")
+        assert "NO real protection" in dialog.demo_note.text()
+        assert dialog.cache_combo.itemText(1) == "Stable Diffusion 1.5 (sd15)"
         dialog.demo_option.setChecked(True)
         dialog.buttons.button(dialog.buttons.StandardButton.Ok).click()
         await ws.idle()
@@ -440,19 +444,26 @@ def test_a_model_that_fails_to_load_is_reported_not_raised(make_window, drive):
     assert ws.settings.model_source == "tiny"  # the last good choice stays
 
 
-def test_a_finished_run_refines_the_estimate_with_its_warm_step_time_only(make_window):
-    from dataclasses import replace as dc_replace
+def test_a_finished_job_teaches_set_up_step_and_saving_times():
+    from app.progress import JobClock, learned_times
 
-    from engine.jobs import ProtectResult
-
-    window, ws = make_window()
-    before = ws.step_seconds
-    pixels = np.zeros((256, 256, 3), np.uint8)
-    settings = dc_replace(ws.job_settings(), working_size=512)
-    # 12 steps that took 60 s in all, 50 of them fixed costs: 1 s per step once warm.
-    run = ProtectResult(pixels, pixels, settings, {}, seconds=60.0, steps_done=12, step_seconds=1.0)
-    ws._refine_step_seconds(run, pixels.shape)
-    assert ws.step_seconds == pytest.approx(0.3 * before + 0.7 * 1.0)
-    short = ProtectResult(pixels, pixels, settings, {}, seconds=9.0, steps_done=1, step_seconds=None)
-    ws._refine_step_seconds(short, pixels.shape)  # nothing to learn from a one-step run
-    assert ws.step_seconds == pytest.approx(0.3 * before + 0.7 * 1.0)
+    now = [0.0]
+    clock = JobClock([("setup", 1.0), ("steps", 10.0), ("saving", 1.0)], "steps", 10, clock=lambda: now[0])
+    # Set-up 6 s (including step 1, 1 s), then 1 s a step, then 2 s to write the file.
+    for step in range(1, 11):
+        now[0] = 5.0 + step
+        clock.step(step, 10)
+    now[0] = 15.0
+    clock.enter("saving")
+    now[0] = 17.0
+    clock.finish()
+    times = learned_times(clock, 1.0, "setup", "steps", ("saving",))
+    assert times.step_s == pytest.approx(1.0)
+    assert times.setup_s == pytest.approx(5.0)
+    assert times.finish_s == pytest.approx(2.0)
+    assert times.total(10) == pytest.approx(17.0)  # the whole job, as it took
+    # Too short a run to tell a step from the set-up teaches nothing.
+    short = JobClock([("setup", 1.0), ("steps", 1.0), ("saving", 1.0)], "steps", 1, clock=lambda: now[0])
+    short.step(1, 1)
+    short.finish()
+    assert learned_times(short, 1.0, "setup", "steps", ("saving",)) is None

@@ -7,6 +7,7 @@ from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPainterPath, Q
 from PySide6.QtWidgets import (
     QButtonGroup,
     QHBoxLayout,
+    QProgressBar,
     QPushButton,
     QSizePolicy,
     QStackedWidget,
@@ -251,6 +252,21 @@ class PurifyPreview(QWidget):
             "how much of the protection a mimic's clean-up would leave.",
             "Summary",
         )
+        # While a preview runs: its own bar, what it is doing, the time left, and a Stop of its own.
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(False)
+        self.progress_text = caption("")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setObjectName("Stop")
+        self.stop_button.setToolTip("Stop the preview after the current denoising step (Esc)")
+        self.progress_row = QWidget()
+        row = QHBoxLayout(self.progress_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.progress, 1)
+        row.addWidget(self.stop_button)
+        self.progress_row.setVisible(False)
+        self.progress_text.setVisible(False)
         panes = QHBoxLayout()
         panes.setSpacing(6)
         panes.addWidget(self.original_pane)
@@ -258,7 +274,21 @@ class PurifyPreview(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(panes, 1)
+        layout.addWidget(self.progress_row)
+        layout.addWidget(self.progress_text)
         layout.addWidget(self.summary)
+
+    def show_progress(self, status) -> None:
+        """A viewmodel.PreviewStatus while the preview runs; None hides the bar."""
+        running = status is not None
+        self.progress_row.setVisible(running)
+        self.progress_text.setVisible(running)
+        if running:
+            self.progress.setValue(int(1000 * status.fraction))
+            self.progress_text.setText(status.line())
+            stopping = status.doing == "Stopping…"
+            self.stop_button.setEnabled(not stopping)
+            self.stop_button.setText("Stopping…" if stopping else "Stop")
 
     def clear(self) -> None:
         self.original_pane.set_image(QImage(), "Original, purified")
@@ -344,6 +374,8 @@ class CompareArea(QWidget):
         workspace.selection_changed.connect(self._show_item)
         workspace.item_updated.connect(self._on_item_updated)
         workspace.report_changed.connect(self._on_report)
+        workspace.preview_progress.connect(self.purify.show_progress)
+        self.purify.stop_button.clicked.connect(workspace.stop)
         self._show_item(workspace.selected)
 
     def _segment(self, text: str, checked: bool = False) -> QPushButton:

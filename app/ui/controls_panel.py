@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QUrl
+from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
     QComboBox,
     QSizePolicy,
@@ -21,7 +22,7 @@ from PySide6.QtWidgets import (
 from engine.jobs import BUDGET_PRESETS, STRENGTH_PRESETS
 
 from ..backend import EngineInfo
-from ..viewmodel import LEVEL_NAMES, Workspace, format_duration
+from ..viewmodel import LEVEL_NAMES, PREVIEW_NOTE, Workspace, format_duration
 from .common import caption, section_title
 
 STRENGTH_MAX = 16
@@ -36,7 +37,13 @@ BUDGET_TIP = (
     "at the same strength; the time grows with it."
 )
 SHORT_NAMES = {"maximum": "Max", "thorough": "Long", "default": "Default"}  # fit four to a row at 1366 px
-JPEG_WARNING = "JPEG re-compresses the image and weakens the protection. Prefer PNG."
+JPEG_WARNING = "JPEG re-compresses the image and weakens the protection. Prefer PNG or WebP."
+FORMATS = (("png", "PNG (lossless)"), ("webp", "WebP (lossless, smaller)"), ("jpeg", "JPEG (smaller, weaker)"))
+
+
+def short_label(label: str) -> str:
+    """A method's or purifier's name without its parenthesis, which the summary line below says in full."""
+    return label.split(" (")[0].strip() or label
 
 
 class ControlsPanel(QWidget):
@@ -78,10 +85,12 @@ class ControlsPanel(QWidget):
         # Export
         self.output_label = caption("")
         self.output_button = QPushButton("Change…")
+        self.open_folder_button = QPushButton("Open folder")
+        self.open_folder_button.setToolTip("Show the output folder in the file manager")
         self.format_combo = QComboBox()
-        self.format_combo.addItem("PNG (lossless)", "png")
-        self.format_combo.addItem("JPEG (smaller, weaker)", "jpeg")
-        self.format_combo.setCurrentIndex(1 if settings.export_format == "jpeg" else 0)
+        for fmt, text in FORMATS:
+            self.format_combo.addItem(text, fmt)
+        self.format_combo.setCurrentIndex(max(0, self.format_combo.findData(settings.export_format)))
         self.format_warning = caption(JPEG_WARNING, "Warning")
 
         # Run
@@ -94,6 +103,9 @@ class ControlsPanel(QWidget):
         self.stop_button = QPushButton("Stop")
         self.stop_button.setObjectName("Stop")
         self.stop_button.setToolTip("Stop after the current optimizer step (Esc)")
+        # Why Protect is greyed out, in words, where the artist is looking.
+        self.protect_reason = caption("")
+        self.protect_reason.setVisible(False)
 
         # Purification preview
         self.purifier_combo = QComboBox()
@@ -105,11 +117,13 @@ class ControlsPanel(QWidget):
         self.purifier_level.setValue(max(0, min(2, settings.purifier_level)))
         self.purifier_level_value = caption("")
         self.preview_button = QPushButton("Preview purification")
+        self.preview_note = caption(PREVIEW_NOTE)
         for combo in (self.method_combo, self.format_combo, self.purifier_combo):
             # Long labels must not widen the panel past a 1366-px screen; the popup shows them whole.
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(12)
-        self.output_label.setWordWrap(False)
+        self.output_label.setWordWrap(True)
+        self.output_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.output_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
         content = QWidget()
@@ -130,9 +144,11 @@ class ControlsPanel(QWidget):
         layout.addWidget(self.budget_estimate)
         layout.addSpacing(6)
         layout.addWidget(section_title("Save to"))
+        layout.addWidget(self.output_label)
         out_row = QHBoxLayout()
-        out_row.addWidget(self.output_label, 1)
         out_row.addWidget(self.output_button)
+        out_row.addWidget(self.open_folder_button)
+        out_row.addStretch(1)
         layout.addLayout(out_row)
         layout.addWidget(self.format_combo)
         layout.addWidget(self.format_warning)
@@ -143,6 +159,7 @@ class ControlsPanel(QWidget):
         run_row.addWidget(self.protect_all_button, 0, 1)
         run_row.addWidget(self.stop_button, 1, 0, 1, 2)
         layout.addLayout(run_row)
+        layout.addWidget(self.protect_reason)
         line = QFrame()
         line.setFrameShape(QFrame.Shape.HLine)
         line.setStyleSheet("color: #33363b;")
@@ -155,6 +172,7 @@ class ControlsPanel(QWidget):
         layout.addWidget(self.purifier_level)
         layout.addWidget(self.purifier_level_value)
         layout.addWidget(self.preview_button)
+        layout.addWidget(self.preview_note)
         layout.addStretch(1)
 
         scroll = QScrollArea()
@@ -188,6 +206,9 @@ class ControlsPanel(QWidget):
         workspace.queue.rowsInserted.connect(lambda *_: self._show_busy(workspace.busy))
         workspace.queue.rowsRemoved.connect(lambda *_: self._show_busy(workspace.busy))
         workspace.model_changed.connect(lambda _: self._show_busy(workspace.busy))
+        workspace.stopping_changed.connect(lambda _: self._show_busy(workspace.busy))
+        workspace.model_status_changed.connect(lambda _: self._show_busy(workspace.busy))
+        self.open_folder_button.clicked.connect(self.open_output_folder)
 
         self._show_strength(settings.strength_levels)
         self._show_budget(settings.steps)
@@ -246,8 +267,8 @@ class ControlsPanel(QWidget):
             combo.blockSignals(True)
             combo.clear()
             for choice in choices:
-                combo.addItem(choice.label, choice.name)
-                combo.setItemData(combo.count() - 1, choice.summary, Qt.ItemDataRole.ToolTipRole)
+                combo.addItem(short_label(choice.label), choice.name)
+                combo.setItemData(combo.count() - 1, f"{choice.label}: {choice.summary}", Qt.ItemDataRole.ToolTipRole)
             index = combo.findData(current)
             combo.setCurrentIndex(index if index >= 0 else 0)
             combo.blockSignals(False)
@@ -264,7 +285,7 @@ class ControlsPanel(QWidget):
             return
         self.workspace.settings.method = name
         choice = self._choice(info.methods, name)
-        self.method_summary.setText(choice.summary if choice else "")
+        self.method_summary.setText(_full_summary(choice))
 
     def _purifier_picked(self, *_args) -> None:
         info = self.workspace.engine_info
@@ -273,7 +294,7 @@ class ControlsPanel(QWidget):
             return
         self.workspace.settings.purifier = name
         choice = self._choice(info.purifiers, name)
-        self.purifier_summary.setText(choice.summary if choice else "")
+        self.purifier_summary.setText(_full_summary(choice))
         self._show_purifier_level(self.workspace.settings.purifier_level)
 
     def _show_strength(self, value) -> None:
@@ -318,15 +339,21 @@ class ControlsPanel(QWidget):
 
     def _show_output(self, path: str) -> None:
         if path:
-            shown = Path(path).name or path
-            self.output_label.setText(shown)
+            self.output_label.setText(str(Path(path)))  # the full path: wraps, never cut
             self.output_label.setToolTip(path)
         else:
-            self.output_label.setText("No folder chosen yet (asked on first Protect)")
+            self.output_label.setText("No folder chosen yet: you will be asked on the first Protect.")
             self.output_label.setToolTip("")
+        self.open_folder_button.setEnabled(bool(path) and Path(path).is_dir())
+
+    def open_output_folder(self) -> bool:
+        path = self.workspace.settings.output_dir
+        if not path or not Path(path).is_dir():
+            return False
+        return QDesktopServices.openUrl(QUrl.fromLocalFile(path))
 
     def _show_format(self, fmt: str) -> None:
-        index = 1 if fmt == "jpeg" else 0
+        index = max(0, self.format_combo.findData(fmt))
         if self.format_combo.currentIndex() != index:
             self.format_combo.setCurrentIndex(index)
         self.format_warning.setVisible(fmt == "jpeg")
@@ -343,13 +370,37 @@ class ControlsPanel(QWidget):
             text += " (this purifier has one setting)"
         self.purifier_level_value.setText(text)
 
+    def protect_blocker(self) -> str:
+        """Why Protect cannot start now, in words (empty when it can)."""
+        ws = self.workspace
+        if ws.busy:
+            return ""  # Stop is the button that matters then
+        if ws.model is None:
+            if ws.model_status.startswith("Loading"):
+                return "The model is loading…"
+            return "Choose a model first: click the model name in the status bar (or File → Model…)."
+        if not ws.queue.items:
+            return "Add images first: drop them on the queue, or File → Add images (Ctrl+O)."
+        if not ws.protectable():
+            return "Every image in the queue is done or cannot be read."
+        return ""
+
     def _show_busy(self, busy: bool) -> None:
         ws = self.workspace
         ready = ws.model is not None and not busy
         has_items = bool(ws.queue.items)
         self.protect_button.setEnabled(ready and ws.selected is not None)
         self.protect_all_button.setEnabled(ready and has_items)
-        self.stop_button.setEnabled(busy)
+        reason = self.protect_blocker()
+        if not reason and ready and ws.selected is None:
+            reason = "Select an image in the queue to protect it alone, or use Protect all."
+        self.protect_reason.setText(reason)
+        self.protect_reason.setVisible(bool(reason))
+        for button, tip in ((self.protect_button, "Protect the selected images (Ctrl+Return)"),
+                            (self.protect_all_button, "Protect every image not done yet (Ctrl+Shift+Return)")):
+            button.setToolTip(tip if button.isEnabled() or not reason else reason)
+        self.stop_button.setEnabled(busy and not ws.stopping)
+        self.stop_button.setText("Stopping…" if ws.stopping else "Stop")
         selected = ws.selected
         self.preview_button.setEnabled(ready and selected is not None and selected.protected is not None)
         for widget in (self.method_combo, self.strength_slider, self.budget_slider, self.format_combo, self.output_button):
@@ -357,3 +408,11 @@ class ControlsPanel(QWidget):
         for b in self.strength_presets + self.budget_presets:
             b.setEnabled(not busy)
         self._show_estimate()
+
+
+def _full_summary(choice) -> str:
+    """The summary, led by what the short combo label left out (the label's parenthesis)."""
+    if choice is None:
+        return ""
+    extra = choice.label[len(short_label(choice.label)):].strip()
+    return f"{extra[1:-1].capitalize()}. {choice.summary}" if extra.startswith("(") and extra.endswith(")") else choice.summary

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QStandardPaths, Qt
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtCore import QByteArray, Qt, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QMouseEvent
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QSplitter, QWidget
 
 from ..backend import EngineInfo, ModelSummary
@@ -13,7 +14,7 @@ from ..viewmodel import IMAGE_SUFFIXES, Workspace
 from .common import icon
 from .compare_view import CompareArea
 from .controls_panel import ControlsPanel
-from .model_dialog import ModelDialog
+from .model_dialog import ModelDialog, start_folder
 from .queue_panel import QueuePanel
 
 
@@ -24,9 +25,24 @@ class DialogPrompts:
         self.parent = parent
 
     def choose_output_dir(self, current: str) -> str | None:
-        start = current or QStandardPaths.writableLocation(QStandardPaths.StandardLocation.PicturesLocation)
-        path = QFileDialog.getExistingDirectory(self.parent, "Where should protected images be saved?", start)
+        # Open on a folder that exists (the nearest existing parent of the last choice, else Pictures),
+        # so that the dialog's Choose button works at once.
+        path = QFileDialog.getExistingDirectory(
+            self.parent, "Where should protected images be saved?", start_folder(current)
+        )
         return path or None
+
+    def confirm_quit(self, doing: str) -> bool:
+        box = QMessageBox(self.parent)
+        box.setIcon(QMessageBox.Icon.Question)
+        box.setWindowTitle("Quit Artveil?")
+        box.setText(f"Artveil is {doing}.")
+        box.setInformativeText("Quitting stops it after the current step; images already saved are kept.")
+        stop = box.addButton("Stop and quit", QMessageBox.ButtonRole.DestructiveRole)
+        keep = box.addButton("Keep working", QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(keep)
+        box.exec()
+        return box.clickedButton() is stop
 
     def resolve_conflicts(self, paths: list[Path]) -> str | None:
         names = "\n".join(p.name for p in paths[:6]) + ("\n…" if len(paths) > 6 else "")
@@ -43,6 +59,21 @@ class DialogPrompts:
         box.exec()
         clicked = box.clickedButton()
         return {overwrite: "overwrite", keep: "keep_both", skip: "skip"}.get(clicked) if clicked is not cancel else None
+
+
+class ClickableLabel(QLabel):
+    """A status-bar label that opens something when clicked (the model chooser)."""
+
+    clicked = Signal()
+
+    def __init__(self, text: str = "", parent: QWidget | None = None):
+        super().__init__(text, parent)
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        if event.button() == Qt.MouseButton.LeftButton and self.rect().contains(event.position().toPoint()):
+            self.clicked.emit()
+        super().mouseReleaseEvent(event)
 
 
 class MainWindow(QMainWindow):
@@ -72,7 +103,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.splitter)
 
         self.device_label = QLabel("Starting the engine…")
-        self.model_label = QLabel(workspace.model_status)
+        self.model_label = ClickableLabel(workspace.model_status)
         self.batch_label = QLabel("")
         bar = self.statusBar()
         bar.addPermanentWidget(self.batch_label)
@@ -81,6 +112,8 @@ class MainWindow(QMainWindow):
 
         self._build_actions()
         self._model_dialog: ModelDialog | None = None
+        self._closing = False
+        self.model_label.clicked.connect(self._model_label_clicked)
 
         c = self.controls
         c.protect_button.clicked.connect(self.protect_selected)
@@ -99,6 +132,7 @@ class MainWindow(QMainWindow):
         workspace.problem.connect(lambda text: bar.showMessage(text, 10000))
         workspace.model_needed.connect(self.show_model_dialog)
         workspace.busy_changed.connect(self._sync_actions)
+        workspace.stopping_changed.connect(lambda _: self._sync_actions(workspace.busy))
         self._restore_geometry()
 
     # ---- actions -----------------------------------------------------------------------------
@@ -151,7 +185,7 @@ class MainWindow(QMainWindow):
         self._sync_actions(ws.busy)
 
     def _sync_actions(self, busy: bool) -> None:
-        self.stop_action.setEnabled(busy)
+        self.stop_action.setEnabled(busy and not self.workspace.stopping)
         for action in (self.export_action, self.model_action, self.output_action):
             action.setEnabled(not busy)
 
@@ -174,21 +208,33 @@ class MainWindow(QMainWindow):
         if self.workspace.export() is None and not any(i.protected is not None for i in self.workspace.queue.items):
             self.statusBar().showMessage("Nothing to export yet: protect an image first.", 8000)
 
+    def _image_start_folder(self) -> str:
+        """The folder images were last added from, else the user's Pictures folder."""
+        return start_folder(self.workspace.settings.last_image_dir)
+
     def add_images(self) -> None:
         patterns = " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES))
-        paths, _ = QFileDialog.getOpenFileNames(self, "Add images", "", f"Images ({patterns})")
+        paths, _ = QFileDialog.getOpenFileNames(self, "Add images", self._image_start_folder(), f"Images ({patterns})")
         if paths:
+            self.workspace.settings.last_image_dir = str(Path(paths[0]).parent)
             self.workspace.add_paths(paths)
 
     def add_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Add every image in a folder")
+        path = QFileDialog.getExistingDirectory(self, "Add every image in a folder", self._image_start_folder())
         if path:
+            self.workspace.settings.last_image_dir = str(Path(path).parent)
             self.workspace.add_paths([path])
 
     def choose_output_dir(self) -> None:
         chosen = DialogPrompts(self).choose_output_dir(self.workspace.settings.output_dir)
         if chosen:
             self.workspace.settings.output_dir = chosen
+
+    def _model_label_clicked(self) -> None:
+        if self.workspace.busy:
+            self.statusBar().showMessage("The model can be changed when the current work has finished or been stopped.", 8000)
+            return
+        self.show_model_dialog()
 
     def show_model_dialog(self) -> ModelDialog:
         if self._model_dialog is not None and self._model_dialog.isVisible():
@@ -220,14 +266,15 @@ class MainWindow(QMainWindow):
 
     def _show_model_status(self, text: str) -> None:
         self.model_label.setText(f"Model: {text}")
+        self.model_label.setToolTip(self.model_label.toolTip() or "Click to choose the model")
 
     def _show_model(self, model: ModelSummary | None) -> None:
         if model is not None and model.is_demo:
             self.model_label.setObjectName("StatusWarning")
-            self.model_label.setToolTip("The demo model gives no real protection. Choose a real model in File → Model.")
+            self.model_label.setToolTip("The demo model gives no real protection. Click to choose a real model.")
         else:
             self.model_label.setObjectName("")
-            self.model_label.setToolTip(model.description if model else "")
+            self.model_label.setToolTip((model.description + "\n" if model else "") + "Click to choose the model")
         self.model_label.style().unpolish(self.model_label)
         self.model_label.style().polish(self.model_label)
 
@@ -249,6 +296,19 @@ class MainWindow(QMainWindow):
         settings.sync()
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        ws = self.workspace
+        if ws.busy and not self._closing:
+            # Quit during work: ask, then stop at the end of the current step and close once idle,
+            # with the window answering all the while.
+            doing = "previewing a purification" if ws.previewing else "protecting images"
+            if not ws.prompts.confirm_quit(doing):
+                event.ignore()
+                return
+            self._closing = True
+            event.ignore()
+            ws.stop()
+            ws.when_idle(self.close)
+            return
         self.save_geometry()
-        self.workspace.shutdown()
+        ws.shutdown()
         super().closeEvent(event)
