@@ -76,15 +76,35 @@ class ProgressLine:
         self.stream.flush()
 
 
-def _load_model_or_exit(source: str, device: str):
-    from engine.models import load_model
+def default_model_source() -> str:
+    """--model when none is given: $ARTVEIL_MODEL, else the built-in demo (the proxy model when the build
+    ships it, else 'tiny')."""
+    env = os.environ.get("ARTVEIL_MODEL")
+    if env:
+        return env
+    from engine.models import demo_source
 
+    return demo_source()
+
+
+MODEL_HELP = ("diffusers folder, .safetensors file or cached hub id; default: the built-in demo ('proxy', a small "
+              "model that is not Stable Diffusion, or 'tiny' where the build lacks it), or $ARTVEIL_MODEL")
+
+
+def _load_model_or_exit(source: str | None, device: str):
+    from engine.models import PROXY_NAME, load_model
+
+    source = source or default_model_source()
     try:
         model = load_model(source, device=device)
     except ArtveilError as exc:
         print(f"artveil: model: {exc.message}", file=sys.stderr)
         raise SystemExit(2)
-    if model.is_demo:
+    if model.is_demo and model.name == PROXY_NAME:
+        print("artveil: note: using the built-in proxy model, a small model trained on procedural art: it is not "
+              "Stable Diffusion, so this gives NO protection against real models; use --model for that.",
+              file=sys.stderr)
+    elif model.is_demo:
         print("artveil: note: the built-in 'tiny' demo model gives NO real protection; use a Stable Diffusion model (--model).", file=sys.stderr)
     return model
 
@@ -161,7 +181,7 @@ def run_protect(args: argparse.Namespace) -> int:
     except ArtveilError as exc:
         print(f"artveil: {one_line(exc.message)}", file=sys.stderr)
         return 2
-    fingerprint = settings_fingerprint(settings, args.model, args.format)
+    fingerprint = settings_fingerprint(settings, args.model or default_model_source(), args.format)
     # An explicitly given file is an original even when its name looks like an earlier output.
     # Compared by (device, inode): also right on case-insensitive disks and through links.
     originals = set()
@@ -300,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strength", type=_strength, default=8.0, help="budget in pixel levels 0-255, or subtle/default/strong/maximum (4/8/12/16)")
     p.add_argument("--steps", type=_steps, default=100, help="optimizer steps, or quick/default/thorough/maximum (50/100/200/400)")
     p.add_argument("--step-size", type=float, default=None, help="step size in pixel levels (default: automatic)")
-    p.add_argument("--model", default=os.environ.get("ARTVEIL_MODEL", "tiny"), help="diffusers folder, .safetensors file, cached hub id, or 'tiny' (demo)")
+    p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:1 or cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eot", action="append", choices=["blur", "resize", "jpeg", "flip"], help="robustness transforms (repeatable)")
@@ -317,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("inputs", nargs="+")
     q.add_argument("--purifier", required=True, help=f"one of {', '.join(PURIFIERS)}, optionally NAME:VALUE (sdedit:0.3, jpeg:50, noise:0.02)")
     q.add_argument("--out", required=True)
-    q.add_argument("--model", default=os.environ.get("ARTVEIL_MODEL", "tiny"))
+    q.add_argument("--model", default=None, help=MODEL_HELP)
     q.add_argument("--device", default="auto")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--overwrite", action="store_true")

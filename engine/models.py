@@ -311,6 +311,24 @@ def _check_diffusers_folder(folder: Path) -> None:
             _refuse_unsafe_pickle(p)
 
 
+# Autoencoder classes of Artveil's own that a model folder may name in model_index.json. diffusers imports no
+# module a folder names (that would run its code); these are imported here, and nothing else is.
+KNOWN_COMPONENT_MODULES = ("engine.taef2",)
+
+
+def import_known_components(folder: Path) -> None:
+    """Import the Artveil modules that `folder/model_index.json` names (the proxy model's TAEF2 autoencoder)."""
+    import importlib
+
+    try:
+        index = json.loads((Path(folder) / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return
+    for value in index.values():
+        if isinstance(value, list) and value and value[0] in KNOWN_COMPONENT_MODULES:
+            importlib.import_module(value[0])
+
+
 def _weights_variant(folder: Path) -> str | None:
     """'fp16' when the unet ships only *.fp16.safetensors (what `artveil models download` fetches)."""
     names = [p.name for p in (folder / "unet").glob("*.safetensors")]
@@ -370,8 +388,8 @@ def load_model(source: str, device: str = "auto", seed: int = 0) -> ModelBundle:
     if source == PROXY_NAME:
         folder = proxy_model_dir()
         if not (folder / "model_index.json").is_file():
-            raise ArtveilError("model", "the built-in proxy model is not in this build (it is trained on a GPU, "
-                                        "see docs/proxy-world.md); use the 'tiny' demo model or your own model.")
+            raise ArtveilError("model", "the built-in proxy model is not in this build (train it with "
+                                        "python -m engine.proxy.train, docs/proxy-world.md); use the 'tiny' demo model or your own model.")
         bundle = load_model(str(folder), device=device, seed=seed)
         bundle.name, bundle.is_demo, bundle.description = "proxy", True, PROXY_DESCRIPTION
         return bundle
@@ -383,6 +401,7 @@ def load_model(source: str, device: str = "auto", seed: int = 0) -> ModelBundle:
     try:
         if path.is_dir():
             _check_diffusers_folder(path)
+            import_known_components(path)
             pipe = StableDiffusionPipeline.from_pretrained(
                 path, local_files_only=True, safety_checker=None, requires_safety_checker=False,
                 variant=_weights_variant(path), torch_dtype=dtype,

@@ -45,7 +45,7 @@ def register(subparsers) -> None:
     e.add_argument("--edit-dir", default=None, help="Defense-Edit-style folder: image + same-name .txt prompt")
     e.add_argument("--edit-strength", type=float, default=0.5)
     e.add_argument("--style", default=None, help="the artist's style name for the style-classifier judge (proxy world)")
-    e.add_argument("--model", default=os.environ.get("ARTVEIL_MODEL", "tiny"))
+    e.add_argument("--model", default=None, help="the model (default: the built-in demo, or $ARTVEIL_MODEL)")
     e.add_argument("--device", default="auto")
     e.add_argument("--seed", type=int, default=0)
     e.set_defaults(func=run_eval)

@@ -77,6 +77,7 @@ class EfficacySettings:
     timesteps_per_step: int = 1
     train_images: int = field(default_factory=lambda: _sanity().lora_images)
     heldout: int = 1
+    mimic_mode: str = field(default_factory=lambda: _sanity().mimic_mode)  # "lora" or "full" (DreamBooth-style)
     lora_rank: int = field(default_factory=lambda: _sanity().lora_rank)
     lora_steps: int = field(default_factory=lambda: _sanity().lora_steps)
     lora_lr: float = field(default_factory=lambda: _sanity().lora_lr)
@@ -157,7 +158,8 @@ def row_config(settings: EfficacySettings, artist: Path, resolution: int, style:
         method_params=dict(params), timesteps_per_step=settings.timesteps_per_step,
         purifiers=[spec for _, spec in settings.columns if spec], purify_steps=settings.purify_steps,
         size=resolution, heldout=settings.heldout, instance_prompt=prompt_for(style), captions="files",
-        prompts=[prompt_for(style, c) for c in CONTENTS], k=settings.k, lora_rank=settings.lora_rank,
+        prompts=[prompt_for(style, c) for c in CONTENTS], k=settings.k, customize_mode=settings.mimic_mode,
+        lora_rank=settings.lora_rank,
         lora_lr=settings.lora_lr, lora_steps=settings.lora_steps, lora_batch=settings.lora_batch,
         gen_steps=settings.gen_steps, guidance=settings.guidance, style=style, judges=list(JUDGES), seed=settings.seed,
     )
@@ -221,8 +223,10 @@ def render_markdown(table: dict, command: str | None = None) -> str:
     lines += [
         f"Model `{table['model_dir_name']}` on {table['device']}, {table['date']}; artist style **{table['style']}** "
         f"(held out of the model's training), {table['resolution']} px, {s['train_images']} training images.",
-        f"Every protection at ε = {s['strength_levels']:g}/255 and {s['steps']} steps. Mimic: LoRA rank "
-        f"{s['lora_rank']}, {s['lora_steps']} steps of {s['lora_batch']} images, lr {s['lora_lr']:g}, captions from "
+        f"Every protection at ε = {s['strength_levels']:g}/255 and {s['steps']} steps. Mimic: "
+        + ("a DreamBooth-style fine-tune of the whole UNet" if s.get("mimic_mode") == "full"
+           else f"LoRA rank {s['lora_rank']}")
+        + f", {s['lora_steps']} steps of {s['lora_batch']} images, lr {s['lora_lr']:g}, captions from "
         f"the renders; {s['k']} sample(s) per content prompt, DDIM {s['gen_steps']}, guidance {s['guidance']:g}.",
         "",
         "Cells: the fraction of the mimic's generations that the style judge calls the artist's style "
@@ -298,8 +302,8 @@ def run_efficacy_cli(args: argparse.Namespace) -> int:
 
     model_dir = proxy_model_dir() if args.model == PROXY_NAME else Path(os.path.expanduser(args.model))
     if args.model == PROXY_NAME and not (model_dir / "model_index.json").is_file():
-        print("artveil: the built-in proxy model is not in this build (it is trained on a GPU, see "
-              "docs/proxy-world.md); pass --model with the folder of a trained proxy model.", file=sys.stderr)
+        print("artveil: the built-in proxy model is not in this build (train it with "
+              "python -m engine.proxy.train, docs/proxy-world.md); pass --model with the folder of a trained proxy model.", file=sys.stderr)
         return 2
     settings = EfficacySettings(strength_levels=args.strength, steps=args.steps, seed=args.seed,
                                 purify_steps=args.purify_steps)

@@ -98,12 +98,15 @@ CPU = ProxyConfig(
     eval_per_style=8,
 )
 
-TOY = ProxyConfig(
+# --toy: the whole path in seconds on a CPU (the tests). TOY has the CPU configuration's parts (TAEF2, a
+# trained text encoder) at 32 px; TOY_GPU the GPU plan's (a VAE trained here).
+TOY_GPU = ProxyConfig(
     resolution=32, vae_channels=(8, 16), latent_channels=4, norm_groups=8, unet_channels=(16, 32),
     unet_cross_attention=(True, False), head_dim=8, text_hidden=32, text_layers=1, text_heads=2,
     images_per_style=12, vae_batch=8, unet_batch=16, warmup_steps=5, ema_decay=0.9, sample_steps=4,
     samples_per_style=2,
 )
+TOY = replace(TOY_GPU, autoencoder="taef2", latent_channels=32, train_text_encoder=True)
 
 
 # ----------------------------------------------------------------------------------------------- models
@@ -635,6 +638,10 @@ def export(run: _Run) -> Path:
     if cfg.autoencoder != "taef2":
         pipe.vae.to(torch.float16)
     pipe.save_pretrained(run.out, safe_serialization=True)
+    if cfg.autoencoder == "taef2":
+        import shutil
+
+        shutil.copyfile(taef2_weights_dir() / "LICENSE", run.out / "vae" / "LICENSE")  # MIT: the notice ships too
     from PIL import Image
 
     Image.fromarray(grid).save(run.out / "samples.png")
@@ -679,7 +686,30 @@ def model_card(run: _Run, size: int) -> str:
         rows = [r for r in csv.DictReader(run.loss_csv.open()) if r["stage"] == "unet"]
         if rows:
             loss_tail = f"first logged {float(rows[0]['loss']):.4f}, last logged {float(rows[-1]['loss']):.4f}"
-    device = torch.cuda.get_device_name(run.device) if run.cuda else "CPU"
+    if run.cuda:
+        device = torch.cuda.get_device_name(run.device)
+    else:
+        import platform
+
+        device = (f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                  f"{torch.get_num_threads()} torch threads, torch {torch.__version__})")
+    if cfg.autoencoder == "taef2":
+        vae_line = ("- Autoencoder: TAEF2 (Ollin Boer Bohan, MIT licence in `vae/LICENSE`), pretrained and never "
+                    "trained here; 32 latent channels at 1/8 size, centred per channel with statistics of the "
+                    "training images (buffers `latent_mean`, `latent_std`), scaling_factor 1.0. Class "
+                    "`engine.taef2.TAEF2Autoencoder`.")
+        vae_steps = f"TAEF2 encoding of the training set {state.get('encode_seconds')} s"
+    else:
+        vae_line = (f"- Resolution {cfg.resolution} px; VAE channels {list(cfg.vae_channels)}, factor "
+                    f"{2 ** (len(cfg.vae_channels) - 1)}, {cfg.latent_channels} latent channels, latents centred "
+                    "per channel (folded into quant_conv / post_quant_conv, scaling_factor 1.0).")
+        vae_steps = f"VAE {state.get('vae_steps')} steps ({state.get('vae_seconds')} s)"
+    text_words = "trained with the UNet" if cfg.train_text_encoder else "random and frozen"
+    wall = state.get("wall_seconds")
+    eval_rows = []
+    eval_csv = run.out / "eval.csv"
+    if eval_csv.exists():
+        eval_rows = list(csv.DictReader(eval_csv.open()))
     lines = [
         "# Artveil proxy model" + (" (toy)" if run.toy else ""),
         "",
@@ -690,15 +720,17 @@ def model_card(run: _Run, size: int) -> str:
         f"- Styles taught: {', '.join(TRAINING_STYLES)}. Held out (the artist's style, never seen): "
         f"{HELD_OUT_STYLE}.",
         f"- Prompt: `{caption('<style>', '<content>')}`, content one of {', '.join(CONTENTS)}.",
-        f"- Resolution {cfg.resolution} px; VAE channels {list(cfg.vae_channels)}, factor "
-        f"{2 ** (len(cfg.vae_channels) - 1)}, {cfg.latent_channels} latent channels, latents centred per channel "
-        "(folded into quant_conv / post_quant_conv, scaling_factor 1.0).",
+        f"- Resolution {cfg.resolution} px.",
+        vae_line,
         f"- UNet channels {list(cfg.unet_channels)}, layers per block {cfg.unet_layers}, cross-attention "
         f"{list(cfg.unet_cross_attention)}, {state.get('unet_parameters', 0) / 1e6:.2f} M parameters; text encoder "
-        f"CLIP hidden {cfg.text_hidden}, {cfg.text_layers} layers, random and frozen.",
-        f"- Training on {device}: VAE {state.get('vae_steps')} steps ({state.get('vae_seconds')} s), UNet "
-        f"{state.get('unet_steps')} steps ({state.get('unet_seconds')} s) at batch {cfg.unet_batch}, "
-        f"{cfg.images_per_style} images per style, 10 % caption dropout, min-SNR-5, EMA {cfg.ema_decay}.",
+        f"CLIP hidden {cfg.text_hidden}, {cfg.text_layers} layers, {text_words}.",
+        f"- Training on {device}: {vae_steps}, UNet "
+        f"{state.get('unet_steps')} steps ({state.get('unet_seconds')} s) at batch {cfg.unet_batch}, lr "
+        f"{cfg.unet_lr:g}, {cfg.images_per_style} images per style, 10 % caption dropout, min-SNR-5, EMA "
+        f"{cfg.ema_decay}.",
+        f"- Wall time of the whole run (render, encode, UNet, export): "
+        + (f"{wall / 60:.1f} min ({wall:.0f} s)." if wall else "not recorded."),
         f"- UNet loss (min-SNR weighted): {loss_tail or 'n/a'}; full curve in `loss.csv`.",
         f"- Weights fp16 safetensors; folder {size / 2**20:.1f} MB.",
         "",
@@ -715,6 +747,14 @@ def model_card(run: _Run, size: int) -> str:
                          + "): the ceiling for generated images.")
         lines.append(f"Encoder-mean latents after centring: mean {vae_metrics['latent_mean_after']}, "
                      f"std {vae_metrics['latent_std_after']}.")
+    if eval_rows:
+        lines += ["", "## Text-to-image accuracy during training", "",
+                  f"EMA weights, {cfg.eval_per_style} samples per style, DDIM 20, guidance {cfg.sample_guidance}, "
+                  "judged by resources/proxy/classifier (chance 1/9); the full table is `eval.csv`.", "",
+                  "| step | mean | " + " | ".join(TRAINING_STYLES) + " |",
+                  "|---|---|" + "---|" * len(TRAINING_STYLES)]
+        lines += [f"| {r['step']} | {r['mean']} | " + " | ".join(r[s] for s in TRAINING_STYLES) + " |"
+                  for r in eval_rows]
     lines += [
         "",
         "## Samples",
@@ -756,7 +796,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--toy", action="store_true", help="tiny model and data: the whole path in seconds")
     args = parser.parse_args(argv)
 
-    cfg = TOY if args.toy else (CPU if args.config == "cpu" else ProxyConfig())
+    if args.toy:
+        cfg = TOY if args.config == "cpu" else TOY_GPU
+    else:
+        cfg = CPU if args.config == "cpu" else ProxyConfig()
     overrides = {}
     if args.images_per_style:
         overrides["images_per_style"] = args.images_per_style
@@ -788,6 +831,10 @@ def main(argv: list[str] | None = None) -> None:
         # the UNet gets what the autoencoder stage left of --minutes (all of it when run alone)
         left = budget - (time.perf_counter() - started) if args.stage == "all" else budget
         train_unet(run, max(left, 0.0), unet_steps, args.resume)
+    if args.stage in ("all", "vae", "unet"):
+        # wall time of every stage run so far, resumed sittings added up (the card reports it)
+        earlier = run.state().get("wall_seconds", 0.0) if args.resume or args.stage != "all" else 0.0
+        run.save_state(wall_seconds=round(earlier + time.perf_counter() - started, 1))
     if args.stage in ("all", "unet", "export"):
         export(run)
 
