@@ -67,6 +67,8 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
     path = Path(path)
     name = path.name
     if not path.exists():
+        if path.is_symlink():
+            raise ArtveilError("input", f"{name}: a link to a file that does not exist ({os.readlink(path)}).")
         raise ArtveilError("input", f"{name}: file not found.")
     if path.is_dir():
         raise ArtveilError("input", f"{name}: is a folder, not an image.")
@@ -258,6 +260,9 @@ def save_image(
             raise ArtveilError("output", f"{path.name}: already exists in the output folder (not overwritten).")
         if before_replace is not None:
             before_replace(Path(tmp_name))
+        # mkstemp creates the file 0600; an export gets what a normal save would (0666 less the umask), so
+        # others can read protected images in a shared or served folder
+        os.chmod(tmp_name, 0o666 & ~_umask())
         os.replace(tmp_name, path)
         tmp_name = None
         _fsync_folder(folder)
@@ -270,6 +275,20 @@ def save_image(
         if tmp_name and os.path.exists(tmp_name):
             os.unlink(tmp_name)
     return path
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+# Read once at import, before the engine thread starts: setting it later would race with other threads.
+_UMASK = _read_umask()
+
+
+def _umask() -> int:
+    return _UMASK
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -295,7 +314,9 @@ def collect_inputs(items: list[str | os.PathLike]) -> list[Path]:
         p = Path(item)
         if p.is_dir():
             found.extend(
-                sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_SUFFIXES
+                # a dangling link is listed too, so that it is named with its reason rather than skipped
+                sorted(q for q in p.rglob("*") if (q.is_file() or (q.is_symlink() and not q.exists()))
+                       and q.suffix.lower() in IMAGE_SUFFIXES
                        and not any(part.startswith(".") for part in q.relative_to(p).parts)
                        and ".protected." not in q.name)
             )

@@ -331,3 +331,27 @@ def test_hostile_checkpoint_refusal_says_why(model_corpus):
     with pytest.raises(ArtveilError) as info:
         load_model(str(benign), device="cpu")
     assert "may contain code" not in info.value.message and "use .safetensors" in info.value.message
+
+
+def test_exports_get_the_permissions_of_a_normal_save(tmp_path, monkeypatch):
+    """mkstemp makes 0600 files; an export in a shared or served folder must be readable like any saved file."""
+    import engine.images as images
+
+    for umask, mode in ((0o022, 0o644), (0o002, 0o664), (0o077, 0o600)):
+        monkeypatch.setattr(images, "_UMASK", umask)
+        path = images.save_image(np.zeros((40, 40, 3), np.uint8), tmp_path / f"a{umask}.protected.png")
+        assert stat.S_IMODE(path.stat().st_mode) == mode
+    assert images._read_umask() == os.umask(images._read_umask())  # reading it leaves it as it was
+
+
+def test_a_dangling_link_in_an_input_folder_is_named_with_its_reason(tmp_path, capsys):
+    from engine.cli import main as cli_main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    os.symlink(tmp_path / "gone.png", folder / "sketch.png")
+    status = cli_main(["protect", str(folder), "--out", str(tmp_path / "out"), "--model", "tiny", "--steps", "1",
+                       "--working-size", "64"])
+    err = capsys.readouterr().err
+    assert "sketch.png: a link to a file that does not exist" in err
+    assert status in (1, 2)
