@@ -4,7 +4,7 @@
 
 Runs offscreen on the real engine with the built-in demo model, on generated artwork, with its
 settings in a temporary folder (the user's own settings are not touched). The "working" state is
-staged in the view-model, because a real batch at 40 % would take minutes on a CPU.
+a real batch caught at about 40 %, and the purification preview is shot while it runs and when it ends.
 """
 
 from __future__ import annotations
@@ -85,7 +85,9 @@ def render(out: Path) -> list[Path]:
     paths.append(save_png(painting("landscape", seed=7)[:, ::-1].copy(), inputs / "evening-hills-mirror.png"))
 
     settings = Settings(work / "config" / "settings.ini")
-    settings.model_source = "tiny"
+    from engine.models import demo_source
+
+    settings.model_source = demo_source()
     settings.output_dir = str(work / "protected")
     window, ws = create_window(settings, RealBackend, StaticPrompts(work / "protected"))
     window.resize(*SIZE)
@@ -99,6 +101,16 @@ def render(out: Path) -> list[Path]:
         written.append(target)
         print(f"wrote {target}")
 
+    async def wait_for(condition, timeout=600.0):
+        import asyncio
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise RuntimeError("screenshot state not reached")
+            await asyncio.sleep(0.05)
+
     async def scenario():
         ws.start()
         await ws.idle()
@@ -111,25 +123,20 @@ def render(out: Path) -> list[Path]:
         await ws.idle()
         first = ws.queue.items[0]
 
-        # Staged "working" state: the second image 42 % through a 100-step batch of three.
-        ws.settings.steps = 100
-        second = ws.queue.items[1]
-        second.state, second.progress = ItemState.PROTECTING, 0.42
-        second.original = painting("portrait", seed=1)
-        delta = np.random.default_rng(3).integers(-12, 13, second.original.shape)
-        second.preview = np.clip(second.original.astype(int) + delta, 0, 255).astype(np.uint8)
-        ws._active_item = second
-        ws._batch, ws._batch_remaining = (1, 3), ws.queue.items[2:]
-        ws._set_busy(True)
+        # A real job in progress (the second image of a batch of three), caught at about 40 %.
+        ws.settings.steps = 30
+        batch = ws.queue.items[1:]
+        ws.protect(batch)
+        second = batch[0]
         ws.select(second)
-        ws._touch(second)
-        ws._update_batch_text(None)
+        await wait_for(lambda: second.phase == "steps" and second.progress >= 0.4 and second.preview is not None)
         shot("working")
-        second.state, second.progress, second.preview, second.original = ItemState.WAITING, 0.0, None, None
-        ws._active_item, ws._batch_remaining = None, []
-        ws._set_busy(False)
-        ws._set_batch_text("")
-        ws._touch(second)
+        ws.stop()
+        await ws.idle()
+        for item in batch:
+            item.state, item.progress, item.preview, item.original = ItemState.WAITING, 0.0, None, None
+            ws._touch(item)
+        ws._set_summary("")
 
         ws.select(first)
         window.compare.show_compare()
@@ -139,14 +146,20 @@ def render(out: Path) -> list[Path]:
         window.controls.purifier_combo.setCurrentIndex(window.controls.purifier_combo.findData("sdedit"))
         ws.settings.purifier_level = 2
         window.preview_purification()
+        await wait_for(lambda: ws.previewing and window.compare.purify.progress.value() >= 150, timeout=120)
+        shot("purification-preview-running")
         await ws.idle()
         shot("purification-preview")
 
         dialog = window.show_model_dialog()
         await dialog.refresh_local_models()
-        dialog.demo_option.setChecked(True)
+        dialog.download_option.setChecked(True)
         dialog.adjustSize()
         shot("model-dialog", dialog)
+        dialog.folder_edit.setText(str(inputs))
+        await dialog.check_path(str(inputs))
+        dialog.adjustSize()
+        shot("model-dialog-rejects-images", dialog)
         dialog.reject()
 
     loop.run_until_complete(scenario())

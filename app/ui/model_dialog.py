@@ -42,6 +42,12 @@ GOOD_COLOUR, BAD_COLOUR = "#7fcf7a", "#f07a6a"  # the queue's "done" and "failed
 OPTION_STYLE = "QRadioButton { font-weight: 600; }"
 
 
+def tilde(path: str) -> str:
+    """A path under the home folder written with ~, as a person reads it."""
+    home = str(Path.home())
+    return "~" + path[len(home):] if path == home or path.startswith(home + "/") else path
+
+
 def _gb(n: int | None) -> str:
     return "unknown size" if not n else f"about {n / 1e9:.1f} GB"
 
@@ -238,12 +244,12 @@ class ModelDialog(QDialog):
                        else (offer.licence or "see the model page"))
             if offer.present_path:
                 self._downloaded = offer.present_path
-                facts = f"Already on this computer, in {offer.present_path}<br>Licence: {licence}"
+                facts = f"Already on this computer, in {tilde(offer.present_path)}<br>Licence: {licence}"
                 self.download_button.setText("Use it")
             else:
                 facts = (f"{_gb(offer.size_bytes)}, downloaded once; later runs work offline<br>"
                          f"Licence: {licence} (by using it you accept its use restrictions)<br>"
-                         f"Saved to: {offer.destination}")
+                         f"Saved to: {tilde(offer.destination)}")
             self.download_facts.setText(facts)
         self.download_facts.style().unpolish(self.download_facts)
         self.download_facts.style().polish(self.download_facts)
