@@ -1,6 +1,9 @@
 """Mist (Liang & Wu 2023): texture loss toward a target pattern fused with the semantic (AdvDM) loss.
 
-loss (maximized) = w * L_sem - ||E(x') - E(pattern)||^2, as methods.md §4 gives it.
+loss (maximized) = w * L_sem - ||E(x') - E(pattern)||^2, as methods.md §4 gives it, with w = 10^4.
+The texture term is a sum over the latent's elements (Mist's MSELoss(reduction="sum")), the semantic
+term a mean (the LDM loss): a mean texture term would be 4·(H/8)·(W/8) times weaker (16,384 at 512 px)
+and Mist would in effect be AdvDM.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ class Mist(ProtectionMethod):
 
     def loss_from_latent(self, ctx, z, x, generator):
         # The loop's two-pass backward (engine.protect) calls this with z = E(x) computed outside the graph.
-        texture = ((z - ctx.cache["mist_target"]) ** 2).mean()
+        texture = ((z - ctx.cache["mist_target"]) ** 2).sum()
         semantic = semantic_loss(ctx, z, generator)
         loss = self.params.semantic_weight * semantic - texture
         return loss, {"semantic": float(semantic.detach()), "texture": float(texture.detach())}
