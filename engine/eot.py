@@ -41,19 +41,31 @@ def jpeg_straight_through(x: torch.Tensor, quality: int) -> torch.Tensor:
     return x + (y - x).detach()
 
 
-def apply_random_transform(x: torch.Tensor, names: tuple[str, ...], generator: torch.Generator) -> torch.Tensor:
+def draw_transform(names: tuple[str, ...], generator: torch.Generator):
+    """One random transform from `names`, its parameters drawn now: a function x -> T(x) that applies the
+    same T to any image of the same size (the clean reference of a method, say)."""
     if not names:
-        return x
+        return lambda x: x
     name = names[int(torch.randint(len(names), (), generator=generator, device=generator.device))]
     if name == "blur":
-        return gaussian_blur(x, _uniform(generator, 0.5, 1.5))
+        sigma = _uniform(generator, 0.5, 1.5)
+        return lambda x: gaussian_blur(x, sigma)
     if name == "resize":
-        h, w = x.shape[-2:]
         s = _uniform(generator, 0.5, 0.9)
-        small = F.interpolate(x, size=(max(8, int(h * s)), max(8, int(w * s))), mode="bilinear", align_corners=False, antialias=True)
-        return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+
+        def resize(x: torch.Tensor) -> torch.Tensor:
+            h, w = x.shape[-2:]
+            small = F.interpolate(x, size=(max(8, int(h * s)), max(8, int(w * s))), mode="bilinear", align_corners=False, antialias=True)
+            return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+
+        return resize
     if name == "jpeg":
-        return jpeg_straight_through(x, int(_uniform(generator, 50, 90)))
+        quality = int(_uniform(generator, 50, 90))
+        return lambda x: jpeg_straight_through(x, quality)
     if name == "flip":
-        return torch.flip(x, dims=[-1])
+        return lambda x: torch.flip(x, dims=[-1])
     raise ValueError(f"unknown EOT transform {name!r}; known: {EOT_TRANSFORMS}")
+
+
+def apply_random_transform(x: torch.Tensor, names: tuple[str, ...], generator: torch.Generator) -> torch.Tensor:
+    return draw_transform(names, generator)(x)

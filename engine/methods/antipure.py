@@ -15,7 +15,13 @@ parameter so ablations can switch it:
   t toward its (stop-gradient) prediction at the wrong timestep t' = min(t + Δ, T - 1) ("wrong_timestep",
   default), or maximize the denoising error only inside the band ("band_error").
 - λ_f, λ_t are relative weights: with normalize=True each term is first scaled so its gradient norm
-  at step 0 matches L_sem's.
+  matches L_sem's, both norms averaged over `normalize_draws` fixed (t, noise, s) draws. The norms are
+  taken at a random δ of the budget's size, not at δ = 0: there the contrast term and its gradient
+  vanish (x_hat(x') = x_hat(x)) and the scale would be set by floating-point residue.
+- PFG's match term stops the gradient at x' (pfg_stop_gradient): the optimizer pulls the purified image
+  toward the protection's high frequencies instead of lowering the distance by removing them from x'.
+- Under EOT the contrast variant purifies the clean image through the same transform as x'
+  (MethodContext.transform), so both sides differ only by δ.
 """
 
 from __future__ import annotations
@@ -24,8 +30,10 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from engine import diffusion as D
+from engine.errors import ArtveilError
 from engine.methods.base import MethodContext, ProtectionMethod
 from engine.surrogate import applied_if_tuned, aspl_between_steps
 
@@ -37,7 +45,10 @@ class AntiPureParams:
     lambda_pfg: float = 1.0
     lambda_etg: float = 1.0
     normalize: bool = True
+    normalize_draws: int = 8  # (t, noise, s) draws the step-0 gradient norms are averaged over
+    normalize_seed: int = 7
     pfg_variant: str = "match"  # "match" or "contrast"
+    pfg_stop_gradient: bool = True  # match: sg[x'] (see the module docstring); False for the ablation
     etg_variant: str = "wrong_timestep"  # "wrong_timestep" or "band_error"
     patch_size: int = 8
     high_band_k: int | None = None  # None: patch_size // 2
@@ -59,8 +70,20 @@ def dct_matrix(n: int, device=None, dtype=torch.float32) -> torch.Tensor:
     return c.to(device=device, dtype=dtype)
 
 
+PFG_VARIANTS = ("match", "contrast")
+ETG_VARIANTS = ("wrong_timestep", "band_error")
+
+
 def patch_dct(x: torch.Tensor, p: int) -> torch.Tensor:
-    """2-D DCT-II of every p×p patch: [B, C, H, W] -> [B, C, H/p, W/p, p, p] (H, W multiples of p)."""
+    """2-D DCT-II of every p×p patch: [B, C, H, W] -> [B, C, ⌈H/p⌉, ⌈W/p⌉, p, p].
+
+    Sides that are not multiples of p are padded by reflection (replication when too short), so the
+    last row and column of patches see a continuation of the image, not an artificial edge.
+    """
+    ph, pw = (-x.shape[-2]) % p, (-x.shape[-1]) % p
+    if ph or pw:
+        mode = "reflect" if (ph < x.shape[-2] and pw < x.shape[-1]) else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
     b, c, h, w = x.shape
     patches = x.reshape(b, c, h // p, p, w // p, p).permute(0, 1, 2, 4, 3, 5)
     m = dct_matrix(p, x.device, x.dtype)
@@ -98,6 +121,16 @@ class AntiPure(ProtectionMethod):
     summary = "Built to survive the clean-up tricks mimics use (light SDEdit, noise, JPEG) before training."
     Params = AntiPureParams
 
+    def __init__(self, params=None):
+        super().__init__(params)
+        p = self.params
+        if p.pfg_variant not in PFG_VARIANTS:
+            raise ArtveilError("config", f"antipure: pfg_variant must be one of {', '.join(PFG_VARIANTS)}, got {p.pfg_variant!r}")
+        if p.etg_variant not in ETG_VARIANTS:
+            raise ArtveilError("config", f"antipure: etg_variant must be one of {', '.join(ETG_VARIANTS)}, got {p.etg_variant!r}")
+        if p.patch_size < 2:
+            raise ArtveilError("config", f"antipure: patch_size must be at least 2, got {p.patch_size}")
+
     def _terms(self, ctx: MethodContext, x: torch.Tensor, generator: torch.Generator, z: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         p = self.params
         model = ctx.model
@@ -133,14 +166,17 @@ class AntiPure(ProtectionMethod):
             k = p.high_band_k if p.high_band_k is not None else p.patch_size // 2
             if p.pfg_variant == "contrast":
                 with torch.no_grad():
-                    z_clean = D.encode(model, ctx.x_clean)
+                    # Under EOT x is T(x'): purify T(x_clean), so the two sides differ only by δ.
+                    clean = ctx.transform(ctx.x_clean) if ctx.transform is not None else ctx.x_clean
+                    z_clean = D.encode(model, clean)
                     zc_t = D.add_noise(model, z_clean, noise[i : i + 1], ts)
                     zc0 = D.predict_x0(model, zc_t, ts, D.unet(model, zc_t, ts, ctx.cond))
                     x_hat_clean = D.decode(model, zc0)
                 # Maximized, so it enters the total with a minus sign below.
                 terms["pfg"] = -high_frequency_distance(x_hat, x_hat_clean, p.patch_size, k)
             else:
-                terms["pfg"] = high_frequency_distance(x_hat, x, p.patch_size, k)
+                reference = x.detach() if p.pfg_stop_gradient else x
+                terms["pfg"] = high_frequency_distance(x_hat, reference, p.patch_size, k)
             i += 1
         if p.use_etg:
             t_e = t_all[i:]
@@ -155,22 +191,43 @@ class AntiPure(ProtectionMethod):
         return terms
 
     def setup(self, ctx: MethodContext) -> None:
+        ctx.cache["antipure_scales"] = self.normalization_scales(ctx) if self.params.normalize else {"pfg": 1.0, "etg": 1.0}
+
+    def gradient_norms(self, ctx: MethodContext, draws: int | None = None, seed: int | None = None) -> dict[str, float]:
+        """Each term's gradient norm w.r.t. the image, averaged over `draws` fixed (t, noise, s) draws.
+
+        Measured at x_clean + a random ±budget/2 δ (fixed seed): at δ = 0 the contrast term is identically
+        0 and its gradient is floating-point residue. One draw is not enough: the semantic norm alone
+        varies by well over 10× between draws on the tiny model.
+        """
         p = self.params
-        scales = {"pfg": 1.0, "etg": 1.0}
-        if p.normalize and (p.use_pfg or p.use_etg):
-            # Gradient norms of each term at δ = 0 with one fixed draw: the weights then mean
-            # "relative to the base term", whatever the model and image size.
-            x = ctx.x_clean.clone().requires_grad_(True)
-            terms = self._terms(ctx, x, ctx.fresh_generator(7))
+        draws = max(1, p.normalize_draws if draws is None else draws)
+        seed = p.normalize_seed if seed is None else seed
+        g0 = ctx.fresh_generator(seed)
+        noise = torch.rand(ctx.x_clean.shape, generator=g0, device=g0.device).to(ctx.x_clean.device) * 2 - 1
+        x0 = (ctx.x_clean + 0.5 * ctx.budget * noise).clamp(0, 1)
+        sums: dict[str, float] = {}
+        for i in range(draws):
+            x = x0.clone().requires_grad_(True)
+            terms = self._terms(ctx, x, ctx.fresh_generator(seed * 1000 + i))
             names = [k for k in ("semantic", "pfg", "etg") if k in terms]
-            norms = {}
-            for k in names:
-                g = torch.autograd.grad(terms[k], x, retain_graph=True, allow_unused=True)[0]
-                norms[k] = float(g.norm()) if g is not None else 0.0
-            for k in ("pfg", "etg"):
-                if k in norms and norms[k] > 0:
-                    scales[k] = norms["semantic"] / norms[k]
-        ctx.cache["antipure_scales"] = scales
+            for j, k in enumerate(names):
+                g = torch.autograd.grad(terms[k], x, retain_graph=j < len(names) - 1, allow_unused=True)[0]
+                sums[k] = sums.get(k, 0.0) + (float(g.norm()) if g is not None else 0.0)
+        return {k: v / draws for k, v in sums.items()}
+
+    def normalization_scales(self, ctx: MethodContext, draws: int | None = None, seed: int | None = None) -> dict[str, float]:
+        """{"pfg": s_f, "etg": s_t} so that s·‖∇L_term‖ matches ‖∇L_sem‖ on average: the λ's are then
+        relative to the base term, whatever the model and image size."""
+        scales = {"pfg": 1.0, "etg": 1.0}
+        p = self.params
+        if not (p.use_pfg or p.use_etg):
+            return scales
+        norms = self.gradient_norms(ctx, draws, seed)
+        for k in ("pfg", "etg"):
+            if norms.get(k, 0.0) > 0:
+                scales[k] = norms["semantic"] / norms[k]
+        return scales
 
     def between_steps(self, ctx, x_protected, step):
         aspl_between_steps(ctx, x_protected, step, self.params.aspl_rounds, self.params.aspl_tune_steps)

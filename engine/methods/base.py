@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 
@@ -24,6 +24,8 @@ class MethodContext:
     x_clean: [1, 3, h, w] in [0, 1], fp32, on the model's device.
     budget: the L-infinity budget in [0, 1] units (strength_levels / 255).
     cache: per-image scratch space (targets, normalizers) filled by setup().
+    transform: during an EOT step, the random transform the loss's x went through (x = T(x_clean + δ)),
+        so a method can put its clean references through the same T; None otherwise.
     """
 
     model: ModelBundle
@@ -34,6 +36,7 @@ class MethodContext:
     steps: int
     timesteps_per_step: int = 1
     cache: dict[str, Any] = field(default_factory=dict)
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def fresh_generator(self, seed: int) -> torch.Generator:
         g = torch.Generator(device=self.generator.device)
@@ -79,10 +82,15 @@ class ProtectionMethod:
     def between_steps(self, ctx: MethodContext, x_protected: torch.Tensor, step: int) -> None:
         """Hook for surrogate fine-tuning (ASPL, Anti-Diffusion) between optimizer steps."""
 
-    def objective(self, ctx: MethodContext, x: torch.Tensor) -> float:
-        """The method's own objective at x, with fixed noise: higher means stronger protection."""
-        with torch.no_grad(), measuring(ctx, self.objective_batch):
-            values = [float(self.loss(ctx, x, ctx.fresh_generator(s))[0]) for s in self.objective_seeds]
+    def objective(self, ctx: MethodContext, x: torch.Tensor, seeds: Sequence[int] | None = None, batch: int | None = None) -> float:
+        """The method's own objective at x, with fixed noise: higher means stronger protection.
+
+        seeds, batch: the draws (default objective_seeds × objective_batch timesteps). Values measured with
+        the same draws compare; the job's own start/end measurement uses fewer (engine.protect).
+        """
+        seeds = self.objective_seeds if seeds is None else tuple(seeds)
+        with torch.no_grad(), measuring(ctx, self.objective_batch if batch is None else batch):
+            values = [float(self.loss(ctx, x, ctx.fresh_generator(s))[0]) for s in seeds]
         return sum(values) / len(values)
 
 
