@@ -20,6 +20,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from engine.errors import ArtveilError, Cancelled, ErrorInfo
 from engine.jobs import CancelToken, ProtectProgress, ProtectResult
+from .signals import emit
 
 # Every engine thread ever started, so tests can fail when one outlives its test.
 LIVE_THREADS: "weakref.WeakSet[QThread]" = weakref.WeakSet()
@@ -83,12 +84,12 @@ class EngineWorker(QObject):
         try:
             kwargs = dict(kwargs)
             if kwargs.get("progress") is True:
-                kwargs["progress"] = lambda *values: self.progress.emit(request_id, values)
+                kwargs["progress"] = lambda *values: emit(self.progress, request_id, values)
             result = getattr(self.backend, method)(*args, **kwargs)
         except BaseException as exc:  # errors are values for the window, never lost on this thread
-            self.failed.emit(request_id, ErrorInfo.from_exception(exc))
+            emit(self.failed, request_id, ErrorInfo.from_exception(exc))
             return
-        self.finished.emit(request_id, result)
+        emit(self.finished, request_id, result)
 
     @Slot(int, object, object, object)
     def protect(self, request_id: int, pixels, settings, cancel: CancelToken) -> None:
@@ -103,21 +104,21 @@ class EngineWorker(QObject):
                     break
                 out = throttle.offer(item)
                 if out is not None:
-                    self.progress.emit(request_id, out)
+                    emit(self.progress, request_id, out)
                 if cancel.cancelled:
                     # The engine checks too; this makes Stop hold even for an engine that forgets.
                     raise Cancelled()
             last = throttle.flush()
             if last is not None:
-                self.progress.emit(request_id, last)
+                emit(self.progress, request_id, last)
             if result is None:
                 if cancel.cancelled:
                     raise Cancelled()
                 raise ArtveilError("internal", "The engine stopped without a result.")
         except BaseException as exc:
-            self.failed.emit(request_id, ErrorInfo.from_exception(exc))
+            emit(self.failed, request_id, ErrorInfo.from_exception(exc))
             return
-        self.finished.emit(request_id, result)
+        emit(self.finished, request_id, result)
 
 
 class EngineBridge(QObject):
@@ -166,12 +167,12 @@ class EngineBridge(QObject):
         Pass ``progress=True`` to receive the backend's progress callback values.
         """
         request_id, future = self._new_request()
-        self._call_requested.emit(request_id, method, args, kwargs)
+        emit(self._call_requested, request_id, method, args, kwargs)
         return request_id, future
 
     def protect(self, pixels, settings, cancel: CancelToken) -> tuple[int, asyncio.Future]:
         request_id, future = self._new_request()
-        self._protect_requested.emit(request_id, pixels, settings, cancel)
+        emit(self._protect_requested, request_id, pixels, settings, cancel)
         return request_id, future
 
     @Slot(int, object)
@@ -189,7 +190,7 @@ class EngineBridge(QObject):
 
     @Slot(int, object)
     def _on_progress(self, request_id: int, item) -> None:
-        self.job_progress.emit(request_id, item)
+        emit(self.job_progress, request_id, item)
 
     def shutdown(self, timeout_ms: int = 30_000) -> bool:
         """Stop the engine thread after its current request; True when it has stopped."""

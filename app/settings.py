@@ -14,6 +14,8 @@ from PySide6.QtCore import QByteArray, QObject, QSettings, QStandardPaths, Signa
 
 from engine.jobs import BUDGET_PRESETS, STRENGTH_PRESETS
 
+from .signals import emit
+
 CONFIG_DIR_ENV = "ARTVEIL_CONFIG_DIR"
 
 STRENGTH_RANGE = (1, 32)  # pixel levels; the slider stops where noise becomes plainly visible
@@ -52,7 +54,7 @@ class _Persisted:
             return
         obj._values[self.name] = value
         obj._store.setValue(self.name, "" if value is None else value)
-        getattr(obj, f"{self.name}_changed").emit(value)
+        emit(getattr(obj, f"{self.name}_changed"), value)
 
     def load(self, store: QSettings):
         raw = store.value(self.name, None)

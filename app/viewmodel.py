@@ -29,6 +29,7 @@ from .backend import EngineInfo, ModelSummary, PurifierRequest
 from .bridge import EngineBridge
 from .progress import JobClock, JobTimes, learned_times, prior_times
 from .settings import Settings
+from .signals import emit
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +278,7 @@ class QueueModel(QAbstractListModel):
     def refresh(self, item: QueueItem) -> None:
         if item in self.items:
             index = self.index(self.items.index(item))
-            self.dataChanged.emit(index, index)
+            emit(self.dataChanged, index, index)
 
     def index_of(self, item: QueueItem) -> QModelIndex:
         return self.index(self.items.index(item)) if item in self.items else QModelIndex()
@@ -333,9 +334,9 @@ class Workspace(QObject):
         self.last_preview_seconds: float | None = None
         bridge.job_progress.connect(self._on_progress)
         bridge.job_progress.connect(self._on_preview_progress)
-        settings.steps_changed.connect(lambda _: self.estimate_changed.emit())
+        settings.steps_changed.connect(lambda _: emit(self.estimate_changed))
         settings.method_changed.connect(lambda _: self._on_method_changed())
-        settings.strength_levels_changed.connect(lambda _: self.estimate_changed.emit())
+        settings.strength_levels_changed.connect(lambda _: emit(self.estimate_changed))
 
     # ---- tasks -------------------------------------------------------------------------------
 
@@ -375,19 +376,19 @@ class Workspace(QObject):
     def _set_busy(self, busy: bool) -> None:
         if busy != self.busy:
             self.busy = busy
-            self.busy_changed.emit(busy)
+            emit(self.busy_changed, busy)
 
     def _set_summary(self, text: str) -> None:
         self.summary = text
-        self.summary_changed.emit(text)
+        emit(self.summary_changed, text)
 
     def _set_batch_text(self, text: str) -> None:
         self.batch_text = text
-        self.batch_text_changed.emit(text)
+        emit(self.batch_text_changed, text)
 
     def _set_model_status(self, text: str) -> None:
         self.model_status = text
-        self.model_status_changed.emit(text)
+        emit(self.model_status_changed, text)
 
     # ---- engine and model --------------------------------------------------------------------
 
@@ -401,11 +402,11 @@ class Workspace(QObject):
         except ArtveilError as exc:
             self._set_summary(f"The engine could not start: {exc.message}")
             return
-        self.engine_info_changed.emit(self.engine_info)
+        emit(self.engine_info_changed, self.engine_info)
         if self.settings.model_source:
             await self._load_model(self.settings.model_source)
         else:
-            self.model_needed.emit()
+            emit(self.model_needed)
 
     def load_model(self, source: str) -> asyncio.Future:
         return self._spawn(self._load_model(source))
@@ -418,17 +419,17 @@ class Workspace(QObject):
         except ArtveilError as exc:
             self.model = None
             self._set_model_status(f"Model not loaded: {one_line(exc.message)}")
-            self.model_changed.emit(None)
+            emit(self.model_changed, None)
             return False
         finally:
             self._set_busy(False)
         self.settings.model_source = source
         self._set_model_status(self.model.name + (" (demo: no real protection)" if self.model.is_demo else ""))
-        self.model_changed.emit(self.model)
+        emit(self.model_changed, self.model)
         self._times = self._stored_times()
         if self._times is None:
             await self._measure_step_seconds()
-        self.estimate_changed.emit()
+        emit(self.estimate_changed)
         return True
 
     def _step_key(self) -> str:
@@ -458,11 +459,11 @@ class Workspace(QObject):
             self.settings.set_step_seconds(key, float(seconds))
             if self.settings.job_times(key) is None:
                 self._times = prior_times(float(seconds))
-            self.estimate_changed.emit()
+            emit(self.estimate_changed)
 
     def _on_method_changed(self) -> None:
         self._times = self._stored_times()
-        self.estimate_changed.emit()
+        emit(self.estimate_changed)
         if self._times is None and self.model is not None:
             self._spawn(self._measure_step_seconds())
 
@@ -477,7 +478,7 @@ class Workspace(QObject):
         self._times = measured if learned is None else learned.blend(measured)
         self.settings.set_job_times(self._step_key(), self._times)
         self.settings.set_step_seconds(self._step_key(), self._times.step_s)
-        self.estimate_changed.emit()
+        emit(self.estimate_changed)
 
     @property
     def step_seconds(self) -> float | None:
@@ -565,7 +566,7 @@ class Workspace(QObject):
                 new_items.append(item)
         self.queue.append(new_items)
         if new_items:
-            self.estimate_changed.emit()
+            emit(self.estimate_changed)
             if self.selected is None:
                 self.select(new_items[0])
         return len(new_items)
@@ -607,17 +608,17 @@ class Workspace(QObject):
             if item is self.selected:
                 self.select(None)
         if removed:
-            self.estimate_changed.emit()
+            emit(self.estimate_changed)
         return removed
 
     def select(self, item: QueueItem | None) -> None:
         if item is not self.selected:
             self.selected = item
-            self.selection_changed.emit(item)
+            emit(self.selection_changed, item)
 
     def _touch(self, item: QueueItem) -> None:
         self.queue.refresh(item)
-        self.item_updated.emit(item)
+        emit(self.item_updated, item)
 
     # ---- protecting --------------------------------------------------------------------------
 
@@ -630,7 +631,7 @@ class Workspace(QObject):
         if self.busy or not items:
             return None
         if self.model is None:
-            self.model_needed.emit()
+            emit(self.model_needed)
             return None
         plans = self._plan_outputs(items)
         if plans is None:
@@ -655,9 +656,10 @@ class Workspace(QObject):
         """
         self._cancel.cancel()
         self._batch_remaining.clear()
-        if self.busy and not self.stopping:
+        running = self._clock is not None or self._preview_clock is not None  # a batch or a preview
+        if running and not self.stopping:
             self.stopping = True
-            self.stopping_changed.emit(True)
+            emit(self.stopping_changed, True)
             self._set_batch_text("Stopping…")
             if self._active_item is not None:
                 self._active_item.phase = "stopping"
@@ -667,7 +669,7 @@ class Workspace(QObject):
     def _end_stopping(self) -> None:
         if self.stopping:
             self.stopping = False
-            self.stopping_changed.emit(False)
+            emit(self.stopping_changed, False)
 
     def _ensure_output_dir(self) -> Path | None:
         current = self.settings.output_dir
@@ -819,7 +821,7 @@ class Workspace(QObject):
         """The heartbeat: move the active job's bar and ETA with the clock, between engine reports."""
         if self._preview_clock is not None:
             status = self._preview_status()
-            self.preview_progress.emit(status)
+            emit(self.preview_progress, status)
             self._set_batch_text(status.line())
             return
         item, clock = self._active_item, self._clock
@@ -884,7 +886,7 @@ class Workspace(QObject):
         item = item or self.selected
         if self.busy or item is None or item.protected is None or item.original is None:
             if item is not None and item.protected is None:
-                self.problem.emit("Protect this image first, then preview what a purifier leaves of it.")
+                emit(self.problem, "Protect this image first, then preview what a purifier leaves of it.")
             return None
         return self._spawn(self._preview(item))
 
@@ -896,7 +898,7 @@ class Workspace(QObject):
     async def _preview(self, item: QueueItem) -> None:
         requests = self.purifier_requests()
         if not requests:
-            self.problem.emit("Choose a purifier to preview.")
+            emit(self.problem, "Choose a purifier to preview.")
             return
         request = requests[0]
         h, w = self._image_size(item)
@@ -922,13 +924,13 @@ class Workspace(QObject):
             self._set_summary("Purification preview stopped.")
             return
         except ArtveilError as exc:
-            self.problem.emit(f"Purification preview failed: {one_line(exc.message)}")
+            emit(self.problem, f"Purification preview failed: {one_line(exc.message)}")
             return
         finally:
             self._heartbeat.stop()
             self._preview_request = None
             self._preview_clock = None
-            self.preview_progress.emit(None)
+            emit(self.preview_progress, None)
             self._set_batch_text("")
             self._set_busy(False)
             self._end_stopping()
@@ -938,7 +940,7 @@ class Workspace(QObject):
         self.settings.set_preview_times(key, (purify_s / area, e.get("comparing", 0.0) / area))
         self.last_preview_seconds = clock.elapsed()
         item.report, item.report_purifier = report, request.name
-        self.report_changed.emit(item)
+        emit(self.report_changed, item)
 
     def _on_preview_progress(self, request_id: int, values) -> None:
         clock = self._preview_clock

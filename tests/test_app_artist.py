@@ -185,7 +185,7 @@ def test_stop_shows_stopping_at_once_and_ends_within_a_step(make_window, tmp_pat
     assert window.batch_label.text() == "Stopping…"
     assert item.status_text == "stopping…"
     qtbot.waitUntil(lambda: not ws.busy, timeout=5000)
-    assert time.monotonic() - stopped_at < 1.0
+    assert time.monotonic() - stopped_at < 1.5  # one 50 ms step, and a loaded machine's scheduling
     assert item.state is ItemState.STOPPED and ws.queue.items[1].state is ItemState.WAITING
     assert c.stop_button.text() == "Stop"
 
@@ -360,3 +360,13 @@ def test_a_missing_x11_library_is_named_in_one_line(monkeypatch, capsys):
 def test_the_window_imports_no_torch():
     code = "import app.ui.main_window, sys; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1], timeout=120)
+
+
+def test_a_busy_window_does_not_drain_pythons_true(make_window):
+    """PySide6 6.12's emit() forgets a reference on True; app.signals.emit gives it back (else Python
+    aborts with "deallocating True or False" after some minutes of progress reports)."""
+    window, ws = make_window()
+    before = sys.getrefcount(True)
+    for i in range(2000):
+        ws._set_batch_text(f"{i} of 2000")
+    assert before - sys.getrefcount(True) < 100

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
 
 from ..viewmodel import ItemState, QueueItem, Workspace, describe_robustness
 from .common import caption, image_from_array
+from ..signals import emit
 
 HANDLE_GRAB_PX = 10
 
@@ -55,7 +56,7 @@ class CompareCanvas(QWidget):
     def set_mode(self, mode: str) -> None:
         if mode != self.mode:
             self.mode = mode
-            self.mode_changed.emit(mode)
+            emit(self.mode_changed, mode)
             self.update()
 
     def toggle_before_after(self) -> None:

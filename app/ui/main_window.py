@@ -16,6 +16,7 @@ from .compare_view import CompareArea
 from .controls_panel import ControlsPanel
 from .model_dialog import ModelDialog, start_folder
 from .queue_panel import QueuePanel
+from ..signals import emit
 
 
 class DialogPrompts:
@@ -72,7 +73,7 @@ class ClickableLabel(QLabel):
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
         if event.button() == Qt.MouseButton.LeftButton and self.rect().contains(event.position().toPoint()):
-            self.clicked.emit()
+            emit(self.clicked)
         super().mouseReleaseEvent(event)
 
 

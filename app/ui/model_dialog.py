@@ -35,6 +35,7 @@ from engine.jobs import CancelToken
 from ..backend import ModelChoices
 from ..viewmodel import Workspace, format_duration, one_line
 from .common import caption, section_title
+from ..signals import emit
 
 CHECK_DELAY_MS = 300  # typing a path: check once the typing pauses
 OK_MARK = "✓ "
@@ -368,7 +369,7 @@ class ModelDialog(QDialog):
         self._choose(path)
 
     def _choose(self, source: str) -> None:
-        self.model_chosen.emit(source)
+        emit(self.model_chosen, source)
         self.accept()
 
     def _show_error(self, text: str) -> None:

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 
 from ..viewmodel import ItemState, QueueItem, QueueModel, Workspace
 from .common import caption, icon, section_title
+from ..signals import emit
 
 TILE_PX = 64
 ROW_PX = 80
@@ -124,13 +125,13 @@ class QueueView(QListView):
         paths = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
         if paths:
             event.acceptProposedAction()
-            self.paths_dropped.emit(paths)
+            emit(self.paths_dropped, paths)
         else:
             event.ignore()
 
     def keyPressEvent(self, event) -> None:
         if event.matches(QKeySequence.StandardKey.Delete) or event.key() in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace):
-            self.delete_pressed.emit()
+            emit(self.delete_pressed)
             event.accept()
             return
         super().keyPressEvent(event)
