@@ -109,3 +109,23 @@ def test_toy_sanity_reports_every_number(toy_model):
     assert report["lora"]["first_loss"] > 0
     card = (toy_model / "README.md").read_text()
     assert "held-out style after the mimic" in card and "Not measured yet" not in card
+
+
+def test_a_fresh_machine_resumes_from_the_exported_model_alone(toy_model, tmp_path):
+    """What the repository keeps is the exported folder (no work/): --resume continues from its EMA weights."""
+    import shutil
+
+    shipped = tmp_path / "proxy"
+    shutil.copytree(toy_model, shipped, ignore=shutil.ignore_patterns("work"))
+    before = json.loads((shipped / "proxy_world.json").read_text())["state"]["unet_steps"]
+    exported = _load(shipped).unet.state_dict()
+    train.main(["--out", str(shipped), "--toy", "--device", "cpu", "--resume", "--unet-steps", "2"])
+    state = json.loads((shipped / "work" / "state.json").read_text())
+    assert state["unet_steps"] == before + 2
+    checkpoint = torch.load(shipped / "work" / "unet_state.pt", weights_only=True)
+    # two steps from the exported weights, not from a fresh initialisation
+    drift = max((checkpoint["unet"][k].float() - v.float()).abs().max().item() for k, v in exported.items())
+    torch.manual_seed(train.TOY.seed)  # the initialisation a run from scratch starts from
+    fresh = train.build_unet(train.TOY, train.latent_size(train.TOY)).state_dict()
+    distance_to_fresh = max((checkpoint["unet"][k].float() - v).abs().max().item() for k, v in fresh.items())
+    assert drift < distance_to_fresh

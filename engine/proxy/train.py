@@ -509,6 +509,26 @@ def train_unet(run: _Run, budget_s: float, max_steps: int | None, resume: bool) 
             optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
         run.say(f"resumed the UNet at step {step}" + ("" if "optimizer" in state else " (fresh optimizer)"))
+    elif resume and (run.out / "unet").is_dir() and (run.out / "proxy_world.json").is_file():
+        # No work/ checkpoint (a fresh machine): continue from the exported model itself, which is what the
+        # repository keeps (resources/proxy/model): its EMA weights become both weights and EMA; the
+        # optimizer starts afresh (its moments are not shipped).
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel
+
+        shipped = UNet2DConditionModel.from_pretrained(run.out / "unet", local_files_only=True,
+                                                       torch_dtype=torch.float32)
+        unet.load_state_dict(shipped.state_dict())
+        ema["unet"].load_state_dict(shipped.state_dict())
+        if cfg.train_text_encoder:
+            te = CLIPTextModel.from_pretrained(run.out / "text_encoder", local_files_only=True)
+            text_encoder.load_state_dict(te.state_dict())
+            ema["text_encoder"].load_state_dict(te.state_dict())
+        world = json.loads((run.out / "proxy_world.json").read_text())
+        step = int(world.get("state", {}).get("unet_steps", 0))
+        earlier = world.get("state", {})
+        run.save_state(**{k: earlier[k] for k in ("unet_seconds", "wall_seconds") if k in earlier})
+        run.say(f"resumed the UNet at step {step} from the exported model (EMA weights, fresh optimizer)")
     elif resume:
         run.say("no checkpoint to resume from: starting the UNet from scratch")
     run.say(f"UNet: {sum(p.numel() for p in unet.parameters()) / 1e6:.2f} M parameters, budget {budget_s:.0f} s")
