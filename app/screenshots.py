@@ -77,19 +77,20 @@ def render(out: Path) -> list[Path]:
     from app.viewmodel import ItemState
 
     app, collector, loop = start_application([sys.argv[0]])
-    work = Path(tempfile.mkdtemp(prefix="artveil-shots-"))
-    inputs = work / "in"
-    inputs.mkdir()
+    work = Path.home() / "Pictures"
+    inputs = work / "paintings"
+    inputs.mkdir(parents=True)
     names = {"landscape": "evening-hills.png", "portrait": "portrait-study.png", "pattern": "textile-02.png"}
     paths = [save_png(painting(kind, seed=i), inputs / name) for i, (kind, name) in enumerate(names.items())]
     paths.append(save_png(painting("landscape", seed=7)[:, ::-1].copy(), inputs / "evening-hills-mirror.png"))
 
-    settings = Settings(work / "config" / "settings.ini")
+    settings = Settings(Path.home() / ".config" / "artveil" / "settings.ini")
     from engine.models import demo_source
 
     settings.model_source = demo_source()
     settings.output_dir = str(work / "protected")
     window, ws = create_window(settings, RealBackend, StaticPrompts(work / "protected"))
+    (work / "protected").mkdir(exist_ok=True)
     window.resize(*SIZE)
     window.show()
     written: list[Path] = []
@@ -137,6 +138,7 @@ def render(out: Path) -> list[Path]:
             item.state, item.progress, item.preview, item.original = ItemState.WAITING, 0.0, None, None
             ws._touch(item)
         ws._set_summary("")
+        window.statusBar().clearMessage()
 
         ws.select(first)
         window.compare.show_compare()
@@ -145,6 +147,8 @@ def render(out: Path) -> list[Path]:
 
         window.controls.purifier_combo.setCurrentIndex(window.controls.purifier_combo.findData("sdedit"))
         ws.settings.purifier_level = 2
+        window.preview_purification()  # once, so that the shot below has a time estimate
+        await ws.idle()
         window.preview_purification()
         await wait_for(lambda: ws.previewing and window.compare.purify.progress.value() >= 150, timeout=120)
         shot("purification-preview-running")
@@ -156,8 +160,7 @@ def render(out: Path) -> list[Path]:
         dialog.download_option.setChecked(True)
         dialog.adjustSize()
         shot("model-dialog", dialog)
-        dialog.folder_edit.setText(str(inputs))
-        await dialog.check_path(str(inputs))
+        await dialog.set_path("~/" + str(inputs.relative_to(Path.home())))
         dialog.adjustSize()
         shot("model-dialog-rejects-images", dialog)
         dialog.reject()
@@ -175,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Paths in the shots read as an artist's (~/Pictures/…), not as this machine's temporary folders.
+    home = Path(tempfile.mkdtemp(prefix="artveil-home-"))
+    os.environ["HOME"] = str(home)
+    os.environ.setdefault("HF_HOME", str(home / ".cache" / "huggingface"))
+    args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     render(args.out)
     return 0

@@ -43,8 +43,8 @@ MAX_PIXELS = 80_000_000
 # What the preview tells the artist it does differently from a mimic's full run (engine.preview).
 PREVIEW_SIDE = 384
 PREVIEW_STEPS = 20
-PREVIEW_NOTE = (f"The preview runs the purifier at {PREVIEW_SIDE} px (longer side) with {PREVIEW_STEPS} denoising "
-                "steps, so it answers in seconds; a mimic's full-size run may remove a little more or less.")
+PREVIEW_NOTE = (f"For a quick answer the preview runs the purifier at {PREVIEW_SIDE} px with {PREVIEW_STEPS} "
+                "denoising steps, smaller and shorter than a mimic's full run.")
 PHASE_WORDS = {"setup": "setting up", "steps": "protecting", "saving": "saving", "stopping": "stopping…"}
 
 # Purifier strength presets (light, medium, heavy) in each purifier's own parameter; from the

@@ -235,7 +235,7 @@ def test_preview_runs_only_the_chosen_purifier_with_its_own_progress_and_can_be_
     assert any(t.startswith("Purifying the original") for t in texts)
     assert any(t.startswith("Purifying the protected image") and "left" in t for t in texts)  # an estimate
     assert not preview.progress_row.isVisible()
-    assert "PNG" not in c.preview_note.text() and "384 px" in c.preview_note.text()  # says what it shortens
+    assert "384 px" in c.preview_note.text() and "20" in c.preview_note.text()  # says what it shortens
 
     # A second, long one: its own bar and Stop, which says so at once and ends within a step.
     fake_engine.preview_delay_s = 30.0
@@ -247,7 +247,7 @@ def test_preview_runs_only_the_chosen_purifier_with_its_own_progress_and_can_be_
     qtbot.mouseClick(preview.stop_button, LEFT)
     assert preview.stop_button.text() == "Stopping…" and preview.progress_text.text() == "Stopping…"
     qtbot.waitUntil(lambda: not ws.busy, timeout=5000)
-    assert time.monotonic() - stopped_at < 1.0
+    assert time.monotonic() - stopped_at < 1.5  # 10 ms "denoising steps", and a loaded machine's scheduling
     assert [name for name, _ in fake_engine.purified] == ["jpeg", "sdedit"]
     assert ws.queue.items[0].report_purifier == "jpeg"  # the stopped run left no half report
     assert ws.summary == "Purification preview stopped." and not preview.progress_row.isVisible()

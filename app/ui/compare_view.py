@@ -282,8 +282,11 @@ class PurifyPreview(QWidget):
     def show_progress(self, status) -> None:
         """A viewmodel.PreviewStatus while the preview runs; None hides the bar."""
         running = status is not None
+        if running and not self.progress_row.isVisibleTo(self):
+            self.clear()  # a new run: an earlier result must not pass for this one
         self.progress_row.setVisible(running)
         self.progress_text.setVisible(running)
+        self.summary.setVisible(not running)
         if running:
             self.progress.setValue(int(1000 * status.fraction))
             self.progress_text.setText(status.line())
@@ -375,7 +378,7 @@ class CompareArea(QWidget):
         workspace.selection_changed.connect(self._show_item)
         workspace.item_updated.connect(self._on_item_updated)
         workspace.report_changed.connect(self._on_report)
-        workspace.preview_progress.connect(self.purify.show_progress)
+        workspace.preview_progress.connect(self._on_preview_progress)
         self.purify.stop_button.clicked.connect(workspace.stop)
         self._show_item(workspace.selected)
 
@@ -402,6 +405,11 @@ class CompareArea(QWidget):
     def _on_item_updated(self, item: QueueItem) -> None:
         if item is self.workspace.selected:
             self._show_item(item)
+
+    def _on_preview_progress(self, status) -> None:
+        self.purify.show_progress(status)
+        if status is None:  # ended (done, stopped or failed): show what the selected image has
+            self._show_item(self.workspace.selected)
 
     def _on_report(self, item: QueueItem) -> None:
         if item is self.workspace.selected:

@@ -24,6 +24,7 @@ from engine.jobs import BUDGET_PRESETS, STRENGTH_PRESETS
 from ..backend import EngineInfo
 from ..viewmodel import LEVEL_NAMES, PREVIEW_NOTE, Workspace, format_duration
 from .common import caption, section_title
+from .model_dialog import tilde
 
 STRENGTH_MAX = 16
 BUDGET_MIN, BUDGET_MAX, BUDGET_STEP = 10, 400, 10
@@ -339,7 +340,7 @@ class ControlsPanel(QWidget):
 
     def _show_output(self, path: str) -> None:
         if path:
-            self.output_label.setText(str(Path(path)))  # the full path: wraps, never cut
+            self.output_label.setText(tilde(str(Path(path))))  # the full path (~ for home): wraps, never cut
             self.output_label.setToolTip(path)
         else:
             self.output_label.setText("No folder chosen yet: you will be asked on the first Protect.")

@@ -40,6 +40,7 @@ from ..signals import emit
 CHECK_DELAY_MS = 300  # typing a path: check once the typing pauses
 OK_MARK = "✓ "
 GOOD_COLOUR, BAD_COLOUR = "#7fcf7a", "#f07a6a"  # the queue's "done" and "failed" colours
+LINK_COLOUR = "#5fd0c2"  # the theme's accent: readable on the dark background
 OPTION_STYLE = "QRadioButton { font-weight: 600; }"
 
 
@@ -241,7 +242,7 @@ class ModelDialog(QDialog):
                 self.demo_option.setChecked(True)
         else:
             self.download_option.setText(f"Recommended: {offer.title}")
-            licence = (f'<a href="{offer.licence_url}">{offer.licence}</a>' if offer.licence_url
+            licence = (f'<a style="color: {LINK_COLOUR};" href="{offer.licence_url}">{offer.licence}</a>' if offer.licence_url
                        else (offer.licence or "see the model page"))
             if offer.present_path:
                 self._downloaded = offer.present_path
