@@ -89,8 +89,8 @@ def render(out: Path) -> list[Path]:
 
     settings.model_source = demo_source()
     settings.output_dir = str(work / "protected")
-    window, ws = create_window(settings, RealBackend, StaticPrompts(work / "protected"))
     (work / "protected").mkdir(exist_ok=True)
+    window, ws = create_window(settings, RealBackend, StaticPrompts(work / "protected"))
     window.resize(*SIZE)
     window.show()
     written: list[Path] = []

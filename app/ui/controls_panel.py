@@ -400,6 +400,8 @@ class ControlsPanel(QWidget):
         for button, tip in ((self.protect_button, "Protect the selected images (Ctrl+Return)"),
                             (self.protect_all_button, "Protect every image not done yet (Ctrl+Shift+Return)")):
             button.setToolTip(tip if button.isEnabled() or not reason else reason)
+        out = ws.settings.output_dir
+        self.open_folder_button.setEnabled(bool(out) and Path(out).is_dir())  # it may exist only after a save
         self.stop_button.setEnabled(busy and not ws.stopping)
         self.stop_button.setText("Stopping…" if ws.stopping else "Stop")
         selected = ws.selected
