@@ -356,7 +356,7 @@ def make_window(qloop, qapp, tmp_path, fake_engine):
         window.show()
         built.append((window, workspace))
         if start:
-            qloop.run_until_complete(asyncio.wait_for(_start(workspace), 300))
+            qloop.run_until_complete(asyncio.wait_for(_start(workspace), 540))  # the real engine measures a step at start
         return window, workspace
 
     yield make
