@@ -88,9 +88,12 @@ class Surrogate:
                 self.tensors[f"{path}.lora_B"] = torch.nn.Parameter(torch.zeros(lin.out_features, r, device=model.device))
         else:
             self._paths = []
+            # fp32 master weights whatever the model's dtype: at the published lr (5e-7) an Adam step is
+            # below bf16's resolution for almost every weight, so a bf16 copy would barely train.
             for name, p in unet.named_parameters():
-                self.tensors[name] = torch.nn.Parameter(p.detach().clone())
+                self.tensors[name] = torch.nn.Parameter(p.detach().to(torch.float32, copy=True))
         self._optimizer: torch.optim.Optimizer | None = None
+        self._cast: dict[str, torch.Tensor] | None = None  # master weights in the model's dtype, no graph
 
     # -------------------------------------------------------------------------------------- applying
 
@@ -190,11 +193,25 @@ class Surrogate:
                 parent, child = slots[path]
                 parent._modules[child] = layers[path].get_base_layer()
 
+    def _weights_in_model_dtype(self, unet: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The master weights as the UNet runs them. fp32 models use the masters themselves; otherwise a
+        cast, differentiable while tuning (gradients reach the fp32 masters) and cached, without a graph,
+        for attacks until the next optimizer step."""
+        dtypes = {name: p.dtype for name, p in unet.named_parameters()}
+        if all(dtypes[k] == v.dtype for k, v in self.tensors.items()):
+            return self.tensors
+        if any(v.requires_grad for v in self.tensors.values()):
+            return {k: v.to(dtypes[k]) for k, v in self.tensors.items()}
+        if self._cast is None:
+            with torch.no_grad():
+                self._cast = {k: v.to(dtypes[k]) for k, v in self.tensors.items()}
+        return self._cast
+
     @contextlib.contextmanager
     def _weights_swapped(self, unet: torch.nn.Module) -> Iterator[None]:
         originals: list[tuple[torch.nn.Module, str, torch.nn.Parameter]] = []
         try:
-            for name, tuned in self.tensors.items():
+            for name, tuned in self._weights_in_model_dtype(unet).items():
                 owner_path, _, pname = name.rpartition(".")
                 owner = unet.get_submodule(owner_path) if owner_path else unet
                 originals.append((owner, pname, owner._parameters[pname]))
@@ -205,6 +222,10 @@ class Surrogate:
                 owner._parameters[pname] = original
 
     # -------------------------------------------------------------------------------------- tuning
+
+    def reset_optimizer(self) -> None:
+        """Start the next tune() with fresh optimizer state (Anti-DreamBooth builds a new AdamW per call)."""
+        self._optimizer = None
 
     def _optim(self) -> torch.optim.Optimizer:
         if self._optimizer is None:
@@ -244,9 +265,12 @@ class Surrogate:
         losses = []
         for p in params:
             p.requires_grad_(True)
+        self._cast = None
         try:
-            with self.applied():
-                for i in range(steps):
+            for i in range(steps):
+                # Applied per step: in full mode on a bf16/fp16 model each step casts the updated fp32
+                # masters afresh (for LoRA, entering costs microseconds).
+                with self.applied():
                     first = (self.tuned_steps + i) * batch_size
                     index = [(first + j) % len(images) for j in range(batch_size)]
                     z = latents[index] if batch_size > 1 else latents[index[0]]
@@ -256,11 +280,12 @@ class Surrogate:
                     loss = D.denoising_loss(model, z, c, t, noise)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
-                    if self.params.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(params, self.params.grad_clip)
-                    opt.step()
-                    losses.append(float(loss.detach()))
+                if self.params.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(params, self.params.grad_clip)
+                opt.step()
+                losses.append(float(loss.detach()))
         finally:
+            self._cast = None
             for p in params:
                 p.requires_grad_(False)
                 p.grad = None
@@ -273,7 +298,7 @@ class Surrogate:
         """An independent copy of the current deltas with a fresh optimizer (ASPL's throw-away f')."""
         other = Surrogate.__new__(Surrogate)
         other.model, other.params, other._paths = self.model, self.params, list(self._paths)
-        other.tuned_steps, other._active, other._optimizer = self.tuned_steps, False, None
+        other.tuned_steps, other._active, other._optimizer, other._cast = self.tuned_steps, False, None, None
         other.tensors = {k: torch.nn.Parameter(v.detach().clone()) for k, v in self.tensors.items()}
         return other
 
@@ -284,6 +309,7 @@ class Surrogate:
         missing = set(self.tensors) - set(state)
         if missing:
             raise ArtveilError("input", f"surrogate weights are missing {len(missing)} tensor(s), e.g. {sorted(missing)[0]}")
+        self._cast = None
         with torch.no_grad():
             for k, v in self.tensors.items():
                 v.copy_(state[k].to(v.device, v.dtype))

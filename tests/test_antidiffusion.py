@@ -14,7 +14,7 @@ from engine.methods import MethodContext, get_method
 from engine.methods.antidiffusion import capture_cross_attention, schedule, semantic_disturbance_loss
 from engine.protect import protect_image
 from engine.surrogate import protect_set
-from tests.conftest import assert_objective_beats_random_noise, make_image
+from tests.conftest import make_image
 
 FAST = {"pt_steps": 3, "rounds": 2, "surrogate_steps": 2}
 
@@ -112,20 +112,19 @@ def test_unet_restored_bit_exactly_after_protection(tiny_model, textured_image):
     assert torch.equal(D.unet(tiny_model, z, t, tiny_model.encode_prompt("")), before)
 
 
-def assert_surrogate_method_protects(tiny_model, tmp_path, method: str, params: dict) -> None:
-    """A method with a surrogate beats random noise of its budget, the budget holds on the exported PNG,
-    and the shared UNet comes back unchanged."""
+def assert_surrogate_method_keeps_budget_and_unet(tiny_model, tmp_path, method: str, params: dict) -> None:
+    """A method with a surrogate keeps its budget on the exported PNG, changes the image, and leaves the
+    shared UNet unchanged. Whether it protects is scored in tests/test_methods_reference.py."""
     snap = _unet_snapshot(tiny_model)
     img = make_image(32, 32, seed=7)
-    # Many timesteps per step (as engine tests do): on random weights one (t, noise) draw is mostly noise.
-    settings = ProtectSettings(method=method, strength_levels=8, steps=20, seed=3, timesteps_per_step=32,
+    settings = ProtectSettings(method=method, strength_levels=8, steps=8, seed=3, timesteps_per_step=4,
                                preview_every=0, measure_objective=False, method_params=params)
     result = protect_image(tiny_model, img, settings)
     assert_unet_restored(tiny_model, snap)
     reloaded = load_image(save_image(result.protected, tmp_path / "a.protected.png")).pixels
-    assert np.abs(reloaded.astype(int) - img.astype(int)).max() <= 8
-    assert_objective_beats_random_noise(tiny_model, img, reloaded, settings)
+    diff = np.abs(reloaded.astype(int) - img.astype(int))
+    assert 0 < diff.max() <= 8
 
 
-def test_raises_its_objective_above_random_noise_and_budget_holds_on_png(tiny_model, tmp_path):
-    assert_surrogate_method_protects(tiny_model, tmp_path, "antidiffusion", {"pt_steps": 3, "rounds": 1, "surrogate_steps": 2})
+def test_budget_holds_on_png_and_unet_is_restored(tiny_model, tmp_path):
+    assert_surrogate_method_keeps_budget_and_unet(tiny_model, tmp_path, "antidiffusion", {"pt_steps": 3, "rounds": 1, "surrogate_steps": 2})

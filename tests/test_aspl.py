@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from engine import diffusion as D
 from engine.jobs import ProtectSettings
 from engine.methods import MethodContext, get_method
 from engine.surrogate import Surrogate, SurrogateParams, protect_set
-from tests.test_antidiffusion import _unet_snapshot, assert_surrogate_method_protects, assert_unet_restored
+from tests.test_antidiffusion import _unet_snapshot, assert_surrogate_method_keeps_budget_and_unet, assert_unet_restored
 
 FAST = {"pgd_per_round": 5, "clean_tune_steps": 1, "protected_tune_steps": 1}
 
@@ -46,19 +47,57 @@ def test_aspl_tunes_clean_copy_each_round_and_protected_surrogate_between(tiny_m
     assert ctx.cache["aspl_attack"].tuned_steps == ctx.cache["surrogate"].tuned_steps + 1
 
 
-def test_aspl_raises_its_objective_above_random_noise_and_budget_holds_on_png(tiny_model, tmp_path):
-    assert_surrogate_method_protects(tiny_model, tmp_path, "aspl",
-                                     {"pgd_per_round": 10, "clean_tune_steps": 1, "protected_tune_steps": 1})
+def test_aspl_budget_holds_on_png_and_unet_is_restored(tiny_model, tmp_path):
+    assert_surrogate_method_keeps_budget_and_unet(tiny_model, tmp_path, "aspl",
+                                                  {"pgd_per_round": 4, "clean_tune_steps": 1, "protected_tune_steps": 1})
 
 
-def test_protect_set_shares_one_surrogate_and_restores_unet(tiny_model, textured_image):
+def test_aspl_attacks_the_tuned_copy_not_the_base_model(tiny_model, textured_image):
+    """Same draws: ASPL's loss is the denoising loss of f' (the copy tuned on the clean image), not of the base UNet."""
+    from engine.methods.advdm import semantic_loss
+
+    x = torch.from_numpy(textured_image[:32, :32]).permute(2, 0, 1)[None].float() / 255
+    ctx = MethodContext(model=tiny_model, x_clean=x, cond=tiny_model.encode_prompt(""), generator=torch.Generator().manual_seed(0),
+                        budget=8 / 255, steps=6, timesteps_per_step=4)
+    method = get_method("aspl", {"pgd_per_round": 6, "clean_tune_steps": 2, "protected_tune_steps": 1,
+                                 "surrogate_lr": 1e-2})
+    method.setup(ctx)
+    method.between_steps(ctx, x, 0)
+    z = D.encode(tiny_model, x)
+    loss, _ = method.loss(ctx, x, torch.Generator().manual_seed(5))
+    base = semantic_loss(ctx, z, torch.Generator().manual_seed(5))
+    with ctx.cache["aspl_attack"].applied():
+        attacked = semantic_loss(ctx, z, torch.Generator().manual_seed(5))
+    assert float(loss) == pytest.approx(float(attacked), rel=1e-6)
+    assert abs(float(attacked) - float(base)) > 1e-6
+
+
+def test_protect_set_shares_one_surrogate_and_restores_unet(tiny_model, textured_image, monkeypatch):
+    """One kept surrogate serves every image of the set, and its protected tuning sees the whole set."""
+    from engine import surrogate as surrogate_module
+
+    calls = []
+    original_tune = Surrogate.tune
+
+    def spy(self, images, *args, **kwargs):
+        calls.append((id(self), surrogate_module.active_pool().current, len(images)))
+        return original_tune(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(Surrogate, "tune", spy)
     snap = _unet_snapshot(tiny_model)
     images = [textured_image[:32, :32].copy(), textured_image[32:, 32:].copy()]
-    settings = ProtectSettings(method="aspl", strength_levels=6.4, steps=5, preview_every=0, measure_objective=False, method_params=FAST)
+    params = {"pgd_per_round": 3, "clean_tune_steps": 1, "protected_tune_steps": 1}
+    settings = ProtectSettings(method="aspl", strength_levels=6.4, steps=6, step_levels=2.0, preview_every=0,
+                               measure_objective=False, method_params=params)
     results = protect_set(tiny_model, images, settings)
     assert len(results) == 2
-    assert all(np.abs(r.protected.astype(int) - im.astype(int)).max() <= 6 for r, im in zip(results, images))
-    assert not np.array_equal(results[0].protected, images[0])
+    assert all(0 < np.abs(r.protected.astype(int) - im.astype(int)).max() <= 6 for r, im in zip(results, images))
+    by_surrogate: dict[int, set[int]] = {}
+    for sid, image, _ in calls:
+        by_surrogate.setdefault(sid, set()).add(image)
+    shared = [sid for sid, seen in by_surrogate.items() if seen == {0, 1}]
+    assert len(shared) == 1, calls  # the kept surrogate; the throw-away copies are per round
+    assert all(n == 2 for sid, _, n in calls if sid == shared[0])  # tuned on both images of the set
     assert_unet_restored(tiny_model, snap)
 
 
@@ -77,3 +116,40 @@ def test_antipure_aspl_mode_tunes_a_surrogate_and_attacks_it(tiny_model, texture
     attacked, _ = method.loss(ctx, x, torch.Generator().manual_seed(5))
     assert float(attacked) != float(base)
     assert_unet_restored(tiny_model, snap)
+
+
+def test_full_surrogate_trains_a_bf16_model_at_the_published_learning_rate(textured_image):
+    """mode="full" keeps fp32 master weights: at lr 5e-7 a bf16 copy would round nearly every update away
+    (0.6 % of weights changed in 20 steps, against 99 % in fp32), and the tuned surrogate would be the base."""
+    import dataclasses
+
+    from engine.models import build_tiny_model
+
+    model = build_tiny_model(seed=0, device="cpu")
+    for part in (model.unet, model.vae, model.text_encoder):
+        part.to(torch.bfloat16)
+    model = dataclasses.replace(model, dtype=torch.bfloat16, _prompt_cache={})
+    base = {k: v.detach().clone() for k, v in model.unet.state_dict().items()}
+    x = torch.from_numpy(textured_image[:32, :32]).permute(2, 0, 1)[None].float() / 255
+    s = Surrogate(model, SurrogateParams(mode="full"))  # lr None: the published 5e-7
+    assert s.params.learning_rate() == 5e-7
+    before = {k: v.detach().clone() for k, v in s.tensors.items()}
+    s.tune([x], model.encode_prompt(""), torch.Generator().manual_seed(0), 20)
+    changed = sum(int((s.tensors[k] != before[k]).sum()) for k in before)
+    total = sum(v.numel() for v in before.values())
+    assert changed / total > 0.9, changed / total
+    # The model runs the masters in its own dtype inside applied(), and the shared UNet is untouched.
+    z = D.encode(model, x)
+    t = torch.tensor([400])
+    cond = model.encode_prompt("")
+    plain = D.unet(model, z, t, cond)
+    with s.applied():
+        assert all(p.dtype == torch.bfloat16 for p in model.unet.parameters())
+        tuned = D.unet(model, z, t, cond)
+    assert tuned.shape == plain.shape
+    assert all(torch.equal(v, base[k]) for k, v in model.unet.state_dict().items())
+    # Gradients reach the fp32 masters through the cast: a large lr moves the bf16 output.
+    s2 = Surrogate(model, SurrogateParams(mode="full", lr=1e-3))
+    s2.tune([x], cond, torch.Generator().manual_seed(0), 2)
+    with s2.applied():
+        assert float((D.unet(model, z, t, cond) - plain).abs().max()) > 1e-3

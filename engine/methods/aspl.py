@@ -6,7 +6,8 @@ Each round of `pgd_per_round` PGD steps:
 2. δ is attacked with AdvDM's denoising loss under f';
 3. the kept surrogate f is fine-tuned for `protected_tune_steps` on the current protected image(s),
    so the next round attacks a model that has already learned from the protection.
-The original needs a 40 GB A100 for its full-UNet copies; LoRA factors are a few MB. Inside
+Every tuning call starts a fresh optimizer, as the reference code does. The original needs a 40 GB
+A100 for its full-UNet copies; LoRA factors are a few MB. Inside
 `engine.surrogate.protect_set` the surrogate and both tuning sets span the whole set of images.
 """
 
@@ -58,6 +59,7 @@ class ASPL(ProtectionMethod):
             return
         kept = surrogate_for(ctx, self._surrogate_params())
         if step > 0 and p.protected_tune_steps:
+            kept.reset_optimizer()  # a fresh AdamW per tuning call, as Anti-DreamBooth's aspl.py does
             kept.tune(tuning_set(ctx, x_protected), ctx.cond, ctx.fresh_generator(30_000 + step), p.protected_tune_steps)
             ctx.cache["aspl_log"].append(("protected", step, p.protected_tune_steps))
         attack = kept.clone()
