@@ -20,7 +20,8 @@ class ProtectSettings:
     """What a protection job needs besides the image and the model.
 
     strength_levels: L-infinity budget in pixel levels (0-255 scale); 8 is the product default.
-    step_levels: PGD step size in pixel levels; None picks 1 level, or strength/10 for short budgets.
+    step_levels: PGD step size in pixel levels; None picks 1 level, or strength/10 for short budgets
+        (under 100 steps) when that is larger (engine.protect.default_step_levels).
     working_size: images whose longer side exceeds this are optimized at this size (δ resized back)
         or in tiles of this size, as large_image says.
     eot: expectation-over-transformation transforms ("blur", "resize", "jpeg", "flip").

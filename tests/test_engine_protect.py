@@ -12,7 +12,7 @@ from engine.errors import ArtveilError, Cancelled
 from engine.images import load_image, save_image
 from engine.jobs import CancelToken, ProtectProgress, ProtectResult, ProtectSettings
 from engine.protect import protect_image, protect_iter
-from tests.conftest import assert_objective_beats_random_noise, make_image
+from tests.conftest import make_image
 
 METHODS = ["antipure", "advdm", "photoguard", "mist", "sds"]
 
@@ -26,7 +26,8 @@ def quick(method: str, **kw) -> ProtectSettings:
 @pytest.mark.parametrize("method", METHODS)
 def test_budget_holds_after_8bit_export(tiny_model, tmp_path, method):
     img = make_image(64, 64)
-    result = protect_image(tiny_model, img, quick(method, strength_levels=6.4))
+    # 3.2 levels a step (2ε/steps): 4 steps reach the border (the default α is 1 level at ε = 6.4).
+    result = protect_image(tiny_model, img, quick(method, strength_levels=6.4, step_levels=3.2))
     path = save_image(result.protected, tmp_path / "out.protected.png")
     exported = np.asarray(Image.open(path)).astype(int)
     diff = np.abs(exported - img.astype(int))
@@ -48,13 +49,8 @@ def test_same_seed_gives_same_bytes(tiny_model, tmp_path, method):
         assert not np.array_equal(a.protected, c.protected)
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_method_raises_its_objective_above_random_noise(tiny_model, method):
-    img = make_image(64, 64, seed=7)
-    # Many timesteps per step: on random weights the gradient of one (t, noise) draw is mostly noise.
-    settings = quick(method, steps=20, timesteps_per_step=32)
-    protected = protect_image(tiny_model, img, settings).protected
-    assert_objective_beats_random_noise(tiny_model, img, protected, settings)
+# Whether each method raises what it is meant to raise is checked against measures written in the
+# tests themselves, not with the methods' own losses: tests/test_methods_reference.py.
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -174,3 +170,35 @@ def test_protect_result_step_time_is_below_the_whole_job_time_per_step(tiny_mode
     result = protect_image(tiny_model, make_image(64, 64), quick("antipure", steps=5))
     assert result.step_seconds is not None and 0 < result.step_seconds
     assert result.step_seconds * result.steps_done < result.seconds
+
+
+@pytest.mark.parametrize("strength, steps, expected", [(8, 100, 1.0), (8, 400, 1.0), (16, 200, 1.0), (8, 50, 1.0), (16, 50, 1.6), (12, 10, 1.2), (8, 4, 1.0)])
+def test_default_step_is_one_level_or_a_tenth_of_the_budget_for_short_budgets(strength, steps, expected):
+    """methods.md §2 and ProtectSettings: α = 1 level per step, or ε/10 for short budgets (under 100
+    steps) when that is larger."""
+    from engine.protect import default_step_levels
+
+    assert default_step_levels(strength, steps) == pytest.approx(expected)
+
+
+def test_objective_start_and_end_are_measured_on_the_same_state_of_the_method(tiny_model, monkeypatch):
+    """A method whose model changes during the job (a tuned surrogate or prompt) must report the start and
+    end objectives of one model: otherwise the difference mixes the tuning with the protection."""
+    from engine import methods as registry
+    from engine.methods.advdm import AdvDM
+
+    class Drifting(AdvDM):
+        name = "drifting"
+
+        def setup(self, ctx):
+            ctx.cache["tunings"] = 0
+
+        def between_steps(self, ctx, x_protected, step):
+            ctx.cache["tunings"] += 1
+
+        def objective(self, ctx, x, seeds=None, batch=None):
+            return float(ctx.cache["tunings"])  # which state of the "model" measured it
+
+    monkeypatch.setitem(registry._CLASSES, "drifting", Drifting)
+    result = protect_image(tiny_model, make_image(32, 32), quick("drifting", steps=3, measure_objective=True))
+    assert result.objective_start == result.objective_end == 3.0

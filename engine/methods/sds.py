@@ -42,7 +42,7 @@ class SDSMinus(ProtectionMethod):
         sign = -1.0 if self.params.descend else 1.0
         return sign * surrogate, {"sds_residual": float(residual.pow(2).mean())}
 
-    def objective(self, ctx, x):
+    def objective(self, ctx, x, seeds=None, batch=None):
         """The SDS objective to first order around the original: -E[<eps_hat(z_t) - n, E(x) - E(x_clean)>].
 
         SDS(-) follows exactly this direction (the residual, UNet Jacobian dropped), so it is the
@@ -52,10 +52,11 @@ class SDSMinus(ProtectionMethod):
         model = ctx.model
         sign = 1.0 if self.params.descend else -1.0
         total = 0.0
-        with torch.no_grad(), measuring(ctx, self.objective_batch):
+        seeds = self.objective_seeds if seeds is None else tuple(seeds)
+        with torch.no_grad(), measuring(ctx, self.objective_batch if batch is None else batch):
             z_ref = D.encode(model, ctx.x_clean)
             shift = D.encode(model, x) - z_ref
-            for s in self.objective_seeds:
+            for s in seeds:
                 g = ctx.fresh_generator(s)
                 t = D.sample_timesteps(model, ctx.timesteps_per_step, g)
                 zb = z_ref.expand(t.shape[0], -1, -1, -1)
@@ -63,4 +64,4 @@ class SDSMinus(ProtectionMethod):
                 z_t = D.add_noise(model, zb, noise, t)
                 residual = D.predict_eps(model, z_t, t, D.unet(model, z_t, t, ctx.cond)) - noise
                 total += float(-(residual.mean(dim=0, keepdim=True) * shift).sum())
-        return sign * total / len(self.objective_seeds)
+        return sign * total / len(seeds)
