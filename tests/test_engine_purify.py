@@ -27,7 +27,8 @@ def test_purifiers_are_deterministic_for_a_seed(tiny_model, name, params):
     b = purify(tiny_model, img, name, seed=5, **params)
     assert a.shape == img.shape and a.dtype == np.uint8
     assert np.array_equal(a, b)
-    if name in ("noise", "sdedit"):
+    assert not np.array_equal(a, img), "a purifier that returns its input unchanged is not deterministic, it is absent"
+    if name in ("noise", "sdedit", "gridpure"):
         assert not np.array_equal(a, purify(tiny_model, img, name, seed=6, **params))
 
 
@@ -66,18 +67,39 @@ def test_upscale_without_weights_says_what_is_missing(tiny_model, monkeypatch):
 
 
 def test_robustness_summary_reports_each_purifier_and_the_worst(tiny_model):
+    from engine import diffusion as D
+    from engine.metrics import to_tensor
+
     img = make_image(64, 64)
     settings = ProtectSettings(method="advdm", steps=4, working_size=64, measure_objective=False)
     protected = protect_image(tiny_model, img, settings).protected
     report = robustness_summary(tiny_model, img, protected, settings, ["jpeg", ("noise", {"sigma": 0.05}), ("sdedit", {"strength": 0.1})])
     assert [r.name for r in report.rows] == ["jpeg", "noise", "sdedit"]
+
+    def latent(a):
+        return D.encode(tiny_model, to_tensor(a[..., :3]))
+
+    base = float((latent(protected) - latent(img)).norm())
     for row in report.rows:
-        assert 0.0 <= row.survival <= 1.0
         assert row.purified_original.shape == img.shape and row.purified_protected.shape == img.shape
+        # Survival is the share of the protection's latent shift that is left after purification,
+        # measured here from the purified pair itself.
+        left = float((latent(row.purified_protected) - latent(row.purified_original)).norm()) / base
+        assert row.latent_ratio == pytest.approx(left, rel=1e-4)
+        assert row.survival == pytest.approx(min(1.0, left), rel=1e-4)
+        assert 0.0 < row.survival < 1.0, row  # every one of these purifiers removes part, not all
     assert report.worst.survival == min(r.survival for r in report.rows)
     assert "Demo model" in report.verdict
-    # An unprotected image has nothing to survive: the ratio against itself is undefined, not 100 %.
     assert report.as_dict()["worst"]["purifier"] == report.worst.label
+
+
+def test_an_unprotected_image_has_no_survival_to_report(tiny_model):
+    """Nothing was added, so nothing survives: 0 %, never the 100 % a ratio of two zeros could turn into."""
+    img = make_image(64, 64)
+    settings = ProtectSettings(method="advdm", steps=4, working_size=64, measure_objective=False)
+    report = robustness_summary(tiny_model, img, img.copy(), settings, ["jpeg", ("sdedit", {"strength": 0.1})], with_objective=False)
+    assert [r.survival for r in report.rows] == [0.0, 0.0]
+    assert "Little of the protection survives" in report.verdict
 
 
 class _CancelAfter:
