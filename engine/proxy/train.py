@@ -645,6 +645,13 @@ def export(run: _Run) -> Path:
     cfg = run.cfg
     tokenizer, vae, text_encoder = _components(run)
     state = torch.load(run.work / "unet_state.pt", map_location="cpu", weights_only=True)
+    if run.state().get("unet_steps") != int(state["step"]):
+        # a run stopped between checkpoints (killed, or the sitting ended): export what the checkpoint holds
+        rows = [r for r in csv.DictReader(run.loss_csv.open()) if r["stage"] == "unet"] if run.loss_csv.exists() else []
+        seconds = max((float(r["seconds"]) for r in rows if int(r["step"]) <= int(state["step"])), default=0.0)
+        run.save_state(unet_steps=int(state["step"]), unet_seconds=round(seconds, 1),
+                       unet_parameters=sum(p.numel() for p in state["ema"].values()))
+        run.say(f"exporting the checkpoint of step {state['step']}")
     unet = build_unet(cfg, latent_size(cfg))
     unet.load_state_dict(state["ema"])
     if "ema_text_encoder" in state:
