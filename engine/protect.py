@@ -245,6 +245,7 @@ def _optimize_region(
         budget=eps,
         steps=settings.steps,
         timesteps_per_step=settings.timesteps_per_step,
+        check_cancelled=_cancel_check(cancel),
     )
     method.setup(ctx)
     delta = torch.zeros_like(x_pad)
@@ -288,6 +289,14 @@ def _optimize_region(
         obj0 = method.objective(ctx, x_pad, JOB_OBJECTIVE_SEEDS, JOB_OBJECTIVE_BATCH)
         obj1 = method.objective(ctx, (x_pad + delta).detach(), JOB_OBJECTIVE_SEEDS, JOB_OBJECTIVE_BATCH)
     yield delta[..., :h, :w].detach().float().cpu(), obj0, obj1
+
+
+def _cancel_check(cancel: CancelToken | None):
+    def check() -> None:
+        if cancel is not None and cancel.cancelled:
+            raise Cancelled()
+
+    return check
 
 
 def _run(model, pixels, settings, cancel, tile, notes) -> Iterator[ProtectProgress | ProtectResult]:

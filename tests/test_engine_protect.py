@@ -85,6 +85,28 @@ def test_cancel_from_another_thread_lands_at_the_next_step(tiny_model):
     assert steps_after_cancel == []
 
 
+def test_stop_during_antipure_set_up_lands_within_one_normalisation_draw(tiny_model, monkeypatch):
+    """AntiPure's λ normalisation runs 8 draws before the first step (tens of seconds on a CPU at 512 px):
+    Stop pressed during them must not wait for all of them."""
+    from engine.methods.antipure import AntiPure
+
+    token = CancelToken()
+    draws = []
+    original_terms = AntiPure._terms
+
+    def counting_terms(self, ctx, x, generator, *args, **kwargs):
+        draws.append(1)
+        if len(draws) == 2:
+            token.cancel()  # Stop arrives during the second draw
+        return original_terms(self, ctx, x, generator, *args, **kwargs)
+
+    monkeypatch.setattr(AntiPure, "_terms", counting_terms)
+    with pytest.raises(Cancelled):
+        for _ in protect_iter(tiny_model, make_image(64, 64), quick("antipure", steps=5), token):
+            pass
+    assert len(draws) == 2  # the draw in flight finished; none of the other six ran, nor any step
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_large_rgba_keeps_size_mode_and_alpha(tiny_model, tmp_path, method):
     img = make_image(900, 1500, channels=4, seed=5)

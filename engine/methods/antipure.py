@@ -208,6 +208,7 @@ class AntiPure(ProtectionMethod):
         x0 = (ctx.x_clean + 0.5 * ctx.budget * noise).clamp(0, 1)
         sums: dict[str, float] = {}
         for i in range(draws):
+            ctx.check_cancelled()  # a draw is a few forward/backward passes: Stop waits at most one
             x = x0.clone().requires_grad_(True)
             terms = self._terms(ctx, x, ctx.fresh_generator(seed * 1000 + i))
             names = [k for k in ("semantic", "pfg", "etg") if k in terms]

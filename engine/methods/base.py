@@ -24,6 +24,7 @@ class MethodContext:
     x_clean: [1, 3, h, w] in [0, 1], fp32, on the model's device.
     budget: the L-infinity budget in [0, 1] units (strength_levels / 255).
     cache: per-image scratch space (targets, normalizers) filled by setup().
+    check_cancelled: call between long pieces of set-up work; raises Cancelled after Stop.
     transform: during an EOT step, the random transform the loss's x went through (x = T(x_clean + δ)),
         so a method can put its clean references through the same T; None otherwise.
     """
@@ -37,6 +38,9 @@ class MethodContext:
     timesteps_per_step: int = 1
     cache: dict[str, Any] = field(default_factory=dict)
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    # Raises Cancelled when the user pressed Stop: long set-up work (AntiPure's normalisation draws) calls it
+    # between pieces, so Stop is not held up until the first optimizer step.
+    check_cancelled: Callable[[], None] = lambda: None
 
     def fresh_generator(self, seed: int) -> torch.Generator:
         g = torch.Generator(device=self.generator.device)
