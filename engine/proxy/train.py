@@ -665,6 +665,12 @@ def export(run: _Run) -> Path:
     if cfg.autoencoder != "taef2":
         pipe.vae.to(torch.float16)
     pipe.save_pretrained(run.out, safe_serialization=True)
+    for config in run.out.glob("*/config.json"):
+        # diffusers records where a part was loaded from (work/...): a path of this machine, not the user's
+        data = json.loads(config.read_text())
+        if isinstance(data.get("_name_or_path"), str) and "work" in Path(data["_name_or_path"]).parts:
+            data.pop("_name_or_path")
+            config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     if cfg.autoencoder == "taef2":
         import shutil
 
