@@ -362,16 +362,8 @@ def quiet_library_chatter() -> None:
 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    # "Loading pipeline components" / "Loading weights" bars: Artveil prints its own progress
+    # transformers' "Loading weights" bars (diffusers' are turned off where models load, engine.models)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    try:
-        from diffusers.utils import logging as diffusers_logging
-        from transformers.utils import logging as transformers_logging
-
-        diffusers_logging.disable_progress_bar()
-        transformers_logging.disable_progress_bar()
-    except ImportError:
-        pass
     warnings.filterwarnings("ignore", message=r".*`torch_dtype` is deprecated", category=FutureWarning)
 
 

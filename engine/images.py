@@ -262,7 +262,7 @@ def save_image(
             before_replace(Path(tmp_name))
         # mkstemp creates the file 0600; an export gets what a normal save would (0666 less the umask), so
         # others can read protected images in a shared or served folder
-        os.chmod(tmp_name, 0o666 & ~_umask())
+        os.chmod(tmp_name, 0o666 & ~_UMASK)
         os.replace(tmp_name, path)
         tmp_name = None
         _fsync_folder(folder)
@@ -285,10 +285,6 @@ def _read_umask() -> int:
 
 # Read once at import, before the engine thread starts: setting it later would race with other threads.
 _UMASK = _read_umask()
-
-
-def _umask() -> int:
-    return _UMASK
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -394,7 +394,9 @@ def load_model(source: str, device: str = "auto", seed: int = 0) -> ModelBundle:
         bundle.name, bundle.is_demo, bundle.description = "proxy", True, PROXY_DESCRIPTION
         return bundle
     from diffusers import StableDiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
 
+    diffusers_logging.disable_progress_bar()  # "Loading pipeline components": every face shows its own progress
     dev = pick_device(device)
     dtype = pick_dtype(dev)
     path = Path(os.path.expanduser(source))
