@@ -8,7 +8,6 @@ takes seconds and must not freeze the window at start-up.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
@@ -38,8 +37,6 @@ class EngineInfo:
     device_warning: str | None
     methods: tuple[Choice, ...]
     purifiers: tuple[Choice, ...]
-    hub_available: bool
-    hub_note: str
 
 
 @dataclass(frozen=True)
@@ -161,10 +158,6 @@ def output_path_for(input_path: Path, out_dir: Path, fmt: str) -> Path:
     return Path(engine_output_path_for(Path(input_path), Path(out_dir), fmt=fmt))
 
 
-def hub_available() -> bool:
-    return importlib.util.find_spec("engine.hub") is not None
-
-
 class RealBackend:
     """The engine itself. Holds the one loaded model; created on the engine thread."""
 
@@ -186,8 +179,6 @@ class RealBackend:
         purifiers = tuple(
             Choice(p.name, p.label, p.summary, dict(getattr(p, "defaults", {}) or {})) for p in PURIFIERS.values()
         )
-        has_hub = hub_available()
-        note = "" if has_hub else "Downloading needs the hub module, which this build does not include yet."
         return EngineInfo(
             device_name=device.name,
             device_kind=device.kind,
@@ -195,8 +186,6 @@ class RealBackend:
             device_warning=device.warning,
             methods=methods,
             purifiers=purifiers,
-            hub_available=has_hub,
-            hub_note=note,
         )
 
     def load_model(self, source: str) -> ModelSummary:
@@ -245,39 +234,26 @@ class RealBackend:
             cancel=cancel,
         )
 
-    def known_downloads(self) -> list[LocalModel]:
-        """Models the hub module knows by a short name (source = that name)."""
-        if not hub_available():
-            return []
-        from engine.hub import KNOWN_MODELS
-
-        return [LocalModel(name, spec.title) for name, spec in KNOWN_MODELS.items()]
-
     def list_local_models(self) -> list[LocalModel]:
-        if hub_available():
-            from engine.hub import list_local_models
+        from engine.hub import list_local_models
 
-            # Only complete copies: a half-downloaded model would fail at load time.
-            return [
-                LocalModel(entry.path, f"{entry.title} ({entry.repo_id})")
-                for entry in list_local_models()
-                if entry.present and entry.path
-            ]
-        return _scan_hf_cache()
+        # Only complete copies: a half-downloaded model would fail at load time.
+        return [
+            LocalModel(entry.path, f"{entry.title} ({entry.repo_id})")
+            for entry in list_local_models()
+            if entry.present and entry.path
+        ]
 
     def model_choices(self) -> ModelChoices:
+        from engine.hub import KNOWN_MODELS, download_destination, list_local_models
         from engine.models import demo_source
 
         source = demo_source()
         title, note = DEMO_TEXTS.get(source, DEMO_TEXTS["tiny"])
-        offer = None
-        if hub_available():
-            from engine.hub import KNOWN_MODELS, download_destination, list_local_models
-
-            spec = KNOWN_MODELS[RECOMMENDED_MODEL]
-            present = next((m.path for m in list_local_models() if m.name == spec.name and m.present), None)
-            offer = DownloadOffer(spec.name, spec.title, spec.download_bytes, spec.licence, spec.licence_url,
-                                  download_destination(), present)
+        spec = KNOWN_MODELS[RECOMMENDED_MODEL]
+        present = next((m.path for m in list_local_models() if m.name == spec.name and m.present), None)
+        offer = DownloadOffer(spec.name, spec.title, spec.download_bytes, spec.licence, spec.licence_url,
+                              download_destination(), present)
         return ModelChoices(source, title, note, offer, tuple(self.list_local_models()))
 
     def check_model_source(self, path: str) -> str | None:
@@ -290,28 +266,7 @@ class RealBackend:
                                     progress=progress, cancel=cancel)
 
     def download_model(self, name, progress, cancel):
-        if not hub_available():
-            from engine.errors import ArtveilError
-
-            raise ArtveilError("model", "Downloading is not available in this build.")
         from engine.hub import download_model
 
         result = download_model(name, progress=progress, cancel=lambda: cancel.cancelled)
         return str(result.path)
-
-
-def _scan_hf_cache() -> list[LocalModel]:
-    """Diffusers pipelines already in the Hugging Face cache (used until engine.hub exists)."""
-    try:
-        from huggingface_hub import scan_cache_dir
-
-        info = scan_cache_dir()
-    except Exception:  # no cache folder yet, or an unreadable one: nothing to offer
-        return []
-    found = []
-    for repo in sorted(info.repos, key=lambda r: r.repo_id):
-        if repo.repo_type != "model":
-            continue
-        if any(f.file_name == "model_index.json" for rev in repo.revisions for f in rev.files):
-            found.append(LocalModel(repo.repo_id, repo.repo_id))
-    return found

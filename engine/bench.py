@@ -47,7 +47,7 @@ def build_random_model(config_name: str = "sd15", device: str = "auto", seed: in
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from engine.device import pick_device, pick_dtype
-    from engine.models import ModelBundle, _freeze
+    from engine.models import ModelBundle, freeze
 
     root = Path(str(resources.files("resources") / "model_configs" / config_name))
     dev = pick_device(device)
@@ -68,7 +68,7 @@ def build_random_model(config_name: str = "sd15", device: str = "auto", seed: in
         scheduler=scheduler, device=dev, dtype=pick_dtype(dev), is_demo=True,
         description=f"{config_name}-shaped pipeline with random weights: for timing only",
     )
-    return _freeze(bundle)
+    return freeze(bundle)
 
 
 def load_bench_model(source: str, device: str):
@@ -142,10 +142,10 @@ def time_fast(model, settings, image: np.ndarray, warmup: int) -> dict:
     """The real loop (engine.protect) with the given speed options."""
     from engine.jobs import ProtectProgress
     from engine.methods import get_method
-    from engine.protect import _plan, protect_iter, use_two_pass
+    from engine.protect import plan_regions, protect_iter, use_two_pass
 
     h, w = image.shape[:2]
-    _, regions = _plan(h, w, settings, None)
+    _, regions = plan_regions(h, w, settings, None)
     stamps = [time.perf_counter()]
     for item in protect_iter(model, image, settings):
         if isinstance(item, ProtectProgress) and item.step > 0:
@@ -162,10 +162,10 @@ def time_naive(model, settings, image: np.ndarray, warmup: int) -> dict:
     """A reference loop with none of the tricks, the same method, noise draws and step rule."""
     from engine.methods import MethodContext, get_method
     from engine.metrics import to_tensor
-    from engine.protect import _pad_to_multiple, default_step_levels
+    from engine.protect import default_step_levels, pad_to_multiple
 
     method = get_method(settings.method, settings.method_params)
-    x = _pad_to_multiple(to_tensor(image).to(model.device), model.vae_scale_factor)[0]
+    x = pad_to_multiple(to_tensor(image).to(model.device), model.vae_scale_factor)[0]
     eps = settings.strength_levels / 255.0
     alpha = default_step_levels(settings.strength_levels, settings.steps) / 255.0
     gen = torch.Generator(device=model.device).manual_seed(settings.seed)
@@ -202,7 +202,8 @@ def naive_model(model):
         m.requires_grad_(True)
     torch.backends.cudnn.benchmark = False
     try:
-        yield dataclasses.replace(model, dtype=torch.float32, _prompt_cache={}, _runtime={})
+        # A copy starts without the original's kept state: prompts are encoded again in fp32, no compiled UNet.
+        yield dataclasses.replace(model, dtype=torch.float32)
     finally:
         torch.backends.cudnn.benchmark = saved_cudnn
         for m in modules:

@@ -17,39 +17,12 @@ import sys
 import time
 from pathlib import Path
 
+from engine.cli_args import MODEL_HELP, default_model_source, load_model_or_exit, parse_param, parse_steps, parse_strength
 from engine.errors import ArtveilError, Cancelled
 from engine.jobs import BUDGET_PRESETS, STRENGTH_PRESETS, ProtectSettings
 
 # Subcommands that live in their own modules register themselves when present.
 _SUBCOMMAND_MODULES = ("engine.cli_models", "engine.evaluation.cli", "engine.evaluation.efficacy", "engine.bench")
-
-
-def _strength(value: str) -> float:
-    if value in STRENGTH_PRESETS:
-        return STRENGTH_PRESETS[value]
-    try:
-        return float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{value}' is not a number of pixel levels or one of {', '.join(STRENGTH_PRESETS)}") from None
-
-
-def _steps(value: str) -> int:
-    if value in BUDGET_PRESETS:
-        return BUDGET_PRESETS[value]
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{value}' is not a step count or one of {', '.join(BUDGET_PRESETS)}") from None
-
-
-def _param(value: str) -> tuple[str, object]:
-    key, sep, raw = value.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"--param expects KEY=VALUE, got '{value}'")
-    try:
-        return key, json.loads(raw)
-    except json.JSONDecodeError:
-        return key, raw
 
 
 class ProgressLine:
@@ -76,37 +49,8 @@ class ProgressLine:
         self.stream.flush()
 
 
-def default_model_source() -> str:
-    """--model when none is given: $ARTVEIL_MODEL, else the built-in demo (the proxy model when the build
-    ships it, else 'tiny')."""
-    env = os.environ.get("ARTVEIL_MODEL")
-    if env:
-        return env
-    from engine.models import demo_source
-
-    return demo_source()
-
-
-MODEL_HELP = ("diffusers folder, .safetensors file or cached hub id; default: the built-in demo ('proxy', a small "
-              "model that is not Stable Diffusion, or 'tiny' where the build lacks it), or $ARTVEIL_MODEL")
-
-
-def _load_model_or_exit(source: str | None, device: str):
-    from engine.models import PROXY_NAME, load_model
-
-    source = source or default_model_source()
-    try:
-        model = load_model(source, device=device)
-    except ArtveilError as exc:
-        print(f"artveil: model: {exc.message}", file=sys.stderr)
-        raise SystemExit(2)
-    if model.is_demo and model.name == PROXY_NAME:
-        print("artveil: note: using the built-in proxy model, a small model trained on procedural art: it is not "
-              "Stable Diffusion, so this gives NO protection against real models; use --model for that.",
-              file=sys.stderr)
-    elif model.is_demo:
-        print("artveil: note: the built-in 'tiny' demo model gives NO real protection; use a Stable Diffusion model (--model).", file=sys.stderr)
-    return model
+# run_protect's name for it, until its rewrite calls load_model_or_exit (issue #13).
+_load_model_or_exit = load_model_or_exit
 
 
 def _fail(path: Path, exc: BaseException) -> None:
@@ -290,7 +234,7 @@ def run_purify(args: argparse.Namespace) -> int:
         return 2
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = _load_model_or_exit(args.model, args.device) if PURIFIERS[name].needs_model else None
+    model = load_model_or_exit(args.model, args.device) if PURIFIERS[name].needs_model else None
     failed = 0
     inputs = collect_inputs(args.inputs)
     for path in inputs:
@@ -317,8 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--method", default="antipure", choices=sorted(METHODS), help="protection method (default: antipure)")
-    p.add_argument("--strength", type=_strength, default=8.0, help="budget in pixel levels 0-255, or subtle/default/strong/maximum (4/8/12/16)")
-    p.add_argument("--steps", type=_steps, default=100, help="optimizer steps, or quick/default/thorough/maximum (50/100/200/400)")
+    p.add_argument("--strength", type=parse_strength, default=8.0, help="budget in pixel levels 0-255, or subtle/default/strong/maximum (4/8/12/16)")
+    p.add_argument("--steps", type=parse_steps, default=100, help="optimizer steps, or quick/default/thorough/maximum (50/100/200/400)")
     p.add_argument("--step-size", type=float, default=None, help="step size in pixel levels (default: automatic)")
     p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:1 or cpu")
@@ -327,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--working-size", type=int, default=512, help="longer side optimized at (px)")
     p.add_argument("--large-image", choices=["resize", "tiles"], default="resize")
     p.add_argument("--timesteps-per-step", type=int, default=1, help="timesteps batched per UNet call")
-    p.add_argument("--param", action="append", type=_param, metavar="KEY=VALUE", help="method parameter, e.g. lambda_pfg=0.5 (repeatable)")
+    p.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE", help="method parameter, e.g. lambda_pfg=0.5 (repeatable)")
     p.add_argument("--format", choices=["png", "webp", "jpg"], default="png", help="png (default, lossless); jpg weakens protection")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never originals)")
     p.add_argument("--json", action="store_true", help="one JSON line per image on stdout")

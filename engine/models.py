@@ -41,8 +41,25 @@ def demo_source() -> str:
 
 
 @dataclass
+class LoraWrappers:
+    """What engine.surrogate keeps on a model between optimizer steps, so that applying a LoRA surrogate swaps
+    prebuilt layers (microseconds) instead of injecting peft adapters into the UNet again (seconds on SD)."""
+
+    # (rank, scale, target paths) -> {path: peft wrapper around the UNet's layer at that path}
+    layers: dict[tuple, dict[str, torch.nn.Module]] = field(default_factory=dict)
+    # path -> (parent module, child name): where a wrapper goes in the UNet
+    slots: dict[str, tuple[torch.nn.Module, str]] = field(default_factory=dict)
+    # The surrogate applied to the UNet now, if any: two at once would wrap each other's layers.
+    active: object | None = None
+
+
+@dataclass
 class ModelBundle:
-    """The frozen parts of an SD pipeline plus what the optimizer needs to know about them."""
+    """The frozen parts of an SD pipeline plus what the optimizer needs to know about them.
+
+    What the bundle builds from its modules (prompt embeddings, pipelines, a compiled UNet) is kept on it
+    and never passed in: a copy made with dataclasses.replace, in another dtype say, starts without them.
+    """
 
     name: str
     vae: torch.nn.Module
@@ -54,14 +71,20 @@ class ModelBundle:
     dtype: torch.dtype
     is_demo: bool = False
     description: str = ""
-    _prompt_cache: dict = field(default_factory=dict, repr=False)
-    # Per-job speed state set by speed_mode() (a compiled UNet); empty outside a job.
-    _runtime: dict = field(default_factory=dict, repr=False)
+    lora_wrappers: LoraWrappers = field(default_factory=LoraWrappers, init=False, repr=False)
+    _prompt_embeddings: dict[str, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
+    _alphas_cumprod: dict[torch.device, torch.Tensor] = field(default_factory=dict, init=False, repr=False)
+    _pipelines: dict[str, object] = field(default_factory=dict, init=False, repr=False)
+    _upscalers: dict[str, object] = field(default_factory=dict, init=False, repr=False)
+    # torch.compile of the UNet, kept across jobs (compiling again costs more than a job) ...
+    _compiled_unet: torch.nn.Module | None = field(default=None, init=False, repr=False)
+    # ... and run only inside speed_mode(compile_unet=True).
+    _job_unet: torch.nn.Module | None = field(default=None, init=False, repr=False)
 
     @property
     def unet_runner(self):
         """The UNet to call in the optimizer: the compiled one inside speed_mode(compile_unet=True)."""
-        return self._runtime.get("unet", self.unet)
+        return self.unet if self._job_unet is None else self._job_unet
 
     @property
     def prediction_type(self) -> str:
@@ -85,15 +108,14 @@ class ModelBundle:
 
     @property
     def alphas_cumprod(self) -> torch.Tensor:
-        key = ("alphas_cumprod", self.device)
-        if key not in self._prompt_cache:
-            self._prompt_cache[key] = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
-        return self._prompt_cache[key]
+        if self.device not in self._alphas_cumprod:
+            self._alphas_cumprod[self.device] = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
+        return self._alphas_cumprod[self.device]
 
     @torch.no_grad()
     def encode_prompt(self, prompt: str = "") -> torch.Tensor:
         """Text condition [1, 77, d] in the model dtype; cached per prompt."""
-        if prompt not in self._prompt_cache:
+        if prompt not in self._prompt_embeddings:
             ids = self.tokenizer(
                 [prompt],
                 padding="max_length",
@@ -101,8 +123,8 @@ class ModelBundle:
                 truncation=True,
                 return_tensors="pt",
             ).input_ids.to(self.device)
-            self._prompt_cache[prompt] = self.text_encoder(ids)[0].to(self.dtype)
-        return self._prompt_cache[prompt]
+            self._prompt_embeddings[prompt] = self.text_encoder(ids)[0].to(self.dtype)
+        return self._prompt_embeddings[prompt]
 
     def as_pipeline(self, cls=None):
         """A diffusers pipeline sharing these modules (no copies), for img2img purification and sampling."""
@@ -122,8 +144,34 @@ class ModelBundle:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
+    def pipeline(self, kind: str):
+        """The DDIM pipeline of `kind` ("txt2img" or "img2img") over these modules, built once and kept:
+        what purification (SDEdit) and the evaluation's sampling and edits run."""
+        if kind not in self._pipelines:
+            from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 
-def _freeze(bundle: ModelBundle) -> ModelBundle:
+            classes = {"txt2img": StableDiffusionPipeline, "img2img": StableDiffusionImg2ImgPipeline}
+            pipe = self.as_pipeline(classes[kind])
+            pipe.scheduler = DDIMScheduler.from_config(self.scheduler.config)
+            self._pipelines[kind] = pipe
+        return self._pipelines[kind]
+
+    def upscaler(self, folder: str):
+        """The SD ×4 upscaler pipeline in a local diffusers folder, on this model's device and dtype; loaded
+        once per folder (noisy-upscaling purification)."""
+        if folder not in self._upscalers:
+            from diffusers import StableDiffusionUpscalePipeline
+
+            pipe = StableDiffusionUpscalePipeline.from_pretrained(folder, local_files_only=True)
+            pipe.to(self.device, self.dtype)
+            pipe.set_progress_bar_config(disable=True)
+            self._upscalers[folder] = pipe
+        return self._upscalers[folder]
+
+
+def freeze(bundle: ModelBundle) -> ModelBundle:
+    """The bundle's modules frozen for inference (no gradients, eval mode) on its device and dtype,
+    with SDPA attention; returns the bundle."""
     for module in (bundle.vae, bundle.unet, bundle.text_encoder):
         module.requires_grad_(False)
         module.eval()
@@ -183,13 +231,12 @@ def speed_mode(
             bundle.vae.enable_slicing()
             bundle.vae.enable_tiling()
         if compile_unet and compile_available(bundle.device) is None:
-            cache = bundle._prompt_cache.setdefault("compiled_unet", {})
-            if id(bundle.unet) not in cache:
-                cache[id(bundle.unet)] = torch.compile(bundle.unet, dynamic=False)
-            bundle._runtime["unet"] = cache[id(bundle.unet)]
+            if bundle._compiled_unet is None:
+                bundle._compiled_unet = torch.compile(bundle.unet, dynamic=False)
+            bundle._job_unet = bundle._compiled_unet
         yield bundle
     finally:
-        bundle._runtime.pop("unet", None)
+        bundle._job_unet = None
         if vae_tiling:
             bundle.vae.disable_slicing()
             bundle.vae.disable_tiling()
@@ -279,7 +326,7 @@ def build_tiny_model(seed: int = 0, device: str = "auto") -> ModelBundle:
         is_demo=True,
         description=TINY_DESCRIPTION,
     )
-    return _freeze(bundle)
+    return freeze(bundle)
 
 
 def _refuse_unsafe_pickle(path: Path) -> None:
@@ -348,7 +395,7 @@ def _from_cache(cls, repo_id: str, dtype: torch.dtype):
 
 
 def _bundle_from_pipeline(pipe, name: str, dev: torch.device, dtype: torch.dtype) -> ModelBundle:
-    return _freeze(
+    return freeze(
         ModelBundle(
             name=name,
             vae=pipe.vae,

@@ -110,7 +110,7 @@ def _region_tile(settings: ProtectSettings, tile: int | None) -> int:
     return min(settings.working_size, LOW_VRAM_TILE) if settings.low_vram else settings.working_size
 
 
-def _plan(h: int, w: int, settings: ProtectSettings, tile: int | None) -> tuple[tuple[int, int], list[_Region]]:
+def plan_regions(h: int, w: int, settings: ProtectSettings, tile: int | None) -> tuple[tuple[int, int], list[_Region]]:
     """(working height, width) and the regions to optimize in working coordinates."""
     size = settings.working_size
     t = _region_tile(settings, tile)
@@ -122,7 +122,9 @@ def _plan(h: int, w: int, settings: ProtectSettings, tile: int | None) -> tuple[
     return (h, w), _tile_regions(h, w, t)
 
 
-def _pad_to_multiple(x: torch.Tensor, m: int) -> tuple[torch.Tensor, int, int]:
+def pad_to_multiple(x: torch.Tensor, m: int) -> tuple[torch.Tensor, int, int]:
+    """x [..., h, w] padded on the bottom and right to multiples of m px (reflected where the image is large
+    enough, else replicated), and the original h, w to crop back to."""
     h, w = x.shape[-2:]
     ph, pw = (-h) % m, (-w) % m
     if ph or pw:
@@ -232,7 +234,7 @@ def _optimize_region(
     """PGD on one working-resolution region. Yields progress; the last item is (δ, obj0, obj1)."""
     dev = model.device
     m = model.vae_scale_factor
-    x_pad, h, w = _pad_to_multiple(x.to(dev), m)
+    x_pad, h, w = pad_to_multiple(x.to(dev), m)
     eps = settings.strength_levels / 255.0
     alpha = (settings.step_levels or default_step_levels(settings.strength_levels, settings.steps)) / 255.0
     gen = _make_generator(dev, seed)
@@ -305,7 +307,7 @@ def _run(model, pixels, settings, cancel, tile, notes) -> Iterator[ProtectProgre
     rgb = pixels[..., :3]
     h, w = rgb.shape[:2]
     x_full = to_tensor(rgb)
-    (wh, ww), regions = _plan(h, w, settings, tile)
+    (wh, ww), regions = plan_regions(h, w, settings, tile)
     x_work = x_full if (wh, ww) == (h, w) else F.interpolate(x_full, size=(wh, ww), mode="bilinear", align_corners=False, antialias=True)
     total = settings.steps * len(regions)
     delta_sum = torch.zeros(1, 3, wh, ww)
@@ -455,7 +457,7 @@ def method_objective(model: ModelBundle, pixels: np.ndarray, settings: ProtectSe
         if max(h, w) > settings.working_size:
             s = settings.working_size / max(h, w)
             x = F.interpolate(x, size=(max(8, round(h * s)), max(8, round(w * s))), mode="bilinear", align_corners=False, antialias=True)
-        return _pad_to_multiple(x.to(model.device), model.vae_scale_factor)[0]
+        return pad_to_multiple(x.to(model.device), model.vae_scale_factor)[0]
 
     x_ref = prepare(ref)
     ctx = MethodContext(model=model, x_clean=x_ref, cond=model.encode_prompt(""), generator=_make_generator(model.device, settings.seed),

@@ -20,7 +20,7 @@ from engine import diffusion as D
 from engine.jobs import ProtectSettings
 from engine.metrics import to_tensor
 from engine.models import ModelBundle
-from engine.protect import _pad_to_multiple, method_objective
+from engine.protect import method_objective, pad_to_multiple
 from engine.purify import PURIFIERS, purifier_label, purify
 
 
@@ -60,7 +60,7 @@ def _latent(model: ModelBundle, pixels: np.ndarray, working_size: int) -> torch.
     if max(h, w) > working_size:
         s = working_size / max(h, w)
         x = torch.nn.functional.interpolate(x, size=(max(8, round(h * s)), max(8, round(w * s))), mode="bilinear", align_corners=False, antialias=True)
-    x, _, _ = _pad_to_multiple(x.to(model.device), model.vae_scale_factor)
+    x, _, _ = pad_to_multiple(x.to(model.device), model.vae_scale_factor)
     return D.encode(model, x)
 
 

@@ -109,11 +109,11 @@ class Surrogate:
             yield
             return
         unet = self.model.unet
-        cache = self.model._prompt_cache
-        if cache.get(("surrogate", "active")) is not None:
+        wrappers = self.model.lora_wrappers
+        if wrappers.active is not None:
             # Two surrogates on one UNet at once would wrap each other's layers; nothing here needs it.
             raise ArtveilError("internal", "another surrogate is already applied to this model's UNet")
-        cache[("surrogate", "active")] = self
+        wrappers.active = self
         self._active = True
         try:
             if self.params.mode == "lora":
@@ -124,7 +124,7 @@ class Surrogate:
                     yield
         finally:
             self._active = False
-            cache[("surrogate", "active")] = None
+            wrappers.active = None
 
     def _lora_layers(self, unet: torch.nn.Module) -> dict[str, torch.nn.Module]:
         """peft LoRA wrappers around this UNet's projections, built once per model and shape of adapter.
@@ -136,8 +136,8 @@ class Surrogate:
         from peft import LoraConfig, inject_adapter_in_model
         from peft.tuners.tuners_utils import BaseTunerLayer
 
-        key = ("surrogate_lora_layers", self.params.rank, self.scale, tuple(self._paths))
-        cache = self.model._prompt_cache
+        key = (self.params.rank, self.scale, tuple(self._paths))
+        cache = self.model.lora_wrappers.layers
         layers = cache.get(key)
         if layers is not None and all(layers[p].get_base_layer() is unet.get_submodule(p) for p in self._paths):
             return layers
@@ -171,7 +171,7 @@ class Surrogate:
     @contextlib.contextmanager
     def _lora_installed(self, unet: torch.nn.Module) -> Iterator[None]:
         layers = self._lora_layers(unet)
-        slots = self.model._prompt_cache.setdefault(("surrogate_lora_slots", id(unet)), {})
+        slots = self.model.lora_wrappers.slots
         installed = []
         try:
             for path in self._paths:
@@ -375,14 +375,14 @@ def _working_tensor(model: ModelBundle, pixels: np.ndarray, working_size: int) -
     import torch.nn.functional as F
 
     from engine.metrics import to_tensor
-    from engine.protect import _pad_to_multiple
+    from engine.protect import pad_to_multiple
 
     x = to_tensor(pixels[..., :3])
     h, w = x.shape[-2:]
     if max(h, w) > working_size:
         s = working_size / max(h, w)
         x = F.interpolate(x, size=(max(8, round(h * s)), max(8, round(w * s))), mode="bilinear", align_corners=False, antialias=True)
-    return _pad_to_multiple(x.to(model.device), model.vae_scale_factor)[0]
+    return pad_to_multiple(x.to(model.device), model.vae_scale_factor)[0]
 
 
 def protect_set(model: ModelBundle, images: list[np.ndarray], settings, cancel=None, on_progress=None) -> list:

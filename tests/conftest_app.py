@@ -95,7 +95,7 @@ class FakeBackend:
     def engine_info(self):
         self._record("engine_info")
         return EngineInfo("CPU", "cpu", None, "No NVIDIA GPU found: protection runs on the CPU and is slow.",
-                          self.METHODS, self.PURIFIERS, True, "")
+                          self.METHODS, self.PURIFIERS)
 
     def load_model(self, source):
         self._record("load_model", source)

@@ -128,7 +128,7 @@ def test_full_surrogate_trains_a_bf16_model_at_the_published_learning_rate(textu
     model = build_tiny_model(seed=0, device="cpu")
     for part in (model.unet, model.vae, model.text_encoder):
         part.to(torch.bfloat16)
-    model = dataclasses.replace(model, dtype=torch.bfloat16, _prompt_cache={})
+    model = dataclasses.replace(model, dtype=torch.bfloat16)  # a copy: prompts are encoded again, in bf16
     base = {k: v.detach().clone() for k, v in model.unet.state_dict().items()}
     x = torch.from_numpy(textured_image[:32, :32]).permute(2, 0, 1)[None].float() / 255
     s = Surrogate(model, SurrogateParams(mode="full"))  # lr None: the published 5e-7

@@ -12,7 +12,7 @@ from engine.jobs import ProtectSettings
 from engine.methods import MethodContext, get_method
 from engine.metrics import to_tensor
 from engine.models import speed_mode
-from engine.protect import _plan, protect_image, step_gradient, use_two_pass
+from engine.protect import plan_regions, protect_image, step_gradient, use_two_pass
 
 TWO_PASS_METHODS = ("antipure", "advdm", "mist")
 
@@ -121,14 +121,14 @@ def test_methods_without_a_unet_graph_skip_the_extra_encoder_pass():
 
 def test_low_vram_mode_optimizes_a_large_image_in_256_px_tiles_of_the_working_copy():
     settings = ProtectSettings(working_size=512, low_vram=True)
-    (wh, ww), regions = _plan(1024, 768, settings, None)
+    (wh, ww), regions = plan_regions(1024, 768, settings, None)
     assert (wh, ww) == (512, 384)
     assert all(r.y1 - r.y0 <= 256 and r.x1 - r.x0 <= 256 for r in regions)
     covered = np.zeros((wh, ww), bool)
     for r in regions:
         covered[r.y0 : r.y1, r.x0 : r.x1] = True
     assert covered.all()
-    (_, _), whole = _plan(1024, 768, replace(settings, low_vram=False), None)
+    (_, _), whole = plan_regions(1024, 768, replace(settings, low_vram=False), None)
     assert len(whole) == 1
 
 

@@ -14,7 +14,7 @@ import sys
 
 
 def register(subparsers) -> None:
-    from engine.cli import _param, _steps, _strength
+    from engine.cli_args import parse_param, parse_steps, parse_strength
     from engine.methods import METHODS
 
     e = subparsers.add_parser("eval", help="evaluate a protection: protect, purify, customize, generate, score",
@@ -23,9 +23,9 @@ def register(subparsers) -> None:
     e.add_argument("--out", required=True, help="run folder (created; reused to resume)")
     e.add_argument("--method", default="antipure", choices=["none"] + sorted(METHODS),
                    help="the protection to evaluate; 'none' gives the mimic the clean images (the baseline)")
-    e.add_argument("--strength", type=_strength, default=8.0, help="budget in pixel levels (0-255)")
-    e.add_argument("--steps", type=_steps, default=100)
-    e.add_argument("--param", action="append", type=_param, metavar="KEY=VALUE", help="method parameter (repeatable)")
+    e.add_argument("--strength", type=parse_strength, default=8.0, help="budget in pixel levels (0-255)")
+    e.add_argument("--steps", type=parse_steps, default=100)
+    e.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE", help="method parameter (repeatable)")
     e.add_argument("--purifier", action="append", help="purifier spec, e.g. sdedit:0.2, jpeg:75 (repeatable; default sdedit:0.2 and jpeg:75)")
     e.add_argument("--no-purifier", action="store_true", help="run no purifier")
     e.add_argument("--size", type=int, default=512, help="images are centre-cropped and resized to SIZE×SIZE px")
@@ -52,7 +52,7 @@ def register(subparsers) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from engine.cli import _load_model_or_exit
+    from engine.cli_args import load_model_or_exit
     from engine.errors import ArtveilError
     from engine.evaluation.run import EvalConfig, run_evaluation
 
@@ -65,7 +65,7 @@ def run_eval(args: argparse.Namespace) -> int:
         captions=args.captions, gen_steps=args.gen_steps,
         guidance=args.guidance, edit_dir=args.edit_dir, edit_strength=args.edit_strength, style=args.style, seed=args.seed,
     )
-    model = _load_model_or_exit(args.model, args.device)
+    model = load_model_or_exit(args.model, args.device)
     try:
         results = run_evaluation(model, config, args.out, log=lambda m: print(m, file=sys.stderr, flush=True))
     except ArtveilError as exc:

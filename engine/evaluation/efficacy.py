@@ -257,15 +257,15 @@ def render_markdown(table: dict, command: str | None = None) -> str:
 
 
 def _parse_row(values: list[str]) -> tuple[str, str, dict[str, Any]]:
-    from engine.cli import _param
+    from engine.cli_args import parse_param
 
     if len(values) < 2:
         raise argparse.ArgumentTypeError("--row needs a LABEL and a METHOD, then KEY=VALUE parameters")
-    return values[0], values[1], dict(_param(v) for v in values[2:])
+    return values[0], values[1], dict(parse_param(v) for v in values[2:])
 
 
 def register(subparsers) -> None:
-    from engine.cli import _steps, _strength
+    from engine.cli_args import parse_steps, parse_strength
 
     e = subparsers.add_parser("efficacy", help="the efficacy table on the proxy world (methods × purifiers)",
                               description="Protect the proxy world's held-out style with every method, purify, "
@@ -275,8 +275,8 @@ def register(subparsers) -> None:
                    help="the proxy model folder, or 'proxy' for the built-in one (it must have passed the sanity bar)")
     e.add_argument("--out", required=True, help="run folder (created; reused to resume)")
     e.add_argument("--write", default=None, help="also write the table to this Markdown file (e.g. docs/efficacy.md)")
-    e.add_argument("--strength", type=_strength, default=8.0, help="budget in pixel levels (0-255), every row")
-    e.add_argument("--steps", type=_steps, default=100)
+    e.add_argument("--strength", type=parse_strength, default=8.0, help="budget in pixel levels (0-255), every row")
+    e.add_argument("--steps", type=parse_steps, default=100)
     e.add_argument("--only", action="append", default=None, metavar="LABEL",
                    help="run only these rows of the standard table (repeatable; e.g. --only none --only AntiPure)")
     e.add_argument("--row", action="append", nargs="+", default=None, metavar="ARG",
@@ -295,7 +295,7 @@ def register(subparsers) -> None:
 
 
 def run_efficacy_cli(args: argparse.Namespace) -> int:
-    from engine.cli import _load_model_or_exit
+    from engine.cli_args import load_model_or_exit
     from engine.purify import parse_purifier, purifier_label
 
     from engine.models import PROXY_NAME, proxy_model_dir
@@ -338,7 +338,7 @@ def run_efficacy_cli(args: argparse.Namespace) -> int:
     except ArtveilError as exc:
         print(f"artveil: {exc.message}", file=sys.stderr)
         return 2
-    model = _load_model_or_exit(str(model_dir), args.device)
+    model = load_model_or_exit(str(model_dir), args.device)
     out = Path(args.out)
     try:
         table = run_efficacy(model, model_dir, out, settings, args.allow_unchecked,

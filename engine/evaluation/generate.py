@@ -16,17 +16,6 @@ from PIL import Image
 from engine.models import ModelBundle
 
 
-def _pipeline(model: ModelBundle, kind: str):
-    from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
-
-    key = ("evaluation_pipeline", kind)
-    if key not in model._prompt_cache:
-        pipe = model.as_pipeline(StableDiffusionImg2ImgPipeline if kind == "img2img" else StableDiffusionPipeline)
-        pipe.scheduler = DDIMScheduler.from_config(model.scheduler.config)
-        model._prompt_cache[key] = pipe
-    return model._prompt_cache[key]
-
-
 def _to_uint8(images) -> list[np.ndarray]:
     return [(np.clip(im, 0, 1) * 255).round().astype(np.uint8) for im in images]
 
@@ -38,7 +27,7 @@ def generate(model: ModelBundle, prompts: list[str], k: int, size: int, surrogat
     Sample i of prompt j starts from the noise of seed + 1000·j + i whatever the batch size (one generator
     per image), so batching changes nothing but the speed.
     """
-    pipe = _pipeline(model, "txt2img")
+    pipe = model.pipeline("txt2img")
     out: list[list[np.ndarray]] = []
     with (surrogate.applied() if surrogate is not None else contextlib.nullcontext()), torch.no_grad():
         for j, prompt in enumerate(prompts):
@@ -57,7 +46,7 @@ def generate(model: ModelBundle, prompts: list[str], k: int, size: int, surrogat
 def edit(model: ModelBundle, pixels: np.ndarray, prompt: str, strength: float = 0.5, seed: int = 0,
          steps: int = 30, guidance: float = 7.5, surrogate=None) -> np.ndarray:
     """An SDEdit/img2img edit of an HxWx3 uint8 image (sides multiples of 8) toward `prompt`; same size out."""
-    pipe = _pipeline(model, "img2img")
+    pipe = model.pipeline("img2img")
     g = torch.Generator(device=model.device).manual_seed(seed)
     steps = max(steps, int(np.ceil(1.0 / max(strength, 1e-3))))  # at least one denoising step
     with (surrogate.applied() if surrogate is not None else contextlib.nullcontext()), torch.no_grad():

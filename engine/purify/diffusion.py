@@ -17,18 +17,6 @@ from PIL import Image
 from engine.errors import ArtveilError, Cancelled
 
 
-def _pipeline(model, kind: str):
-    key = ("pipeline", kind)
-    cache = model._prompt_cache
-    if key not in cache:
-        from diffusers import DDIMScheduler, StableDiffusionImg2ImgPipeline
-
-        pipe = model.as_pipeline(StableDiffusionImg2ImgPipeline)
-        pipe.scheduler = DDIMScheduler.from_config(model.scheduler.config)
-        cache[key] = pipe
-    return cache[key]
-
-
 def _fit(rgb: np.ndarray, max_side: int, multiple: int) -> tuple[Image.Image, tuple[int, int]]:
     h, w = rgb.shape[:2]
     scale = min(1.0, max_side / max(h, w))
@@ -53,7 +41,7 @@ def _check_cancel(pipe, step, timestep, callback_kwargs):
 
 
 def _img2img(model, img: Image.Image, strength: float, seed: int, steps: int, prompt: str) -> np.ndarray:
-    pipe = _pipeline(model, "img2img")
+    pipe = model.pipeline("img2img")
     generator = torch.Generator(device=model.device).manual_seed(seed)
     # At least one denoising step must run: strength * steps >= 1.
     steps = max(steps, int(np.ceil(1.0 / max(strength, 1e-3))))
@@ -132,15 +120,7 @@ def purify_upscale(model, rgb: np.ndarray, seed: int = 0, sigma: float = 0.1, no
             "noisy upscaling needs the SD ×4 upscaler weights (stabilityai/stable-diffusion-x4-upscaler) in a "
             "local folder: pass upscaler=DIR (CLI: --purifier upscale:DIR) or set ARTVEIL_UPSCALER.",
         )
-    from diffusers import StableDiffusionUpscalePipeline
-
-    key = ("upscaler", upscaler)
-    if key not in model._prompt_cache:
-        pipe = StableDiffusionUpscalePipeline.from_pretrained(upscaler, local_files_only=True)
-        pipe.to(model.device, model.dtype)
-        pipe.set_progress_bar_config(disable=True)
-        model._prompt_cache[key] = pipe
-    pipe = model._prompt_cache[key]
+    pipe = model.upscaler(upscaler)
     h, w = rgb.shape[:2]
     rng = np.random.default_rng(seed)
     noisy = np.clip(rgb / 255.0 + rng.normal(0, sigma, rgb.shape), 0, 1)
