@@ -3,7 +3,7 @@
 Requests go in through queued signals to ``@Slot`` methods of ``EngineWorker`` (so they run on the
 engine thread, one at a time, in order); results come back as signals and resolve asyncio futures on
 the window's qasync loop. Only plain data crosses: numpy arrays, dataclasses of them, strings.
-Cancellation does not queue behind the running job: the ``CancelToken`` is a threading.Event that the
+Cancellation does not queue behind the running job: the ``Job`` is a threading.Event that the
 window sets directly and the optimizer checks once per step.
 """
 
@@ -19,7 +19,7 @@ from typing import Any, Callable
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from engine.errors import ArtveilError, Cancelled, ErrorInfo
-from engine.jobs import CancelToken, ProtectProgress, ProtectResult
+from engine.jobs import Job, ProtectProgress
 from .signals import emit
 
 # Every engine thread ever started, so tests can fail when one outlives its test.
@@ -91,34 +91,37 @@ class EngineWorker(QObject):
             return
         emit(self.finished, request_id, result)
 
-    @Slot(int, object, object, object)
-    def protect(self, request_id: int, pixels, settings, cancel: CancelToken) -> None:
+    @Slot(int, object, object, object, object)
+    def protect_batch(self, request_id: int, inputs, settings, options, job: Job) -> None:
+        """engine.batch.protect_batch on this thread: every event goes to the window (steps throttled),
+        the closing BatchDone resolves the request."""
+        from engine.batch import BatchDone, ImageStep
+
         throttle = ProgressThrottle()
-        result = None
+        summary, last_index = None, 0
         try:
-            if cancel.cancelled:
+            if job.cancelled:
                 raise Cancelled()
-            for item in self.backend.protect_iter(pixels, settings, cancel):
-                if isinstance(item, ProtectResult):
-                    result = item
-                    break
-                out = throttle.offer(item)
-                if out is not None:
-                    emit(self.progress, request_id, out)
-                if cancel.cancelled:
-                    # The engine checks too; this makes Stop hold even for an engine that forgets.
-                    raise Cancelled()
-            last = throttle.flush()
-            if last is not None:
-                emit(self.progress, request_id, last)
-            if result is None:
-                if cancel.cancelled:
-                    raise Cancelled()
-                raise ArtveilError("internal", "The engine stopped without a result.")
+            for event in self.backend.protect_batch(inputs, settings, options, job):
+                if isinstance(event, ImageStep):
+                    offered = throttle.offer(event.progress)
+                    if offered is not None:
+                        emit(self.progress, request_id, replace(event, progress=offered))
+                    last_index = event.index
+                    continue
+                pending = throttle.flush()
+                if pending is not None:
+                    emit(self.progress, request_id, ImageStep(last_index, pending))
+                if isinstance(event, BatchDone):
+                    summary = event
+                else:
+                    emit(self.progress, request_id, event)
+            if summary is None:
+                raise ArtveilError("internal", "The engine stopped the batch without a summary.")
         except BaseException as exc:
             emit(self.failed, request_id, ErrorInfo.from_exception(exc))
             return
-        emit(self.finished, request_id, result)
+        emit(self.finished, request_id, summary)
 
 
 class EngineBridge(QObject):
@@ -127,7 +130,7 @@ class EngineBridge(QObject):
     job_progress = Signal(int, object)  # request id, ProtectProgress (throttled) or download values
 
     _call_requested = Signal(int, str, object, object)
-    _protect_requested = Signal(int, object, object, object)
+    _batch_requested = Signal(int, object, object, object, object)
 
     def __init__(self, backend_factory: Callable[[], Any], parent: QObject | None = None):
         super().__init__(parent)
@@ -140,7 +143,7 @@ class EngineBridge(QObject):
         self._thread.finished.connect(self._worker.deleteLater)
         # Cross-thread connections are queued: the slots run on the engine thread, in order.
         self._call_requested.connect(self._worker.call)
-        self._protect_requested.connect(self._worker.protect)
+        self._batch_requested.connect(self._worker.protect_batch)
         self._worker.finished.connect(self._on_finished)
         self._worker.failed.connect(self._on_failed)
         self._worker.progress.connect(self._on_progress)
@@ -170,9 +173,11 @@ class EngineBridge(QObject):
         emit(self._call_requested, request_id, method, args, kwargs)
         return request_id, future
 
-    def protect(self, pixels, settings, cancel: CancelToken) -> tuple[int, asyncio.Future]:
+    def protect_batch(self, inputs, settings, options, job: Job) -> tuple[int, asyncio.Future]:
+        """Protect and export a batch on the engine thread (engine.batch): ``job_progress`` carries its
+        events; the future resolves to its BatchDone."""
         request_id, future = self._new_request()
-        emit(self._protect_requested, request_id, pixels, settings, cancel)
+        emit(self._batch_requested, request_id, list(inputs), settings, options, job)
         return request_id, future
 
     @Slot(int, object)

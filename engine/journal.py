@@ -79,15 +79,32 @@ class BatchJournal:
         except BaseException:
             handle.close()
             raise
-        entries = []
-        for line in text.splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line torn by a kill mid-append: that image is simply redone
-            if isinstance(entry, dict) and entry.get("v") == FORMAT_VERSION:
-                entries.append(entry)
-        return cls(folder, handle, entries)
+        return cls(folder, handle, _parse(text))
+
+    @staticmethod
+    def read_entries(folder: str | os.PathLike) -> list[dict]:
+        """The folder's journal lines without opening it for writing or locking it (planning a batch)."""
+        try:
+            text = (Path(folder) / JOURNAL_NAME).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return []
+        return _parse(text)
+
+    @staticmethod
+    def entries_say_finished(entries: list[dict], identity: dict, fingerprint: str, target: Path) -> bool:
+        """True when `target` is this input's export with these settings, intact on disk."""
+        candidates = [
+            e for e in entries
+            if e.get("output") == target.name and e.get("settings") == fingerprint
+            and all(e.get(k) == v for k, v in identity.items())
+        ]
+        if not candidates or not target.is_file():
+            return False
+        try:
+            actual = file_sha256(target)
+        except OSError:
+            return False
+        return any(e.get("output_sha256") == actual for e in candidates)
 
     def __enter__(self) -> "BatchJournal":
         return self
@@ -106,18 +123,7 @@ class BatchJournal:
 
     def finished(self, identity: dict, fingerprint: str, target: Path) -> bool:
         """True when `target` is this input's export with these settings, intact on disk."""
-        candidates = [
-            e for e in self._entries
-            if e.get("output") == target.name and e.get("settings") == fingerprint
-            and all(e.get(k) == v for k, v in identity.items())
-        ]
-        if not candidates or not target.is_file():
-            return False
-        try:
-            actual = file_sha256(target)
-        except OSError:
-            return False
-        return any(e.get("output_sha256") == actual for e in candidates)
+        return self.entries_say_finished(self._entries, identity, fingerprint, target)
 
     def claims(self, target: Path) -> bool:
         """True when some earlier run of this folder wrote `target` (whatever its input or settings)."""
@@ -160,6 +166,18 @@ class BatchJournal:
                 except OSError:
                     pass
         return removed
+
+
+def _parse(text: str) -> list[dict]:
+    entries = []
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line torn by a kill mid-append: that image is simply redone
+        if isinstance(entry, dict) and entry.get("v") == FORMAT_VERSION:
+            entries.append(entry)
+    return entries
 
 
 def _lock(handle, folder: Path) -> None:

@@ -9,20 +9,18 @@ them again, so the UNet is bit-for-bit what it was whatever happens in between, 
 or a cancelled job. The protection loop has no teardown hook, which is why the surrogate is applied per
 call instead of being left installed for the whole job.
 
-A set of images of one style shares one surrogate through `protect_set`: each image's method registers
-its current protected state in the set's pool, and tuning cycles over the whole pool (ASPL trains on the
-protected set, not on one image).
+A set of images protected as one batch (engine.batch) shares one surrogate through a `SurrogatePool`
+passed in the method's context: each image's method registers its current protected state in the pool,
+and tuning cycles over the whole pool (ASPL trains on the protected set, not on one image).
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import math
 from dataclasses import dataclass, field, replace
 from typing import Iterator
 
-import numpy as np
 import torch
 
 from engine import diffusion as D
@@ -352,60 +350,6 @@ class SurrogatePool:
         return [self.images[k] for k in sorted(self.images)]
 
 
-_POOL: contextvars.ContextVar[SurrogatePool | None] = contextvars.ContextVar("artveil_surrogate_pool", default=None)
-
-
-def active_pool() -> SurrogatePool | None:
-    """The pool of the set being protected by `protect_set`, or None for a single image."""
-    return _POOL.get()
-
-
-@contextlib.contextmanager
-def shared_pool() -> Iterator[SurrogatePool]:
-    pool = SurrogatePool()
-    token = _POOL.set(pool)
-    try:
-        yield pool
-    finally:
-        _POOL.reset(token)
-
-
-def _working_tensor(model: ModelBundle, pixels: np.ndarray, working_size: int) -> torch.Tensor:
-    """[1, 3, h, w] in [0, 1] at the size the protection loop optimizes at (longer side <= working_size)."""
-    import torch.nn.functional as F
-
-    from engine.metrics import to_tensor
-    from engine.protect import pad_to_multiple
-
-    x = to_tensor(pixels[..., :3])
-    h, w = x.shape[-2:]
-    if max(h, w) > working_size:
-        s = working_size / max(h, w)
-        x = F.interpolate(x, size=(max(8, round(h * s)), max(8, round(w * s))), mode="bilinear", align_corners=False, antialias=True)
-    return pad_to_multiple(x.to(model.device), model.vae_scale_factor)[0]
-
-
-def protect_set(model: ModelBundle, images: list[np.ndarray], settings, cancel=None, on_progress=None) -> list:
-    """Protect a set of images of one style with one shared surrogate (ASPL, Anti-Diffusion, AntiPure+ASPL).
-
-    images: HxWx3/4 uint8 arrays. Returns one ProtectResult per image. Images are protected in order;
-    each one's surrogate tuning sees every image's latest state (protected if done, clean otherwise),
-    and the surrogate carries over from image to image. The shared UNet is untouched afterwards.
-    Methods without a surrogate simply protect each image on its own.
-    """
-    from engine.protect import protect_image
-
-    results = []
-    with shared_pool() as pool:
-        for j, pixels in enumerate(images):
-            pool.clean[j] = _working_tensor(model, pixels, settings.working_size)
-            pool.images[j] = pool.clean[j]
-        for i, pixels in enumerate(images):
-            pool.current = i
-            results.append(protect_image(model, pixels, settings, cancel=cancel, on_progress=on_progress))
-            pool.images[i] = _working_tensor(model, results[-1].protected, settings.working_size)
-    return results
-
 
 # ------------------------------------------------------------------------------------------ helpers for methods
 
@@ -416,7 +360,7 @@ def surrogate_for(ctx, params: SurrogateParams) -> Surrogate:
     Kept in ctx.cache so one image (or tile) keeps its surrogate across steps.
     """
     if "surrogate" not in ctx.cache:
-        pool = active_pool()
+        pool = ctx.pool
         if pool is not None:
             if pool.surrogate is None or pool.surrogate.model is not ctx.model:
                 pool.surrogate = Surrogate(ctx.model, params)
@@ -427,11 +371,11 @@ def surrogate_for(ctx, params: SurrogateParams) -> Surrogate:
 
 
 def tuning_set(ctx, x_protected: torch.Tensor) -> list[torch.Tensor]:
-    """The protected images to tune on: this image's current state plus, inside protect_set, the set's others.
+    """The protected images to tune on: this image's current state plus, in a batch, the set's others.
 
     Images of another size than this one's working size are fine: tune() takes them one at a time.
     """
-    pool = active_pool()
+    pool = ctx.pool
     if pool is None:
         return [x_protected.detach()]
     pool.register(x_protected)

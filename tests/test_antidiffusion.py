@@ -13,7 +13,7 @@ from engine.jobs import ProtectSettings
 from engine.methods import MethodContext, get_method
 from engine.methods.antidiffusion import capture_cross_attention, schedule, semantic_disturbance_loss
 from engine.protect import protect_image
-from engine.surrogate import protect_set
+from engine.batch import protect_arrays
 from tests.conftest import make_image
 
 FAST = {"pt_steps": 3, "rounds": 2, "surrogate_steps": 2}
@@ -103,7 +103,7 @@ def test_unet_restored_bit_exactly_after_protection(tiny_model, textured_image):
     before = D.unet(tiny_model, z, t, tiny_model.encode_prompt(""))
     params = {**FAST, "pt_steps": 1, "rounds": 1}
     lora = ProtectSettings(method="antidiffusion", strength_levels=8, steps=4, preview_every=0, measure_objective=False, method_params=params)
-    protect_set(tiny_model, [textured_image[:32, :32], textured_image[32:, 32:]], lora)
+    protect_arrays(tiny_model, [textured_image[:32, :32], textured_image[32:, 32:]], lora)
     assert_unet_restored(tiny_model, snap)
     full = ProtectSettings(method="antidiffusion", strength_levels=8, steps=4, preview_every=0, measure_objective=False,
                            method_params={**params, "surrogate": "full", "surrogate_lr": 1e-3})

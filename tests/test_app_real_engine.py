@@ -97,3 +97,30 @@ def test_without_a_display_it_says_how_to_run_and_exits_nonzero(monkeypatch, cap
     assert main([]) == 2
     err = capsys.readouterr().err
     assert err.strip() == NO_DISPLAY_MESSAGE and "QT_QPA_PLATFORM=offscreen" in err
+
+
+def test_the_window_and_the_cli_protect_a_set_through_one_pipeline(make_window, tmp_path, drive):
+    """The same set and settings give the same bytes through the window's workspace and `artveil protect`;
+    ASPL, whose surrogate is shared across the set (engine.batch; test_aspl.py checks the sharing)."""
+    from engine.cli import main as cli_main
+
+    sources = [write_image(tmp_path / "in" / f"{name}.png", size=(40, 48), seed=k)
+               for k, name in enumerate(("fox", "owl"))]
+    window_out, cli_out = tmp_path / "window", tmp_path / "cli"
+    window, ws = make_window(backend_factory=RealBackend, prompts=FakePrompts(window_out))
+    ws.settings.method, ws.settings.steps, ws.settings.strength_levels = "aspl", 10, 8  # the fewest steps the window offers
+    ws.add_paths(sources)
+
+    async def protect():
+        window.controls.protect_all_button.click()
+        await ws.idle()
+
+    drive(protect(), timeout=300)
+    assert ws.job_settings().steps == 10
+    assert all(item.state is ItemState.DONE for item in ws.queue.items), [i.status_text for i in ws.queue.items]
+    status = cli_main(["protect", *map(str, sources), "--out", str(cli_out), "--model", "tiny", "--method", "aspl",
+                       "--steps", "10", "--strength", "8", "--device", "cpu"])
+    assert status == 0
+    for source in sources:
+        name = f"{source.stem}.protected.png"
+        assert (window_out / name).read_bytes() == (cli_out / name).read_bytes(), name

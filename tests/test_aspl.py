@@ -9,7 +9,8 @@ import torch
 from engine import diffusion as D
 from engine.jobs import ProtectSettings
 from engine.methods import MethodContext, get_method
-from engine.surrogate import Surrogate, SurrogateParams, protect_set
+from engine.batch import protect_arrays
+from engine.surrogate import Surrogate, SurrogateParams
 from tests.test_antidiffusion import _unet_snapshot, assert_surrogate_method_keeps_budget_and_unet, assert_unet_restored
 
 FAST = {"pgd_per_round": 5, "clean_tune_steps": 1, "protected_tune_steps": 1}
@@ -72,24 +73,29 @@ def test_aspl_attacks_the_tuned_copy_not_the_base_model(tiny_model, textured_ima
     assert abs(float(attacked) - float(base)) > 1e-6
 
 
-def test_protect_set_shares_one_surrogate_and_restores_unet(tiny_model, textured_image, monkeypatch):
+def test_a_batch_shares_one_surrogate_and_restores_unet(tiny_model, textured_image, monkeypatch):
     """One kept surrogate serves every image of the set, and its protected tuning sees the whole set."""
-    from engine import surrogate as surrogate_module
+    from engine.methods import aspl as aspl_module
 
-    calls = []
-    original_tune = Surrogate.tune
+    calls, current = [], {}
+    original_tune, original_surrogate_for = Surrogate.tune, aspl_module.surrogate_for
+
+    def surrogate_for(ctx, params):
+        current["image"] = ctx.pool.current  # the set's pool, handed in by the batch
+        return original_surrogate_for(ctx, params)
 
     def spy(self, images, *args, **kwargs):
-        calls.append((id(self), surrogate_module.active_pool().current, len(images)))
+        calls.append((id(self), current["image"], len(images)))
         return original_tune(self, images, *args, **kwargs)
 
+    monkeypatch.setattr(aspl_module, "surrogate_for", surrogate_for)
     monkeypatch.setattr(Surrogate, "tune", spy)
     snap = _unet_snapshot(tiny_model)
     images = [textured_image[:32, :32].copy(), textured_image[32:, 32:].copy()]
     params = {"pgd_per_round": 3, "clean_tune_steps": 1, "protected_tune_steps": 1}
     settings = ProtectSettings(method="aspl", strength_levels=6.4, steps=6, step_levels=2.0, preview_every=0,
                                measure_objective=False, method_params=params)
-    results = protect_set(tiny_model, images, settings)
+    results = protect_arrays(tiny_model, images, settings)
     assert len(results) == 2
     assert all(0 < np.abs(r.protected.astype(int) - im.astype(int)).max() <= 6 for r, im in zip(results, images))
     by_surrogate: dict[int, set[int]] = {}

@@ -215,25 +215,32 @@ def test_an_original_is_never_overwritten_even_with_overwrite(cli, tmp_path):
     before = _fingerprint(folder)
     status, _, err = cli("protect", str(folder), "--out", str(folder), *CLI_SETTINGS)
     assert status == 1 and "error: b.png: b.protected.png: already exists" in err
+    # Given as an input, b.protected.png is an original: b.png's export takes the next name instead.
     status, _, err = cli("protect", str(folder / "b.protected.png"), str(folder / "b.png"), "--out", str(folder),
                          "--overwrite", *CLI_SETTINGS)
-    assert status == 1 and "b.protected.png: is one of the inputs; an original is never overwritten" in err
+    assert status == 0, err
     after = _fingerprint(folder)
     assert after["b.png"] == before["b.png"] and after["b.protected.png"] == before["b.protected.png"]
-    assert set(after) == {"b.png", "b.protected.png", "b.protected.protected.png", JOURNAL_NAME}
+    assert set(after) == {"b.png", "b.protected.png", "b.protected.protected.png", "b.protected-2.png", JOURNAL_NAME}
 
 
 def test_two_inputs_with_one_output_name_do_not_overwrite_each_other(cli, tmp_path):
+    """fox.jpg and fox.png: the first of the batch keeps fox.protected.png, the second gets -2; a re-run
+    plans the same names (whatever is on disk now) and skips both."""
     folder = tmp_path / "in"
     folder.mkdir()
     Image.fromarray(make_image(32, 32, seed=1)).save(folder / "fox.jpg", quality=95)
     Image.fromarray(make_image(32, 32, seed=2)).save(folder / "fox.png")
     out = tmp_path / "out"
-    status, _, err = cli("protect", str(folder), "--out", str(out), *CLI_SETTINGS)
-    assert status == 1
-    assert "error: fox.png: fox.protected.png: is also the output name of fox.jpg in this batch; rename one of them." in err
-    exported = np.asarray(Image.open(out / "fox.protected.png")).astype(int)
-    assert np.abs(exported - load_image(folder / "fox.jpg").pixels).max() <= BUDGET  # the JPEG's, not the PNG's
+    status, stdout, err = cli("protect", str(folder), "--out", str(out), *CLI_SETTINGS)
+    assert status == 0, err
+    first = np.asarray(Image.open(out / "fox.protected.png")).astype(int)
+    second = np.asarray(Image.open(out / "fox.protected-2.png")).astype(int)
+    assert np.abs(first - load_image(folder / "fox.jpg").pixels).max() <= BUDGET  # the JPEG's, not the PNG's
+    assert np.abs(second - load_image(folder / "fox.png").pixels).max() <= BUDGET
+    status, stdout, err = cli("protect", str(folder), "--out", str(out), *CLI_SETTINGS)
+    assert status == 0 and err.count("by an earlier run; skipped") == 2, err
+    assert sorted(p.name for p in out.iterdir()) == [JOURNAL_NAME, "fox.protected-2.png", "fox.protected.png"]
 
 
 @pytest.mark.parametrize("hostile", [

@@ -36,7 +36,7 @@ from engine.evaluation import judges as J
 from engine.images import collect_inputs, load_image, safe_stem, save_image
 from engine.jobs import ProtectSettings
 from engine.models import ModelBundle
-from engine.purify import PURIFIERS, parse_purifier, purifier_label, purify
+from engine.purify import get_purifier, parse_purifier, purifier_label, purify
 
 
 @dataclass
@@ -149,8 +149,9 @@ def condition_name(purifier_spec: str) -> str:
 
 
 def _purify_params(config: EvalConfig, spec: str) -> tuple[str, dict]:
+    """The spec's purifier and parameters, with config.purify_steps for every purifier that declares steps."""
     name, params = parse_purifier(spec)
-    if config.purify_steps and PURIFIERS[name].needs_model and name in ("sdedit", "gridpure"):
+    if config.purify_steps and get_purifier(name).param("steps") is not None:
         params["steps"] = config.purify_steps
     return name, params
 
@@ -158,7 +159,7 @@ def _purify_params(config: EvalConfig, spec: str) -> tuple[str, dict]:
 def _protect_purify_stages(runner: StageRunner, model: ModelBundle, config: EvalConfig, prefix: str,
                            clean_files: list[str], upstream: str) -> dict[str, tuple[list[str], str]]:
     """protect → purify for one set of clean files; returns {condition: (files, key)} incl. "clean"."""
-    from engine.surrogate import protect_set
+    from engine import batch as B
 
     run_dir = runner.run_dir
     conditions = {"clean": (clean_files, upstream)}
@@ -170,10 +171,22 @@ def _protect_purify_stages(runner: StageRunner, model: ModelBundle, config: Eval
         pkey = _key(upstream, asdict(settings))
 
         def protect():
-            images = [_read(run_dir, f) for f in clean_files]
-            results = protect_set(model, images, settings)
-            files = [_save(r.protected, run_dir / prefix / "protected" / Path(f).name) for f, r in zip(clean_files, results)]
-            return files, {"seconds_per_image": [round(r.seconds, 3) for r in results]}
+            # The very batch the window and the CLI run: one surrogate shared across the set, PNG export.
+            out = run_dir / prefix / "protected"
+            # (the run keeps its own resume, so no journal; each file keeps its clean name, which later
+            # stages key prompts by)
+            options = B.BatchOptions(out, fmt="png", model_source=model.name, on_existing="overwrite", redo=True,
+                                     journal=False)
+            files, seconds = [], []
+            for event in B.protect_batch(model, [run_dir / f for f in clean_files], settings, options):
+                if isinstance(event, B.ImageFailed):
+                    raise ArtveilError("input", event.message)
+                if isinstance(event, B.ImageDone) and event.result is not None:
+                    files.append(str(event.target.replace(out / Path(clean_files[event.index]).name)))
+                    seconds.append(round(event.result.seconds, 3))
+                if isinstance(event, B.BatchDone) and event.stopped:
+                    raise ArtveilError("internal", "the protection batch stopped before its end.")
+            return files, {"seconds_per_image": seconds}
 
         conditions["protected"] = (runner.run(f"{prefix}protect", pkey, protect)["files"], pkey)
     protected, pkey = conditions["protected"]

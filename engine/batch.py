@@ -1,0 +1,466 @@
+"""The one batch pipeline: what protecting a set of images means, for the window, the CLI and `artveil eval`.
+
+    for event in protect_batch(model, inputs, settings, BatchOptions(out_dir, model_source=...), job):
+        ...
+
+It owns everything a batch means, so a figure of the evaluation is a figure of what the window does:
+reading and checking each input, planning output names (`plan_batch`, also called by the window before
+it starts, to ask about existing files once), the journal and resume (an input already exported with
+the same settings and model is skipped, its file intact), set-level work (methods that tune a surrogate
+on the protected set share one across the batch, engine.surrogate.SurrogatePool), per-image timing and
+the export. The caller only shows the events: one line per file (CLI), a bar per image (window).
+
+Output names: `{stem}.protected.{fmt}` in the output folder. When two inputs of one batch map to one
+name (a.png and a.jpg), the later one gets `{stem}.protected-2.{fmt}` (-3, ...), and so does an input
+whose name is one of the inputs (an original is never written): the suffix depends only on the batch,
+never on what else is on disk, so a re-run plans the same names and resumes. An existing file that is
+not this input's finished export is handled as `on_existing` says: "error" (the CLI's default: named,
+never replaced), "overwrite", "skip" or "keep_both" (the first free `-N` name).
+
+This module imports no torch at import time: the window plans a batch on its own thread.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from engine.errors import ArtveilError, Cancelled
+from engine.jobs import Job, ProtectProgress, ProtectResult, ProtectSettings
+
+ON_EXISTING = ("error", "overwrite", "skip", "keep_both")
+
+
+# ----------------------------------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class PlannedImage:
+    """Where one input goes. problem: why it cannot be protected (then target may be None);
+    exists: a file is at target now; done_before: the journal says target is this input's finished
+    export with these settings and model, intact."""
+
+    index: int
+    source: Path
+    target: Path | None
+    exists: bool = False
+    done_before: bool = False
+    problem: str | None = None
+
+    @property
+    def conflict(self) -> bool:
+        """A file is in the way that is not this input's own finished export: on_existing decides."""
+        return self.problem is None and self.exists and not self.done_before
+
+
+def _file_key(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _numbered(target: Path, n: int) -> Path:
+    """`a.protected.png` -> `a.protected-2.png`."""
+    return target.with_name(f"{target.stem}-{n}{target.suffix}")
+
+
+def plan_batch(inputs: list[Path], out_dir: Path, fmt: str, fingerprint: str | None = None,
+               redo: bool = False) -> list[PlannedImage]:
+    """Each input's output file, decided before any work (pure file-system reads; no lock, no torch).
+
+    fingerprint: engine.journal.settings_fingerprint of the job; with it (and redo False) an input whose
+    finished export is on disk is marked done_before.
+    """
+    from engine.images import output_path_for
+    from engine.journal import BatchJournal, input_identity
+
+    out_dir = Path(out_dir)
+    entries = BatchJournal.read_entries(out_dir) if fingerprint is not None and not redo else []
+    originals = {k for k in (_file_key(Path(p)) for p in inputs) if k is not None}
+    names: set[str] = set()
+    plan = []
+    for index, source in enumerate(inputs):
+        source = Path(source)
+        try:
+            target = output_path_for(source, out_dir, fmt)
+        except ArtveilError as exc:
+            plan.append(PlannedImage(index, source, None, problem=exc.message))
+            continue
+        target = _batch_name(target, names, originals)
+        key = _file_key(target)
+        exists = key is not None or target.is_symlink()
+        done = False
+        if exists and entries:
+            try:
+                done = BatchJournal.entries_say_finished(entries, input_identity(source), fingerprint, target)
+            except OSError:
+                done = False  # the input itself is unreadable: reading it says why
+        plan.append(PlannedImage(index, source, target, exists, done))
+    return plan
+
+
+def _batch_name(target: Path, names: set[str], originals: set[tuple[int, int]]) -> Path:
+    """target, or its first `-N` variant that no earlier input of the batch got and that is not one of
+    the inputs themselves (an original is never written): decided by the batch alone, not by the disk."""
+    candidate, n = target, 1
+    while candidate.name.lower() in names or _file_key(candidate) in originals:
+        n += 1
+        candidate = _numbered(target, n)
+    names.add(candidate.name.lower())
+    return candidate
+
+
+def free_name(target: Path, taken: set[str]) -> Path:
+    """The first `-N` variant of target that is neither on disk nor taken (lower-case names) in this batch."""
+    n = 2
+    while True:
+        candidate = _numbered(target, n)
+        if not candidate.exists() and not candidate.is_symlink() and candidate.name.lower() not in taken:
+            return candidate
+        n += 1
+
+
+# ----------------------------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class ImageStarted:
+    index: int
+    total: int
+    source: Path
+    target: Path | None
+
+
+@dataclass(frozen=True)
+class ImageLoaded:
+    """The input as read: HxWxC uint8 (C = 3 or 4), its colour profile, what reading it noticed."""
+
+    index: int
+    pixels: np.ndarray
+    icc_profile: bytes | None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImageStep:
+    index: int
+    progress: ProtectProgress
+
+
+@dataclass(frozen=True)
+class ImageSaving:
+    index: int
+
+
+@dataclass(frozen=True)
+class ImageDone:
+    """Exported (result set), or skipped (skipped says why; result None).
+
+    For a skip because an earlier run exported it, with BatchOptions.load_skipped the original and the
+    exported pixels come along, so a window can show it. note: something the artist should know about
+    an exported file (e.g. it could not be recorded in the journal).
+    """
+
+    index: int
+    source: Path
+    target: Path | None
+    result: ProtectResult | None = None
+    skipped: str | None = None
+    original: np.ndarray | None = None
+    protected: np.ndarray | None = None
+    icc_profile: bytes | None = None
+    metrics: dict | None = None  # of the skipped-as-done pixels (with load_skipped)
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageFailed:
+    index: int
+    source: Path
+    message: str  # one line, names the file
+
+
+@dataclass(frozen=True)
+class ImageStopped:
+    index: int
+    source: Path
+
+
+@dataclass(frozen=True)
+class BatchNote:
+    message: str
+
+
+@dataclass(frozen=True)
+class BatchDone:
+    done: int
+    skipped: int
+    failed: int
+    stopped: bool
+    seconds: float
+
+
+BatchEvent = (ImageStarted | ImageLoaded | ImageStep | ImageSaving | ImageDone | ImageFailed | ImageStopped
+              | BatchNote | BatchDone)
+
+
+# ----------------------------------------------------------------------------------------------- running
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """out_dir: created if missing. model_source: the model as the user named it (part of the journal's
+    fingerprint). on_existing: see the module docstring. redo: protect again even what the journal says is
+    exported (the CLI's --overwrite). load_skipped: read the pixels of skipped-as-done images (the window).
+    set_jointly: methods that share a surrogate across a set get one for the whole batch."""
+
+    out_dir: Path
+    fmt: str = "png"
+    model_source: str = ""
+    on_existing: str = "error"
+    redo: bool = False
+    load_skipped: bool = False
+    journal: bool = True
+    set_jointly: bool = True
+    plan: tuple[PlannedImage, ...] | None = None  # a plan_batch result to follow (the window's); None: plan now
+    extra_notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def one_line(text: str, limit: int = 400) -> str:
+    """Library messages can span lines; every failed file gets one line."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _failure_message(source: Path, exc: BaseException) -> str:
+    if isinstance(exc, ArtveilError):
+        message = exc.message
+    else:
+        # A bug, not a bad file: still one line, and the batch goes on.
+        message = f"unexpected {type(exc).__name__}: {exc} (please report this)"
+    if not message.startswith(source.name):
+        message = f"{source.name}: {message}"
+    return one_line(message)
+
+
+def prepare_output_folder(out_dir: Path) -> Path:
+    """The output folder, created if missing; ArtveilError when it cannot be made or written."""
+    from engine.images import validate_user_path
+
+    folder = validate_user_path(out_dir, must_exist=False, kind="folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArtveilError("output", f"cannot create output folder {out_dir}: {exc.strerror or exc}") from None
+    if not os.access(folder, os.W_OK):
+        raise ArtveilError("output", f"output folder {folder} is not writable.")
+    return folder
+
+
+def fingerprint_for(settings: ProtectSettings, options: BatchOptions) -> str:
+    from engine.journal import settings_fingerprint
+
+    return settings_fingerprint(settings, options.model_source, options.fmt)
+
+
+def protect_batch(model, inputs: list[Path], settings: ProtectSettings, options: BatchOptions,
+                  job: Job | None = None, *, protect=None, save=None) -> Iterator[BatchEvent]:
+    """Protect and export `inputs` in order; yields events, the last one BatchDone.
+
+    A file that fails is reported (ImageFailed) and the batch goes on; Stop (job.cancel()) ends the
+    current image within one optimizer step (ImageStopped, nothing written for it) and the batch.
+    Raises ArtveilError before the first event when the batch cannot start (settings, output folder,
+    the folder's journal held by another run).
+
+    protect, save: stand-ins for engine.protect.protect_iter(model, pixels, settings, job, pool=...) and
+    engine.images.save_image, for the window's tests, whose fake engine has no model; None: the real ones.
+    """
+    from engine.images import load_image
+    from engine.journal import BatchJournal, input_identity
+
+    started = time.perf_counter()
+    job = job or Job()
+    if options.on_existing not in ON_EXISTING:
+        raise ArtveilError("config", f"on_existing must be one of {', '.join(ON_EXISTING)}, got {options.on_existing!r}.")
+    shares_set = False
+    if protect is None:
+        from engine.methods import get_method
+        from engine.protect import protect_iter as protect
+        from engine.protect import validate_settings
+
+        validate_settings(settings)
+        shares_set = options.set_jointly and get_method(settings.method, settings.method_params).tunes_on_set()
+    if save is None:
+        from engine.images import save_image as save
+    out_dir = prepare_output_folder(Path(options.out_dir))
+    inputs = [Path(p) for p in inputs]
+    fingerprint = fingerprint_for(settings, options)
+    plan = list(options.plan) if options.plan is not None else plan_batch(inputs, out_dir, options.fmt, fingerprint,
+                                                                         options.redo)
+    journal = BatchJournal.open(out_dir) if options.journal else None
+    done = skipped = failed = 0
+    stopped = False
+    try:
+        for message in options.extra_notes:
+            yield BatchNote(message)
+        if journal is not None:
+            stale = journal.remove_stale_temps([p.target for p in plan if p.target is not None])
+            if stale:
+                yield BatchNote(f"removed {len(stale)} unfinished temporary file(s) left by an interrupted run.")
+        pool = _set_pool(model, plan, settings) if shares_set else None
+        taken = {p.target.name.lower() for p in plan if p.target is not None}
+        total = len(plan)
+        for planned in plan:
+            if job.cancelled:
+                stopped = True
+                break
+            source, target, i = planned.source, planned.target, planned.index
+            yield ImageStarted(i, total, source, target)
+            try:
+                if planned.problem is not None:
+                    raise ArtveilError("output", planned.problem)
+                identity = _identity(source, input_identity)
+                if planned.done_before or (journal is not None and not options.redo and identity is not None
+                                           and journal.finished(identity, fingerprint, target)):
+                    skipped += 1
+                    yield _skipped_done(planned, options, load_image)
+                    continue
+                overwrite = False
+                if target.exists() or target.is_symlink():
+                    policy = "overwrite" if options.redo else options.on_existing
+                    if policy == "skip":
+                        skipped += 1
+                        yield ImageDone(i, source, target, skipped="a file with that name exists")
+                        continue
+                    if policy == "keep_both":
+                        target = free_name(target, taken)
+                        taken.add(target.name.lower())
+                    elif policy == "overwrite":
+                        overwrite = True
+                    else:
+                        why = (" by a run with other settings or from an edited original"
+                               if journal is not None and journal.claims(target) else "")
+                        raise ArtveilError("output", f"{target.name}: already exists in {out_dir}{why} "
+                                                     "(use --overwrite to replace it).")
+                image = load_image(source)
+                yield ImageLoaded(i, image.pixels, image.icc_profile, tuple(image.notes))
+                if pool is not None:
+                    pool.current = i
+                result = None
+                for item in protect(model, image.pixels, settings, job, pool=pool):
+                    if isinstance(item, ProtectResult):
+                        result = item
+                    else:
+                        yield ImageStep(i, item)
+                yield ImageSaving(i)
+                problems: list[str | None] = []
+
+                def record_committing(tmp: Path, target=target) -> None:
+                    if journal is not None and identity is not None:
+                        problems.append(journal.record("committing", identity, fingerprint, target, tmp))
+
+                save(result.protected, target, icc_profile=image.icc_profile, overwrite=overwrite,
+                     before_replace=record_committing)
+                if journal is not None and identity is not None:
+                    problems.append(journal.record("done", identity, fingerprint, target, target))
+                if pool is not None:
+                    pool.images[i] = _pool_tensor(model, result.protected, settings.working_size)
+                problem = next((p for p in problems if p), None)
+                note = f"exported, but {problem}; a re-run would protect it again." if problem else None
+                done += 1
+                yield ImageDone(i, source, target, result=result, note=note)
+            except Cancelled:
+                stopped = True
+                yield ImageStopped(i, source)
+                break
+            except Exception as exc:  # one file's failure is a line of the report, not the batch's end
+                failed += 1
+                yield ImageFailed(i, source, _failure_message(source, exc))
+    finally:
+        if journal is not None:
+            journal.close()
+    yield BatchDone(done, skipped, failed, stopped or job.cancelled, time.perf_counter() - started)
+
+
+def _identity(source: Path, input_identity) -> dict | None:
+    try:
+        return input_identity(source)
+    except OSError:
+        return None  # load_image says what is wrong with it
+
+
+def _skipped_done(planned: PlannedImage, options: BatchOptions, load_image) -> ImageDone:
+    reason = "already exported by an earlier run"
+    if not options.load_skipped:
+        return ImageDone(planned.index, planned.source, planned.target, skipped=reason)
+    original = load_image(planned.source)
+    exported = load_image(planned.target)
+    metrics = None
+    if original.pixels.shape == exported.pixels.shape:
+        # what the window shows of it, in numpy: no model work for an image that is already done
+        diff = exported.pixels.astype(np.float64) - original.pixels.astype(np.float64)
+        mse = float(np.mean(diff[..., :3] ** 2))
+        metrics = {"psnr": float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse),
+                   "linf_levels": float(np.abs(diff).max())}
+    return ImageDone(planned.index, planned.source, planned.target, skipped=reason, original=original.pixels,
+                     protected=exported.pixels, icc_profile=original.icc_profile, metrics=metrics)
+
+
+def _pool_tensor(model, pixels: np.ndarray, working_size: int):
+    """An image as the protection loop optimizes it, kept on the CPU until a tuning step needs it."""
+    from engine.protect import working_tensor
+
+    return working_tensor(pixels, working_size, model.vae_scale_factor).cpu()
+
+
+def _set_pool(model, plan: list[PlannedImage], settings: ProtectSettings):
+    """The set's shared surrogate pool (for methods that tune a surrogate on the protected set), holding
+    every input's clean working tensor. An unreadable input is left out here and reported at its turn."""
+    from engine.images import load_image
+    from engine.surrogate import SurrogatePool
+
+    pool = SurrogatePool()
+    for planned in plan:
+        if planned.problem is not None:
+            continue
+        try:
+            pixels = load_image(planned.source).pixels
+        except (ArtveilError, OSError):
+            continue
+        pool.clean[planned.index] = _pool_tensor(model, pixels, settings.working_size)
+        pool.images[planned.index] = pool.clean[planned.index]
+    return pool
+
+
+def protect_arrays(model, images: list[np.ndarray], settings: ProtectSettings, job: Job | None = None,
+                   set_jointly: bool = True) -> list[ProtectResult]:
+    """The batch's protection for images already in memory (HxWx3/4 uint8), nothing written: one
+    ProtectResult per image, the set shared exactly as protect_batch shares it."""
+    import tempfile
+
+    from engine.images import save_image
+
+    with tempfile.TemporaryDirectory(prefix="artveil-set-") as tmp:
+        paths = []
+        for k, pixels in enumerate(images):
+            path = Path(tmp) / "in" / f"{k:05d}.png"
+            path.parent.mkdir(exist_ok=True)
+            save_image(pixels, path)
+            paths.append(path)
+        options = BatchOptions(Path(tmp) / "out", journal=False, set_jointly=set_jointly)
+        results: list[ProtectResult | None] = [None] * len(images)
+        for event in protect_batch(model, paths, settings, options, job):
+            if isinstance(event, ImageDone) and event.result is not None:
+                results[event.index] = event.result
+            elif isinstance(event, ImageFailed):
+                raise ArtveilError("input", event.message)
+            elif isinstance(event, ImageStopped):
+                raise Cancelled()
+    return [r for r in results if r is not None]

@@ -1,0 +1,144 @@
+"""engine.batch: the batch rules every face (window, CLI, evaluation) gets, checked with a stand-in optimizer.
+
+The stand-in adds a fixed pattern within the budget, so these tests need no model and no torch; the real
+optimizer through the same pipeline is checked in test_app_real_engine.py (window and CLI give the same bytes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine import batch as B
+from engine.errors import ArtveilError
+from engine.jobs import Job, ProtectProgress, ProtectResult, ProtectSettings
+from engine.journal import JOURNAL_NAME
+
+SETTINGS = ProtectSettings(method="advdm", strength_levels=4, steps=3, preview_every=0, measure_objective=False)
+
+
+def write(path: Path, seed: int = 0, size=(40, 48)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, size + (3,), dtype=np.uint8)).save(path)
+    return path
+
+
+def stand_in(calls: list, stop_at: tuple[int, Job] | None = None):
+    """A protect_iter stand-in: +/-budget checkerboard; with stop_at=(n, job) it presses Stop at call n."""
+    def protect(model, pixels, settings, job, pool=None):
+        calls.append(pixels.shape)
+        for step in range(1, settings.steps + 1):
+            if stop_at is not None and len(calls) == stop_at[0] and step == 2:
+                stop_at[1].cancel()
+            job.check()
+            yield ProtectProgress(step, settings.steps, {}, 0.0, None)
+        yy, xx = np.indices(pixels.shape[:2])
+        sign = np.where((yy + xx) % 2 == 0, 1, -1)[..., None]
+        out = np.clip(pixels.astype(int) + sign * int(settings.strength_levels), 0, 255).astype(np.uint8)
+        yield ProtectResult(pixels, out, settings, {"psnr": 40.0, "ssim": 0.99, "linf_levels": 4.0}, 0.0, settings.steps)
+    return protect
+
+
+def run(inputs, out, job=None, calls=None, **options):
+    calls = [] if calls is None else calls
+    job = job or Job()
+    return list(B.protect_batch(None, inputs, SETTINGS, B.BatchOptions(out, model_source="stand-in", **options), job,
+                                protect=stand_in(calls)))
+
+
+def of(events, kind):
+    return [e for e in events if isinstance(e, kind)]
+
+
+def test_names_depend_on_the_batch_alone_so_a_rerun_resumes(tmp_path):
+    a_jpg = tmp_path / "in" / "a.jpg"
+    write(tmp_path / "in" / "tmp.png").rename(a_jpg)
+    inputs = [a_jpg, write(tmp_path / "in" / "a.png", 1), write(tmp_path / "in" / "b.png", 2)]
+    out = tmp_path / "out"
+    first = run(inputs, out)
+    assert [e.target.name for e in of(first, B.ImageDone)] == ["a.protected.png", "a.protected-2.png", "b.protected.png"]
+    written = {p.name: p.read_bytes() for p in out.iterdir() if p.name != JOURNAL_NAME}
+    calls: list = []
+    second = run(inputs, out, calls=calls)
+    assert calls == []  # nothing protected again
+    assert [e.skipped for e in of(second, B.ImageDone)] == ["already exported by an earlier run"] * 3
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != JOURNAL_NAME} == written
+    assert of(second, B.BatchDone)[0].skipped == 3
+
+
+def test_the_budget_holds_on_the_exported_file(tmp_path):
+    source = write(tmp_path / "in" / "fox.png", 3)
+    run([source], tmp_path / "out")
+    exported = np.asarray(Image.open(tmp_path / "out" / "fox.protected.png")).astype(int)
+    change = np.abs(exported - np.asarray(Image.open(source)).astype(int))
+    assert 0 < change.max() <= SETTINGS.strength_levels
+
+
+@pytest.mark.parametrize("policy, outcome", [("error", "failed"), ("skip", "skipped"), ("keep_both", "kept"),
+                                             ("overwrite", "replaced")])
+def test_an_existing_file_is_handled_as_asked_and_never_lost_unasked(tmp_path, policy, outcome):
+    source = write(tmp_path / "in" / "fox.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "fox.protected.png").write_bytes(b"earlier work")
+    events = run([source], out, on_existing=policy)
+    left = (out / "fox.protected.png").read_bytes()
+    if outcome == "failed":
+        (failure,) = of(events, B.ImageFailed)
+        assert "fox.protected.png: already exists" in failure.message and left == b"earlier work"
+    elif outcome == "skipped":
+        assert of(events, B.ImageDone)[0].skipped and left == b"earlier work"
+        assert not (out / "fox.protected-2.png").exists()
+    elif outcome == "kept":
+        assert of(events, B.ImageDone)[0].target.name == "fox.protected-2.png" and left == b"earlier work"
+    else:
+        assert left != b"earlier work" and Image.open(out / "fox.protected.png").size == (48, 40)
+
+
+def test_an_input_named_like_an_output_is_an_original_and_never_written(tmp_path):
+    folder = tmp_path / "art"
+    fox = write(folder / "fox.png")
+    lookalike = write(folder / "fox.protected.png", 5)
+    before = lookalike.read_bytes()
+    plan = B.plan_batch([lookalike, fox], folder, "png")
+    assert [p.target.name for p in plan] == ["fox.protected.protected.png", "fox.protected-2.png"]
+    run([lookalike, fox], folder, on_existing="overwrite", redo=True)
+    assert lookalike.read_bytes() == before
+
+
+def test_stop_ends_the_current_image_unwritten_and_starts_no_other(tmp_path):
+    inputs = [write(tmp_path / "in" / f"{n}.png", k) for k, n in enumerate("abc")]
+    out, job, calls = tmp_path / "out", Job(), []
+    events = list(B.protect_batch(None, inputs, SETTINGS, B.BatchOptions(out), job, protect=stand_in(calls, (2, job))))
+    assert [type(e).__name__ for e in events if not isinstance(e, (B.ImageStep, B.ImageLoaded, B.ImageSaving))] == [
+        "ImageStarted", "ImageDone", "ImageStarted", "ImageStopped", "BatchDone"]
+    steps_of_b = [e.progress.step for e in events if isinstance(e, B.ImageStep) and e.index == 1]
+    assert steps_of_b == [1]  # stopped within the step Stop was pressed in
+    assert sorted(p.name for p in out.iterdir()) == [JOURNAL_NAME, "a.protected.png"]
+    assert of(events, B.BatchDone)[0].stopped and len(calls) == 2
+
+
+def test_a_broken_file_is_one_line_and_the_batch_goes_on(tmp_path):
+    bad = tmp_path / "in" / "broken.png"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not a png")
+    good = write(tmp_path / "in" / "good.png")
+    events = run([bad, good], tmp_path / "out")
+    (failure,) = of(events, B.ImageFailed)
+    assert failure.message.startswith("broken.png") and "\n" not in failure.message
+    assert of(events, B.ImageDone)[0].source == good
+    done = of(events, B.BatchDone)[0]
+    assert (done.done, done.failed, done.stopped) == (1, 1, False)
+
+
+def test_a_second_batch_into_the_same_folder_is_refused_while_one_runs(tmp_path):
+    source = write(tmp_path / "in" / "a.png")
+    out = tmp_path / "out"
+    first = B.protect_batch(None, [source], SETTINGS, B.BatchOptions(out), Job(), protect=stand_in([]))
+    next(first)  # holds the folder's journal now
+    with pytest.raises(ArtveilError, match="another"):
+        run([source], out)
+    list(first)
