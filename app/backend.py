@@ -19,12 +19,18 @@ from engine.jobs import CancelToken, ProtectProgress, ProtectResult, ProtectSett
 
 @dataclass(frozen=True)
 class Choice:
-    """A method or purifier as a menu entry: internal name, label and one line on what it is for."""
+    """A method or purifier as a menu entry: internal name, label and one line on what it is for.
+
+    For a purifier: defaults (its parameters, engine units), knob (the parameter the window's purifier
+    strength moves) and levels (that parameter's light, medium and heavy values), from its declaration.
+    """
 
     name: str
     label: str
     summary: str
     defaults: dict[str, Any] = field(default_factory=dict)
+    knob: str | None = None
+    levels: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,6 +164,20 @@ def output_path_for(input_path: Path, out_dir: Path, fmt: str) -> Path:
     return Path(engine_output_path_for(Path(input_path), Path(out_dir), fmt=fmt))
 
 
+def method_choices() -> tuple[Choice, ...]:
+    """Every registered protection method (engine.methods.METHODS) as a menu entry. Imports torch."""
+    from engine.methods import METHODS
+
+    return tuple(Choice(m.name, m.label, m.summary) for m in METHODS.values())
+
+
+def purifier_choices() -> tuple[Choice, ...]:
+    """Every declared purifier (engine.purify.PURIFIERS) as a menu entry. Imports torch."""
+    from engine.purify import PURIFIERS
+
+    return tuple(Choice(p.name, p.label, p.summary, p.defaults, p.knob, tuple(p.levels or ())) for p in PURIFIERS.values())
+
+
 class RealBackend:
     """The engine itself. Holds the one loaded model; created on the engine thread."""
 
@@ -171,14 +191,9 @@ class RealBackend:
 
     def engine_info(self) -> EngineInfo:
         from engine.device import describe_device
-        from engine.methods import METHODS
-        from engine.purify import PURIFIERS
 
         device = describe_device("auto")
-        methods = tuple(Choice(m.name, m.label, m.summary) for m in METHODS.values())
-        purifiers = tuple(
-            Choice(p.name, p.label, p.summary, dict(getattr(p, "defaults", {}) or {})) for p in PURIFIERS.values()
-        )
+        methods, purifiers = method_choices(), purifier_choices()
         return EngineInfo(
             device_name=device.name,
             device_kind=device.kind,

@@ -12,14 +12,11 @@ from typing import Any
 
 from PySide6.QtCore import QByteArray, QObject, QSettings, QStandardPaths, Signal
 
-from engine.jobs import BUDGET_PRESETS, STRENGTH_PRESETS
+from engine.jobs import BUDGET_PRESETS, BUDGET_RANGE, STRENGTH_PRESETS, STRENGTH_RANGE
 
 from .signals import emit
 
 CONFIG_DIR_ENV = "ARTVEIL_CONFIG_DIR"
-
-STRENGTH_RANGE = (1, 32)  # pixel levels; the slider stops where noise becomes plainly visible
-BUDGET_RANGE = (10, 1000)  # optimizer steps
 
 
 def config_dir() -> Path:

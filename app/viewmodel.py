@@ -47,14 +47,8 @@ PREVIEW_NOTE = (f"For a quick answer the preview runs the purifier at {PREVIEW_S
                 "denoising steps, smaller and shorter than a mimic's full run.")
 PHASE_WORDS = {"setup": "setting up", "steps": "protecting", "saving": "saving", "stopping": "stopping…"}
 
-# Purifier strength presets (light, medium, heavy) in each purifier's own parameter; from the
-# published defaults (methods.md §5). A purifier not listed here runs with its engine defaults.
-PURIFIER_LEVELS: dict[str, tuple[str, tuple[Any, Any, Any]]] = {
-    "sdedit": ("strength", (0.1, 0.2, 0.3)),
-    "gridpure": ("rounds", (5, 10, 20)),
-    "jpeg": ("quality", (95, 75, 50)),
-    "noise": ("sigma", (0.02, 0.05, 0.1)),
-}
+# The purifier strength's three positions; each purifier declares its knob's value at each
+# (engine.purify, read through Choice.levels). One without levels runs with its engine defaults.
 LEVEL_NAMES = ("light", "medium", "heavy")
 
 
@@ -539,10 +533,8 @@ class Workspace(QObject):
         if choice is None:
             return []
         params = {}
-        if choice.name in PURIFIER_LEVELS:
-            param, values = PURIFIER_LEVELS[choice.name]
-            if not choice.defaults or param in choice.defaults:
-                params[param] = values[max(0, min(2, self.settings.purifier_level))]
+        if choice.knob and choice.levels:
+            params[choice.knob] = choice.levels[max(0, min(len(choice.levels) - 1, self.settings.purifier_level))]
         return [PurifierRequest(choice.name, params)]
 
     # ---- the queue ---------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from engine.cli_args import MODEL_HELP, default_model_source, load_model_or_exit, parse_param, parse_steps, parse_strength
 from engine.errors import ArtveilError, Cancelled
-from engine.jobs import BUDGET_PRESETS, STRENGTH_PRESETS, ProtectSettings
+from engine.jobs import BUDGET_PRESETS, STRENGTH_PRESETS, STRENGTH_RANGE, ProtectSettings
 
 # Subcommands that live in their own modules register themselves when present.
 _SUBCOMMAND_MODULES = ("engine.cli_models", "engine.evaluation.cli", "engine.evaluation.efficacy", "engine.bench")
@@ -250,6 +250,34 @@ def run_purify(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _presets_text(presets: dict) -> str:
+    """'subtle/default/strong/maximum (4/8/12/16)'."""
+    return f"{'/'.join(presets)} ({'/'.join(f'{v:g}' for v in presets.values())})"
+
+
+def _listing(title: str, rows: list[tuple[str, str]]) -> str:
+    """An epilog block: the title, then each name with its text, wrapped under it."""
+    import textwrap
+
+    width = max((len(name) for name, _ in rows), default=0) + 4
+    lines = [f"{title}:"]
+    for name, text in rows:
+        lines += textwrap.wrap(text, 100, initial_indent=f"  {name}".ljust(width), subsequent_indent=" " * width)
+    return "\n".join(lines)
+
+
+def _purifier_rows(purifiers) -> list[tuple[str, str]]:
+    """Each declared purifier for `artveil purify --help`: what it is, and what NAME:VALUE sets."""
+    rows = []
+    for p in purifiers.values():
+        text = f"{p.label}: {p.summary}" + ("" if p.needs_model else " No model needed.")
+        knob = p.param(p.knob) if p.knob else None
+        if knob is not None:
+            text += f" {p.name}:{knob.name.upper()} sets {knob.describe()}."
+        rows.append((p.name, text))
+    return rows
+
+
 def build_parser() -> argparse.ArgumentParser:
     from engine.methods import METHODS
     from engine.purify import PURIFIERS
@@ -257,12 +285,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="artveil", description="Protect artwork from diffusion-model mimicry.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("protect", help="protect images or folders of images", description="Protect images; writes {name}.protected.png into --out.")
+    p = sub.add_parser("protect", help="protect images or folders of images", description="Protect images; writes {name}.protected.png into --out.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=_listing("methods", [(m.name, f"{m.label}: {m.summary}") for m in METHODS.values()]))
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--method", default="antipure", choices=sorted(METHODS), help="protection method (default: antipure)")
-    p.add_argument("--strength", type=parse_strength, default=8.0, help="budget in pixel levels 0-255, or subtle/default/strong/maximum (4/8/12/16)")
-    p.add_argument("--steps", type=parse_steps, default=100, help="optimizer steps, or quick/default/thorough/maximum (50/100/200/400)")
+    p.add_argument("--strength", type=parse_strength, default=STRENGTH_PRESETS["default"],
+                   help=f"budget in pixel levels 0-255, at most {STRENGTH_RANGE[1]}, or {_presets_text(STRENGTH_PRESETS)}")
+    p.add_argument("--steps", type=parse_steps, default=BUDGET_PRESETS["default"],
+                   help=f"optimizer steps, or {_presets_text(BUDGET_PRESETS)}")
     p.add_argument("--step-size", type=float, default=None, help="step size in pixel levels (default: automatic)")
     p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:1 or cpu")
@@ -277,9 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON line per image on stdout")
     p.set_defaults(func=run_protect)
 
-    q = sub.add_parser("purify", help="apply a purifier (what a mimic would do) to images")
+    q = sub.add_parser("purify", help="apply a purifier (what a mimic would do) to images",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=_listing("purifiers", _purifier_rows(PURIFIERS)))
     q.add_argument("inputs", nargs="+")
-    q.add_argument("--purifier", required=True, help=f"one of {', '.join(PURIFIERS)}, optionally NAME:VALUE (sdedit:0.3, jpeg:50, noise:0.02)")
+    q.add_argument("--purifier", required=True, metavar="NAME[:VALUE]",
+                   help=f"one of {', '.join(PURIFIERS)}; VALUE sets its main setting (listed below), e.g. sdedit:0.3")
     q.add_argument("--out", required=True)
     q.add_argument("--model", default=None, help=MODEL_HELP)
     q.add_argument("--device", default="auto")

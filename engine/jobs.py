@@ -11,7 +11,16 @@ from typing import Any
 
 import numpy as np
 
+# A job's two main numbers, their limits and their named presets, in this one place: the command line
+# (engine.cli_args), the window's settings and sliders (app.settings, app.ui.controls_panel) and
+# validation (engine.protect.validate_settings) all read them.
+# Strength ε in pixel levels (0-255). Validation refuses ε <= 0 and ε above STRENGTH_RANGE's top (plainly
+# visible grain); the window offers whole levels across STRENGTH_RANGE.
+STRENGTH_RANGE = (1, 32)
 STRENGTH_PRESETS = {"subtle": 4.0, "default": 8.0, "strong": 12.0, "maximum": 16.0}
+# Budget in optimizer steps. Validation needs at least 1; the window offers BUDGET_RANGE in BUDGET_STEPs.
+BUDGET_RANGE = (10, 1000)
+BUDGET_STEP = 10
 BUDGET_PRESETS = {"quick": 50, "default": 100, "thorough": 200, "maximum": 400}
 
 
@@ -29,8 +38,8 @@ class ProtectSettings:
     """
 
     method: str = "antipure"
-    strength_levels: float = 8.0
-    steps: int = 100
+    strength_levels: float = STRENGTH_PRESETS["default"]
+    steps: int = BUDGET_PRESETS["default"]
     step_levels: float | None = None
     seed: int = 0
     eot: tuple[str, ...] = ()

@@ -19,12 +19,11 @@ import torch.nn.functional as F
 from engine import diffusion as D
 from engine.errors import Cancelled
 from engine.metrics import to_tensor
-from engine.purify import purifier_label, purify
+from engine.purify import get_purifier, purifier_label, purify
 from engine.robustness import PurifierOutcome, RobustnessReport, verdict_for
 
 PREVIEW_SIDE = 384  # px: the diffusion purifiers and the latent comparison run at this longer side
 PREVIEW_STEPS = 20  # denoising steps of a full re-draw (SDEdit runs strength × this many)
-DIFFUSION_PURIFIERS = ("sdedit", "gridpure")
 PHASES = ("original", "protected", "comparing")
 
 
@@ -35,11 +34,12 @@ class PreviewOptions:
 
 
 def preview_params(name: str, params: dict, options: PreviewOptions) -> dict:
-    """The purifier's parameters with the preview's size and step count where the purifier has them."""
+    """The purifier's parameters with the preview's size and step count where the purifier declares them."""
     merged = dict(params)
-    if name in DIFFUSION_PURIFIERS:
-        merged.setdefault("max_side", options.max_side)
-        merged.setdefault("steps", options.steps)
+    declared = get_purifier(name)
+    for key, value in (("max_side", options.max_side), ("steps", options.steps)):
+        if declared.param(key) is not None:
+            merged.setdefault(key, value)
     return merged
 
 

@@ -33,12 +33,11 @@ from engine import diffusion as D
 from engine.eot import EOT_TRANSFORMS, draw_transform
 from engine.errors import ArtveilError, Cancelled
 from engine.faults import is_out_of_memory
-from engine.jobs import CancelToken, ProtectProgress, ProtectResult, ProtectSettings
+from engine.jobs import STRENGTH_RANGE, CancelToken, ProtectProgress, ProtectResult, ProtectSettings
 from engine.methods import MethodContext, get_method
 from engine.metrics import image_metrics, to_tensor
 from engine.models import ModelBundle, compile_available, speed_mode
 
-MAX_STRENGTH_LEVELS = 32.0
 MIN_TILE = 128
 LOW_VRAM_TILE = 256  # a quarter of the activations of a 512-px region
 PRECISIONS = ("auto", "bf16")
@@ -62,8 +61,9 @@ def default_step_levels(strength_levels: float, steps: int) -> float:
 
 
 def validate_settings(settings: ProtectSettings) -> None:
-    if not (0 < settings.strength_levels <= MAX_STRENGTH_LEVELS):
-        raise ArtveilError("config", f"strength must be between 0 and {MAX_STRENGTH_LEVELS:g} pixel levels, got {settings.strength_levels:g}.")
+    top = STRENGTH_RANGE[1]
+    if not (0 < settings.strength_levels <= top):
+        raise ArtveilError("config", f"strength must be between 0 and {top:g} pixel levels, got {settings.strength_levels:g}.")
     if settings.steps < 1:
         raise ArtveilError("config", f"steps must be at least 1, got {settings.steps}.")
     if settings.large_image not in ("resize", "tiles"):
@@ -161,19 +161,10 @@ def _make_generator(device: torch.device, seed: int) -> torch.Generator:
     return g
 
 
-def _latent_loss_matches(cls: type) -> bool:
-    """True when loss_from_latent exists and is no older than loss: a subclass that overrides only
-    loss() must not be run through its parent's loss_from_latent."""
-    def owner(name):
-        return next((c for c in cls.__mro__ if name in c.__dict__), None)
-
-    latent, plain = owner("loss_from_latent"), owner("loss")
-    return latent is not None and plain is not None and issubclass(latent, plain)
-
-
 def use_two_pass(method, settings: ProtectSettings, device: torch.device) -> bool:
-    """Whether the step runs the two-pass backward: asked for (or low-VRAM / CUDA by default) and supported."""
-    if not _latent_loss_matches(type(method)):
+    """Whether the step runs the two-pass backward: asked for (or low-VRAM / CUDA by default) and supported,
+    i.e. the method declares its loss as loss_from_latent (engine.methods.base)."""
+    if not method.declares_latent_loss():
         return False
     if settings.two_pass is not None:
         return settings.two_pass

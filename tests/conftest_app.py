@@ -79,9 +79,9 @@ class FakeBackend:
         Choice("advdm", "AdvDM (baseline)", "Classic baseline."),
     )
     PURIFIERS = (
-        Choice("sdedit", "SDEdit (light diffusion re-draw)", "Noise and redraw.", {"strength": 0.2}),
-        Choice("jpeg", "JPEG re-save", "Save as JPEG.", {"quality": 75}),
-        Choice("noise", "Gaussian noise", "Add noise.", {"sigma": 0.05}),
+        Choice("sdedit", "SDEdit (light diffusion re-draw)", "Noise and redraw.", {"strength": 0.2}, "strength", (0.1, 0.2, 0.3)),
+        Choice("jpeg", "JPEG re-save", "Save as JPEG.", {"quality": 75}, "quality", (95, 75, 50)),
+        Choice("noise", "Gaussian noise", "Add noise.", {"sigma": 0.05}, "sigma", (0.02, 0.05, 0.1)),
     )
 
     def __init__(self, engine: FakeEngine):

@@ -221,6 +221,6 @@ def test_objective_start_and_end_are_measured_on_the_same_state_of_the_method(ti
         def objective(self, ctx, x, seeds=None, batch=None):
             return float(ctx.cache["tunings"])  # which state of the "model" measured it
 
-    monkeypatch.setitem(registry._CLASSES, "drifting", Drifting)
+    monkeypatch.setitem(registry.METHODS, "drifting", Drifting)
     result = protect_image(tiny_model, make_image(32, 32), quick("drifting", steps=3, measure_objective=True))
     assert result.objective_start == result.objective_end == 3.0

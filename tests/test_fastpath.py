@@ -119,6 +119,24 @@ def test_methods_without_a_unet_graph_skip_the_extra_encoder_pass():
     assert use_two_pass(get_method("antipure"), replace(settings, low_vram=True), torch.device("cpu"))
 
 
+def test_a_subclass_that_redefines_loss_is_never_run_through_its_parents_latent_loss():
+    from engine.methods.advdm import AdvDM
+
+    class Sharper(AdvDM):  # a new loss on AdvDM's set-up: the two-pass step must not call AdvDM's latent loss
+        def loss(self, ctx, x, generator):
+            return x.square().sum(), {}
+
+    class Retimed(AdvDM):  # a new latent loss: the two-pass step may run it
+        def loss_from_latent(self, ctx, z, x, generator):
+            return z.square().sum(), {}
+
+    cuda = torch.device("cuda")
+    asked = ProtectSettings(two_pass=True)
+    assert not use_two_pass(Sharper(), asked, cuda)
+    assert use_two_pass(Retimed(), asked, cuda)
+    assert use_two_pass(AdvDM(), asked, cuda)
+
+
 def test_low_vram_mode_optimizes_a_large_image_in_256_px_tiles_of_the_working_copy():
     settings = ProtectSettings(working_size=512, low_vram=True)
     (wh, ww), regions = plan_regions(1024, 768, settings, None)

@@ -217,15 +217,15 @@ def protect(model, method: str, params: dict | None = None, seed: int = 3, steps
 
 def negated(name: str, monkeypatch) -> str:
     """Register `name` with its loss negated (the attack in the wrong direction); returns the new name."""
-    cls = registry._CLASSES[name]
-    override = "loss_from_latent" if hasattr(cls, "loss_from_latent") else "loss"
+    cls = registry.METHODS[name]
+    override = "loss_from_latent" if cls.declares_latent_loss() else "loss"
 
     def flipped(self, *args):
         loss, terms = getattr(cls, override)(self, *args)
         return -loss, terms
 
     wrong = type(f"Negated{cls.__name__}", (cls,), {"name": f"{name}_negated", override: flipped})
-    monkeypatch.setitem(registry._CLASSES, wrong.name, wrong)
+    monkeypatch.setitem(registry.METHODS, wrong.name, wrong)
     return wrong.name
 
 

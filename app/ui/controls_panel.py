@@ -19,15 +19,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.jobs import BUDGET_PRESETS, STRENGTH_PRESETS
+from engine.jobs import BUDGET_PRESETS, BUDGET_RANGE, BUDGET_STEP, STRENGTH_PRESETS, STRENGTH_RANGE
 
 from ..backend import EngineInfo
 from ..viewmodel import LEVEL_NAMES, PREVIEW_NOTE, Workspace, format_duration
 from .common import caption, section_title
 from .model_dialog import tilde
-
-STRENGTH_MAX = 16
-BUDGET_MIN, BUDGET_MAX, BUDGET_STEP = 10, 400, 10
 
 STRENGTH_TIP = (
     "How far each pixel may change, in levels of 255. Higher resists mimicry better but the "
@@ -60,7 +57,7 @@ class ControlsPanel(QWidget):
 
         # Strength, in pixel levels
         self.strength_slider = QSlider(Qt.Orientation.Horizontal)
-        self.strength_slider.setRange(1, STRENGTH_MAX)
+        self.strength_slider.setRange(*STRENGTH_RANGE)
         self.strength_slider.setPageStep(4)
         self.strength_slider.setTickInterval(4)
         self.strength_slider.setTickPosition(QSlider.TickPosition.NoTicks)
@@ -72,7 +69,7 @@ class ControlsPanel(QWidget):
 
         # Budget, in optimizer steps
         self.budget_slider = QSlider(Qt.Orientation.Horizontal)
-        self.budget_slider.setRange(BUDGET_MIN // BUDGET_STEP, BUDGET_MAX // BUDGET_STEP)
+        self.budget_slider.setRange(BUDGET_RANGE[0] // BUDGET_STEP, BUDGET_RANGE[1] // BUDGET_STEP)
         self.budget_slider.setPageStep(5)
         self.budget_slider.setValue(max(1, settings.steps // BUDGET_STEP))
         self.budget_slider.setToolTip(BUDGET_TIP)

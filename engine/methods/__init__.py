@@ -1,4 +1,9 @@
-"""Protection methods, one module each; this registry is the only place that lists them."""
+"""Protection methods, one module each; METHODS is the only place that lists them.
+
+A method is declared once, as its class (name, label, summary, Params, its loss); the command line, the
+window (through app.backend) and the evaluation all read METHODS, so adding a method is its module plus
+its entry in the tuple below.
+"""
 
 from __future__ import annotations
 
@@ -9,32 +14,22 @@ from engine.methods.advdm import AdvDM
 from engine.methods.antidiffusion import AntiDiffusion
 from engine.methods.antipure import AntiPure
 from engine.methods.aspl import ASPL
-from engine.methods.base import MethodContext, MethodInfo, ProtectionMethod
+from engine.methods.base import MethodContext, ProtectionMethod
 from engine.methods.mist import Mist
 from engine.methods.photoguard import PhotoGuard
 from engine.methods.sds import SDSMinus
 
-_CLASSES: dict[str, type[ProtectionMethod]] = {
+METHODS: dict[str, type[ProtectionMethod]] = {
     cls.name: cls for cls in (AntiPure, AdvDM, PhotoGuard, Mist, SDSMinus, AntiDiffusion, ASPL)
 }
 
 
-def register(cls: type[ProtectionMethod]) -> type[ProtectionMethod]:
-    """Add a method defined elsewhere (used by engine.methods modules that import heavier deps)."""
-    _CLASSES[cls.name] = cls
-    METHODS[cls.name] = MethodInfo(cls.name, cls.label, cls.summary)
-    return cls
-
-
-METHODS: dict[str, MethodInfo] = {name: MethodInfo(c.name, c.label, c.summary) for name, c in _CLASSES.items()}
-
-
 def get_method(name: str, params: dict[str, Any] | None = None) -> ProtectionMethod:
     try:
-        cls = _CLASSES[name]
+        cls = METHODS[name]
     except KeyError:
-        raise ArtveilError("config", f"unknown method '{name}'; choose one of: {', '.join(_CLASSES)}") from None
+        raise ArtveilError("config", f"unknown method '{name}'; choose one of: {', '.join(METHODS)}") from None
     return cls(params)
 
 
-__all__ = ["METHODS", "MethodContext", "MethodInfo", "ProtectionMethod", "get_method", "register"]
+__all__ = ["METHODS", "MethodContext", "ProtectionMethod", "get_method"]

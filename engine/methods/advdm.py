@@ -29,10 +29,6 @@ class AdvDM(ProtectionMethod):
     summary = "Classic baseline: makes the image hard for the model to learn. Weak against purification."
     Params = AdvDMParams
 
-    def loss(self, ctx, x, generator):
-        return self.loss_from_latent(ctx, D.encode(ctx.model, x), x, generator)
-
     def loss_from_latent(self, ctx, z, x, generator):
-        # The loop's two-pass backward (engine.protect) calls this with z = E(x) computed outside the graph.
         loss = semantic_loss(ctx, z, generator, self.params.t_min, self.params.t_max)
         return loss, {"semantic": float(loss.detach())}

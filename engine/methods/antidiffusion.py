@@ -232,11 +232,7 @@ class AntiDiffusion(ProtectionMethod):
                 losses = surrogate.tune(tuning_set(ctx, x_protected), ctx.cond, ctx.fresh_generator(20_000 + step))
                 ctx.cache["ad_log"].append(("surrogate", len(losses)))
 
-    def loss(self, ctx, x, generator):
-        return self.loss_from_latent(ctx, D.encode(ctx.model, x), x, generator)
-
     def loss_from_latent(self, ctx, z, x, generator):
-        # engine.protect's two-pass backward passes z = E(x) computed outside the graph.
         model = ctx.model
         t = D.sample_timesteps(model, ctx.timesteps_per_step, generator)
         zb = z.expand(t.shape[0], -1, -1, -1)

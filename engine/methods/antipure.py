@@ -233,11 +233,7 @@ class AntiPure(ProtectionMethod):
     def between_steps(self, ctx, x_protected, step):
         aspl_between_steps(ctx, x_protected, step, self.params.aspl_rounds, self.params.aspl_tune_steps)
 
-    def loss(self, ctx, x, generator):
-        return self.loss_from_latent(ctx, D.encode(ctx.model, x), x, generator)
-
     def loss_from_latent(self, ctx, z, x, generator):
-        # The loop's two-pass backward (engine.protect) calls this with z = E(x) computed outside the graph.
         p = self.params
         scales = ctx.cache.get("antipure_scales", {"pfg": 1.0, "etg": 1.0})
         with applied_if_tuned(ctx):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine import diffusion as D
 from engine.methods.advdm import semantic_loss
 from engine.methods.base import MethodContext, ProtectionMethod
 from engine.surrogate import SurrogateParams, active_pool, surrogate_for, tuning_set
@@ -68,11 +67,7 @@ class ASPL(ProtectionMethod):
             ctx.cache["aspl_log"].append(("clean", step, p.clean_tune_steps))
         ctx.cache["aspl_attack"] = attack
 
-    def loss(self, ctx, x, generator):
-        return self.loss_from_latent(ctx, D.encode(ctx.model, x), x, generator)
-
     def loss_from_latent(self, ctx, z, x, generator):
-        # engine.protect's two-pass backward passes z = E(x) computed outside the graph.
         attack = ctx.cache.get("aspl_attack")
         if attack is not None and attack.tuned_steps > 0:
             with attack.applied():

@@ -2,6 +2,10 @@
 
 The optimizer loop (engine.protect) owns everything else once: the budget, the sign-gradient step,
 tiling, EOT, progress and cancel. A new method is one module here plus one line in the registry.
+
+A method declares its loss once, in one of two forms: `loss_from_latent(ctx, z, x, generator)` when the
+loss reads the image through its latent z = E(x) (then `loss` follows from it, and the loop may run the
+two-pass backward), or `loss(ctx, x, generator)` itself when it does not.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 
+from engine import diffusion as D
 from engine.errors import ArtveilError
 from engine.models import ModelBundle
 
@@ -79,9 +84,27 @@ class ProtectionMethod:
     def loss(self, ctx: MethodContext, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         """The quantity the optimizer maximizes for the protected image x ([1,3,h,w] in [0,1]).
 
-        Returns the scalar loss and its named terms (plain floats, for progress and logs).
+        Returns the scalar loss and its named terms (plain floats, for progress and logs). Unless a method
+        overrides it, this is loss_from_latent at z = E(x).
         """
-        raise NotImplementedError
+        return self.loss_from_latent(ctx, D.encode(ctx.model, x), x, generator)
+
+    def loss_from_latent(self, ctx: MethodContext, z: torch.Tensor, x: torch.Tensor,
+                         generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        """The same loss with the latent z = E(x) given ([1,C,h/f,w/f], model units) alongside x.
+
+        engine.protect's two-pass backward calls it with z computed outside the graph, then takes ∂/∂z
+        back through the encoder on its own. A method whose loss goes through the latent declares this
+        and not loss(); a method that overrides loss() declares its loss there.
+        """
+        raise NotImplementedError(f"{type(self).__name__} declares neither loss() nor loss_from_latent()")
+
+    @classmethod
+    def declares_latent_loss(cls) -> bool:
+        """True when the method's loss is its loss_from_latent, i.e. loss() is the interface's own: only
+        then may the two-pass backward run it. A subclass that overrides loss() is run through that loss,
+        never through a loss_from_latent it inherited."""
+        return cls.loss is ProtectionMethod.loss
 
     def between_steps(self, ctx: MethodContext, x_protected: torch.Tensor, step: int) -> None:
         """Hook for surrogate fine-tuning (ASPL, Anti-Diffusion) between optimizer steps."""
@@ -107,10 +130,3 @@ def measuring(ctx: MethodContext, batch: int):
         yield
     finally:
         ctx.timesteps_per_step = saved
-
-
-@dataclass(frozen=True)
-class MethodInfo:
-    name: str
-    label: str
-    summary: str

@@ -45,11 +45,7 @@ class Mist(ProtectionMethod):
         with torch.no_grad():
             ctx.cache["mist_target"] = D.encode(ctx.model, pattern)
 
-    def loss(self, ctx, x, generator):
-        return self.loss_from_latent(ctx, D.encode(ctx.model, x), x, generator)
-
     def loss_from_latent(self, ctx, z, x, generator):
-        # The loop's two-pass backward (engine.protect) calls this with z = E(x) computed outside the graph.
         texture = ((z - ctx.cache["mist_target"]) ** 2).sum()
         semantic = semantic_loss(ctx, z, generator)
         loss = self.params.semantic_weight * semantic - texture

@@ -1,87 +1,80 @@
 """Purifiers: what a mimic does to wash protective noise off before training or editing.
 
-Each is a function (model, pixels HxWx3 uint8, seed, **params) -> pixels of the same size; the preview,
-the command line and the evaluation call the same functions through `purify`. methods.md §5.
+Each purifier is one declaration (engine.purify.base.Purifier: name, label, summary, parameters with
+ranges, defaults and units, whether it needs the model, the function), kept next to its function;
+PURIFIERS lists them. The command line, the window (through app.backend), the preview and the evaluation
+all read PURIFIERS and run a purifier through `purify`. methods.md §5.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from engine.errors import ArtveilError, Cancelled
-from engine.purify.diffusion import CANCEL, purify_gridpure, purify_sdedit, purify_upscale
-from engine.purify.simple import purify_jpeg, purify_noise
+from engine.purify.base import Param, Purifier
+from engine.purify.diffusion import CANCEL, GRIDPURE, SDEDIT, UPSCALE
+from engine.purify.simple import JPEG, NOISE
+
+PURIFIERS: dict[str, Purifier] = {p.name: p for p in (SDEDIT, GRIDPURE, JPEG, NOISE, UPSCALE)}
 
 
-@dataclass(frozen=True)
-class PurifierInfo:
-    name: str
-    label: str
-    summary: str
-    defaults: dict[str, Any] = field(default_factory=dict)
-    needs_model: bool = True
-
-
-PURIFIERS: dict[str, PurifierInfo] = {
-    "sdedit": PurifierInfo("sdedit", "SDEdit (light diffusion re-draw)", "Noise the image a little and let the model redraw it.", {"strength": 0.2}),
-    "gridpure": PurifierInfo("gridpure", "GrIDPure (tiled, repeated)", "Many very light re-draws on overlapping crops.", {"rounds": 20, "t": 10, "gamma": 0.1, "crop": 256}),
-    "jpeg": PurifierInfo("jpeg", "JPEG re-save", "Save as JPEG, as a website would.", {"quality": 75}, needs_model=False),
-    "noise": PurifierInfo("noise", "Gaussian noise", "Add film-grain-like noise.", {"sigma": 0.05}, needs_model=False),
-    "upscale": PurifierInfo("upscale", "Noisy upscaling (SD ×4 upscaler)", "Add noise, then the SD ×4 upscaler (needs its weights).", {"sigma": 0.1, "noise_level": 320, "upscaler": None}),
-}
-
-_FUNCTIONS: dict[str, Callable[..., np.ndarray]] = {
-    "sdedit": purify_sdedit,
-    "gridpure": purify_gridpure,
-    "jpeg": purify_jpeg,
-    "noise": purify_noise,
-    "upscale": purify_upscale,
-}
+def get_purifier(name: str) -> Purifier:
+    try:
+        return PURIFIERS[name]
+    except KeyError:
+        raise ArtveilError("config", f"unknown purifier '{name}'; choose one of: {', '.join(PURIFIERS)}") from None
 
 
 def parse_purifier(spec: str) -> tuple[str, dict[str, Any]]:
-    """'sdedit:0.3' / 'jpeg:50' / 'noise:0.02' / 'gridpure' -> (name, params). The number is the main knob."""
+    """'sdedit:0.3' / 'jpeg:50' / 'noise:0.02' / 'gridpure' -> (name, params): the value sets the purifier's
+    knob (its main parameter), checked against its declared range."""
     name, _, value = spec.partition(":")
     name = name.strip().lower()
-    if name not in PURIFIERS:
-        raise ArtveilError("config", f"unknown purifier '{name}'; choose one of: {', '.join(PURIFIERS)}")
+    purifier = get_purifier(name)
     params: dict[str, Any] = {}
     if value:
-        key = {"sdedit": "strength", "jpeg": "quality", "noise": "sigma", "gridpure": "rounds", "upscale": "upscaler"}[name]
-        try:
-            params[key] = value if key == "upscaler" else (int(value) if key in ("quality", "rounds") else float(value))
-        except ValueError:
-            raise ArtveilError("config", f"purifier '{spec}': '{value}' is not a number") from None
+        knob = purifier.param(purifier.knob) if purifier.knob else None
+        if knob is None:
+            raise ArtveilError("config", f"purifier '{spec}': {name} takes no value after ':'")
+        if knob.kind is str:
+            params[knob.name] = value
+        else:
+            try:
+                number = float(value)
+            except ValueError:
+                raise ArtveilError("config", f"purifier '{spec}': '{value}' is not a number") from None
+            if knob.kind is int and not number.is_integer():
+                raise ArtveilError("config", f"purifier '{spec}': '{value}' is not a whole number")
+            params[knob.name] = int(number) if knob.kind is int else number
+        purifier.resolve(params)
     return name, params
 
 
 def purifier_label(name: str, params: dict[str, Any]) -> str:
-    merged = {**PURIFIERS[name].defaults, **params}
-    knob = {"sdedit": "strength", "jpeg": "quality", "noise": "sigma", "gridpure": "rounds"}.get(name)
-    return f"{name} {merged[knob]:g}" if knob else name
+    """'sdedit 0.3', 'jpeg 50', 'upscale': how reports and file names call a purifier at its settings."""
+    return get_purifier(name).label_for(params)
 
 
 def purify(model, pixels: np.ndarray, name: str, seed: int = 0, cancel=None, **params: Any) -> np.ndarray:
     """Purify an RGB (or RGBA: alpha passed through) uint8 image; deterministic for a seed.
 
+    params: any of the purifier's declared parameters, in their units (the others keep their defaults); one
+    it does not declare, or a value outside its range, raises ArtveilError before any work starts.
+
     cancel: a CancelToken; the diffusion purifiers check it after every denoising step (raises Cancelled).
     """
-    if name not in _FUNCTIONS:
-        raise ArtveilError("config", f"unknown purifier '{name}'; choose one of: {', '.join(PURIFIERS)}")
-    info = PURIFIERS[name]
-    unknown = set(params) - set(info.defaults) - {"max_side", "steps", "prompt"}
-    if unknown:
-        raise ArtveilError("config", f"purifier {name}: unknown parameter(s) {sorted(unknown)}")
-    merged = {**info.defaults, **params}
+    purifier = get_purifier(name)
+    merged = purifier.resolve(params)  # ArtveilError on a parameter it does not declare, or out of its range
+    if purifier.needs_model and model is None:
+        raise ArtveilError("model", f"purifier {name} runs on a diffusion model; load one first.")
     rgb = np.ascontiguousarray(pixels[..., :3])
     if cancel is not None and cancel.cancelled:
         raise Cancelled()
     scope = CANCEL.set(cancel)
     try:
-        out = _FUNCTIONS[name](model, rgb, seed=seed, **merged)
+        out = purifier.function(model, rgb, seed, **merged)
     finally:
         CANCEL.reset(scope)
     if pixels.shape[2] == 4:
@@ -89,4 +82,4 @@ def purify(model, pixels: np.ndarray, name: str, seed: int = 0, cancel=None, **p
     return out
 
 
-__all__ = ["PURIFIERS", "PurifierInfo", "parse_purifier", "purifier_label", "purify"]
+__all__ = ["PURIFIERS", "Param", "Purifier", "get_purifier", "parse_purifier", "purifier_label", "purify"]

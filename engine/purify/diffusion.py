@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from engine.errors import ArtveilError, Cancelled
+from engine.purify.base import Param, Purifier
 
 
 def _fit(rgb: np.ndarray, max_side: int, multiple: int) -> tuple[Image.Image, tuple[int, int]]:
@@ -59,10 +60,8 @@ def _img2img(model, img: Image.Image, strength: float, seed: int, steps: int, pr
     return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
 
 
-def purify_sdedit(model, rgb: np.ndarray, seed: int = 0, strength: float = 0.2, steps: int = 50, max_side: int = 768, prompt: str = "") -> np.ndarray:
+def purify_sdedit(model, rgb: np.ndarray, seed: int, *, strength: float, steps: int, max_side: int, prompt: str) -> np.ndarray:
     """Noise to t = strength·T and denoise back with DDIM (SDEdit / DiffPure). strength in (0, 1]."""
-    if not 0 < strength <= 1:
-        raise ArtveilError("config", f"SDEdit strength must be in (0, 1], got {strength}")
     img, (w, h) = _fit(rgb, max_side, model.vae_scale_factor)
     out = _img2img(model, img, strength, seed, steps, prompt)
     if out.shape[:2] != (h, w):
@@ -70,7 +69,7 @@ def purify_sdedit(model, rgb: np.ndarray, seed: int = 0, strength: float = 0.2, 
     return out
 
 
-def purify_gridpure(model, rgb: np.ndarray, seed: int = 0, rounds: int = 20, t: int = 10, gamma: float = 0.1, max_side: int = 512, crop: int = 256, steps: int = 100) -> np.ndarray:
+def purify_gridpure(model, rgb: np.ndarray, seed: int, *, rounds: int, t: int, gamma: float, max_side: int, crop: int, steps: int) -> np.ndarray:
     """GrIDPure (Zhao et al. 2024): 256² crops at stride 128 plus a mosaic of the four 128² corners,
     each purified at a very small strength (t / 1000), overlaps averaged, blended x <- (1-γ)·pure + γ·x,
     repeated `rounds` times."""
@@ -111,7 +110,7 @@ def purify_gridpure(model, rgb: np.ndarray, seed: int = 0, rounds: int = 20, t: 
     return out
 
 
-def purify_upscale(model, rgb: np.ndarray, seed: int = 0, sigma: float = 0.1, noise_level: int = 320, upscaler: str | None = None, prompt: str = "", steps: int = 20, max_side: int = 512) -> np.ndarray:
+def purify_upscale(model, rgb: np.ndarray, seed: int, *, sigma: float, noise_level: int, upscaler: str | None, prompt: str, steps: int) -> np.ndarray:
     """Noisy upscaling (Hönig et al. 2024): Gaussian noise, downscale ×4, the SD ×4 upscaler back up."""
     upscaler = upscaler or os.environ.get("ARTVEIL_UPSCALER")
     if not upscaler or not os.path.isdir(upscaler):
@@ -130,3 +129,49 @@ def purify_upscale(model, rgb: np.ndarray, seed: int = 0, sigma: float = 0.1, no
         out = pipe(prompt=prompt, image=small, noise_level=int(noise_level), num_inference_steps=steps, guidance_scale=0.0, generator=generator, output_type="np").images[0]
     out = (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
     return np.asarray(Image.fromarray(out).resize((w, h), Image.Resampling.LANCZOS))
+
+
+def _steps(default: int, what: str) -> Param:
+    return Param("steps", default, what, int, 1, 1000)
+
+
+def _max_side(default: int) -> Param:
+    return Param("max_side", default, "px of the longer side it works at, larger images resized there and back",
+                 int, 32, 8192)
+
+
+SDEDIT = Purifier(
+    "sdedit", "SDEdit (light diffusion re-draw)", "Noise the image a little and let the model redraw it.",
+    purify_sdedit,
+    (
+        Param("strength", 0.2, "fraction of the noise schedule the image is noised to", float, 0.0, 1.0, low_open=True),
+        _steps(50, "DDIM steps of a full re-draw, of which strength × steps run"),
+        _max_side(768),
+        Param("prompt", "", "the re-draw's prompt", str),
+    ),
+    knob="strength", levels=(0.1, 0.2, 0.3),
+)
+GRIDPURE = Purifier(
+    "gridpure", "GrIDPure (tiled, repeated)", "Many very light re-draws on overlapping crops.", purify_gridpure,
+    (
+        Param("rounds", 20, "re-draw rounds", int, 1, 100),
+        Param("t", 10, "timesteps of noise per re-draw, of the schedule's T", int, 1, 1000),
+        Param("gamma", 0.1, "share of the previous round blended back", float, 0.0, 1.0),
+        Param("crop", 256, "px of the square crops' side", int, 8, 2048),
+        _max_side(512),
+        _steps(100, "DDIM steps of a full re-draw"),
+    ),
+    knob="rounds", levels=(5, 10, 20),
+)
+UPSCALE = Purifier(
+    "upscale", "Noisy upscaling (SD ×4 upscaler)", "Add noise, then the SD ×4 upscaler (needs its weights).",
+    purify_upscale,
+    (
+        Param("sigma", 0.1, "standard deviation of the added noise in [0, 1] pixel units", float, 0.0, 1.0),
+        Param("noise_level", 320, "the upscaler's own noise level", int, 0, 350),
+        Param("upscaler", None, "folder of the SD ×4 upscaler weights, else $ARTVEIL_UPSCALER", str),
+        Param("prompt", "", "the upscaler's prompt", str),
+        _steps(20, "denoising steps of the upscaler"),
+    ),
+    knob="upscaler",
+)
