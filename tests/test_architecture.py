@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("engine", "app")
 
+
 @dataclass(frozen=True)
 class PrivateImport:
     importer: str  # the module that reaches in
