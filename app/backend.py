@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 
-from engine.jobs import CancelToken, ProtectProgress, ProtectResult, ProtectSettings
+from engine.jobs import Job, ProtectProgress, ProtectResult, ProtectSettings
 
 
 @dataclass(frozen=True)
@@ -116,21 +116,20 @@ class EngineBackend(Protocol):
     def load_model(self, source: str) -> ModelSummary: ...
     def estimate_step_seconds(self, settings: ProtectSettings, height: int, width: int) -> float: ...
     def load_image(self, path: str) -> LoadedPixels: ...
-    def protect_iter(
-        self, pixels: np.ndarray, settings: ProtectSettings, cancel: CancelToken
-    ) -> Iterator[ProtectProgress | ProtectResult]: ...
+    def protect_batch(self, inputs: list[Path], settings: ProtectSettings, options: Any, job: Job) -> Iterator[Any]:
+        """engine.batch.protect_batch's events for these inputs (options: engine.batch.BatchOptions)."""
     def save_image(self, pixels: np.ndarray, path: str, icc_profile: bytes | None, overwrite: bool) -> str: ...
     def robustness(
         self, original: np.ndarray, protected: np.ndarray, settings: ProtectSettings,
-        purifiers: list[PurifierRequest], cancel: CancelToken | None = None,
+        purifiers: list[PurifierRequest], cancel: Job | None = None,
     ) -> Any: ...
     def list_local_models(self) -> list[LocalModel]: ...
     def model_choices(self) -> ModelChoices: ...
     def check_model_source(self, path: str) -> str | None: ...
-    def download_model(self, name: str, progress: Callable[..., None], cancel: CancelToken) -> str: ...
+    def download_model(self, name: str, progress: Callable[..., None], cancel: Job) -> str: ...
     def preview_purifier(
         self, original: np.ndarray, protected: np.ndarray, request: PurifierRequest,
-        progress: Callable[..., None], cancel: CancelToken,
+        progress: Callable[..., None], cancel: Job,
     ) -> Any: ...
 
 
@@ -230,10 +229,10 @@ class RealBackend:
         loaded = load_image(Path(path))
         return LoadedPixels(loaded.pixels, loaded.icc_profile, loaded.name)
 
-    def protect_iter(self, pixels, settings, cancel):
-        from engine.protect import protect_iter
+    def protect_batch(self, inputs, settings, options, job):
+        from engine.batch import protect_batch
 
-        return protect_iter(self._require_model(), pixels, settings, cancel=cancel)
+        return protect_batch(self._require_model(), inputs, settings, options, job)
 
     def save_image(self, pixels, path, icc_profile, overwrite):
         from engine.images import save_image

@@ -21,10 +21,11 @@ import numpy as np
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QImage, QImageReader
 
+from engine import batch
+from engine.batch import BatchOptions, PlannedImage
 from engine.errors import ArtveilError, Cancelled
-from engine.jobs import CancelToken, ProtectProgress, ProtectResult, ProtectSettings
+from engine.jobs import Job, ProtectProgress, ProtectResult, ProtectSettings
 
-from . import backend as backend_module
 from .backend import EngineInfo, ModelSummary, PurifierRequest
 from .bridge import EngineBridge
 from .progress import JobClock, JobTimes, learned_times, prior_times
@@ -223,12 +224,6 @@ class Prompts(Protocol):
         """True to stop ``doing`` (e.g. "protecting 2 images") and quit; False to keep working."""
 
 
-@dataclass(frozen=True)
-class OutputPlan:
-    path: Path | None  # None: skip saving
-    overwrite: bool
-
-
 class QueueModel(QAbstractListModel):
     """The queue as a list model; the item itself is under ItemRole."""
 
@@ -316,11 +311,14 @@ class Workspace(QObject):
         self._heartbeat = QTimer(self)
         self._heartbeat.setInterval(HEARTBEAT_MS)
         self._heartbeat.timeout.connect(self._tick)
-        self._cancel = CancelToken()
+        self._cancel = Job()
         self._active_request: int | None = None
         self._active_item: QueueItem | None = None
         self._batch: tuple[int, int] = (0, 0)
         self._batch_remaining: list[QueueItem] = []
+        self._batch_items: list[QueueItem] = []  # the running batch, by engine.batch's index
+        self._batch_settings: ProtectSettings | None = None
+        self._batch_done, self._batch_failed = 0, []
         self._tasks: set[asyncio.Future] = set()
         self._preview_request: int | None = None
         self._preview_item: QueueItem | None = None
@@ -625,10 +623,11 @@ class Workspace(QObject):
         if self.model is None:
             emit(self.model_needed)
             return None
-        plans = self._plan_outputs(items)
-        if plans is None:
+        settings = self.job_settings()
+        planned = self._plan_outputs(items, settings)
+        if planned is None:
             return None
-        return self._spawn(self._run_batch(items, plans))
+        return self._spawn(self._run_batch(items, settings, *planned))
 
     def protect_all(self) -> asyncio.Future | None:
         return self.protect([i for i in self.queue.items if i.state is not ItemState.DONE])
@@ -674,78 +673,73 @@ class Workspace(QObject):
         self.settings.output_dir = str(chosen)
         return Path(chosen)
 
-    def _plan_outputs(self, items: list[QueueItem]) -> dict[QueueItem, OutputPlan] | None:
-        """Decide each item's output file before any work, asking once about existing files."""
+    def _batch_options(self, out_dir: Path, **kwargs) -> BatchOptions:
+        fmt = EXPORT_SUFFIXES.get(self.settings.export_format, "png")
+        return BatchOptions(out_dir, fmt=fmt, model_source=self.settings.model_source or "", **kwargs)
+
+    def _plan_outputs(self, items: list[QueueItem], settings: ProtectSettings | None
+                      ) -> tuple[Path, list[PlannedImage], str] | None:
+        """engine.batch's plan of each item's output file, asking once about existing files.
+
+        settings: the job's, so that an image this folder's journal says is exported with them is
+        resumed (shown, not redone) without a question; None for a re-export. Returns (folder, plan,
+        on_existing), or None when the artist cancelled.
+        """
         out_dir = self._ensure_output_dir()
         if out_dir is None:
             return None
-        fmt = EXPORT_SUFFIXES.get(self.settings.export_format, "png")
-        originals = {item.path.resolve() for item in self.queue.items}
-        planned: dict[QueueItem, Path] = {}
-        taken: set[Path] = set()
-        conflicts: list[QueueItem] = []
-        for item in items:
-            try:
-                path = backend_module.output_path_for(item.path, out_dir, fmt)
-            except ArtveilError:  # it would be the original itself
-                path = out_dir / f"{item.path.stem}.protected.{fmt}"
-                taken.add(path.resolve())
-            resolved = path.resolve()
-            if resolved in originals or resolved in taken:
-                # Never write over an original, nor let two inputs with one name share an output.
-                path = _unique_path(path, taken | originals)
-            elif path.exists():
-                conflicts.append(item)
-            planned[item] = path
-            taken.add(path.resolve())
+        options = self._batch_options(out_dir)
+        fingerprint = batch.fingerprint_for(settings, options) if settings is not None else None
+        plan = batch.plan_batch([item.path for item in items], out_dir, options.fmt, fingerprint)
+        conflicts = [p.target for p in plan if p.conflict]
         choice = "overwrite"
         if conflicts:
-            choice = self.prompts.resolve_conflicts([planned[i] for i in conflicts])
+            choice = self.prompts.resolve_conflicts(conflicts)
             if choice is None:
                 return None
-        plans = {}
-        for item, path in planned.items():
-            if item in conflicts and choice == "skip":
-                plans[item] = OutputPlan(None, False)
-            elif item in conflicts and choice == "keep_both":
-                new_path = _unique_path(path, taken | originals)
-                taken.add(new_path.resolve())
-                plans[item] = OutputPlan(new_path, False)
-            else:
-                plans[item] = OutputPlan(path, item in conflicts)
-        return plans
+        return out_dir, plan, choice
 
-    async def _run_batch(self, items: list[QueueItem], plans: dict[QueueItem, OutputPlan]) -> None:
-        self._cancel = CancelToken()
+    async def _run_batch(self, items: list[QueueItem], settings: ProtectSettings, out_dir: Path,
+                         plan: list[PlannedImage], choice: str) -> None:
+        """The batch runs in engine.batch on the engine thread; its events move the items (_on_progress)."""
+        self._cancel = Job()
         self._set_busy(True)
         self._set_summary("")
+        self._batch_items, self._batch_settings = list(items), settings
         self._batch_remaining = list(items)
-        done, failed, stopped = 0, [], False
-        total = len(items)
-        position = 0
+        self._batch_done, self._batch_failed = 0, []
+        options = self._batch_options(out_dir, on_existing=choice, load_skipped=True, plan=tuple(plan))
+        stopped, problem = False, ""
         self._heartbeat.start()
         try:
-            while self._batch_remaining and not self._cancel.cancelled:
-                item = self._batch_remaining.pop(0)
-                position += 1
-                self._batch = (position, total)
-                outcome = await self._protect_one(item, plans[item])
-                if outcome == "done":
-                    done += 1
-                elif outcome == "failed":
-                    failed.append(item)
-                elif outcome == "stopped":
-                    stopped = True
+            request_id, future = self.bridge.protect_batch([item.path for item in items], settings, options,
+                                                           self._cancel)
+            self._active_request = request_id
+            summary = await future
+            stopped = summary.stopped
+        except Cancelled:
+            stopped = True
+        except ArtveilError as exc:  # the batch could not start (e.g. another batch writes to that folder)
+            problem = one_line(exc.message)
         finally:
             self._heartbeat.stop()
+            if self._active_item is not None and self._active_item.state is ItemState.PROTECTING:
+                self._active_item.state, self._active_item.progress, self._active_item.phase = ItemState.STOPPED, 0.0, ""
+                self._touch(self._active_item)
             self._active_item = None
             self._active_request = None
             self._clock = None
             self._batch_remaining = []
+            self._batch_items = []
             self._set_batch_text("")
             self._set_busy(False)
             self._end_stopping()
-        self._set_summary(_batch_summary(done, failed, stopped or self._cancel.cancelled, total))
+        if problem:
+            self._set_summary(problem)
+            emit(self.problem, problem)
+            return
+        self._set_summary(_batch_summary(self._batch_done, self._batch_failed, stopped or self._cancel.cancelled,
+                                         len(items)))
 
     def _job_clock(self, item: QueueItem, settings: ProtectSettings) -> JobClock:
         expected = self._expected_times(item, settings) or JobTimes(0.0, 0.0, 0.0)
@@ -754,52 +748,79 @@ class Workspace(QObject):
             steps_phase="steps", steps=settings.steps,
         )
 
-    async def _protect_one(self, item: QueueItem, plan: OutputPlan) -> str:
-        """One image, from reading it to its file written; the bar covers all of it."""
-        self._active_item = item
-        item.state, item.progress, item.error, item.note, item.phase = ItemState.PROTECTING, 0.0, "", "", "setup"
-        item.protected, item.preview, item.report = None, None, None
-        settings = self.job_settings()
-        clock = self._clock = self._job_clock(item, settings)
-        self._touch(item)
-        self._update_batch_text()
-        try:
-            loaded = await self.bridge.call("load_image", str(item.path))
-            item.original, item.icc_profile = loaded.pixels, loaded.icc_profile
-            item.size = loaded.pixels.shape[:2]
+    def _on_batch_event(self, event) -> None:
+        """One event of the running batch (engine.batch), on the window's thread."""
+        if isinstance(event, batch.BatchNote):
+            emit(self.problem, one_line(event.message))
+            return
+        if not 0 <= getattr(event, "index", -1) < len(self._batch_items):
+            return
+        item = self._batch_items[event.index]
+        if isinstance(event, batch.ImageStarted):
+            if item in self._batch_remaining:
+                self._batch_remaining.remove(item)
+            self._batch = (event.index + 1, event.total)
+            self._active_item = item
+            item.state, item.progress, item.error, item.note, item.phase = ItemState.PROTECTING, 0.0, "", "", "setup"
+            item.protected, item.preview, item.report = None, None, None
+            self._clock = self._job_clock(item, self._batch_settings)
             self._touch(item)
-            request_id, future = self.bridge.protect(loaded.pixels, settings, self._cancel)
-            self._active_request = request_id
-            result: ProtectResult = await future
-            self._active_request = None
-            clock.enter("saving")
+            self._update_batch_text()
+        elif isinstance(event, batch.ImageLoaded):
+            item.original, item.icc_profile, item.size = event.pixels, event.icc_profile, event.pixels.shape[:2]
+            self._touch(item)
+        elif isinstance(event, batch.ImageStep):
+            self._on_step(item, event.progress)
+        elif isinstance(event, batch.ImageSaving):
+            if self._clock is not None:
+                self._clock.enter("saving")
             item.phase = "saving"
-            item.protected, item.preview, item.metrics = result.protected, None, dict(result.metrics)
             self._tick()
-            if plan.path is None:
-                item.note = "not saved (a file with that name exists)"
-            else:
-                saved = await self.bridge.call("save_image", result.protected, str(plan.path), loaded.icc_profile, plan.overwrite)
-                item.output_path = Path(saved)
-                item.note = f"saved as {item.output_path.name}"
-            clock.finish()
-            item.progress, item.phase = 1.0, ""  # 100 % only now: the file is written
-            item.state = ItemState.DONE
-            self._learn_job_times(clock, loaded.pixels.shape, settings)
-            return "done"
-        except Cancelled:
+        elif isinstance(event, batch.ImageDone):
+            self._on_image_done(item, event)
+        elif isinstance(event, batch.ImageFailed):
+            item.state, item.error, item.phase, item.progress = ItemState.FAILED, one_line(event.message), "", 0.0
+            self._batch_failed.append(item)
+            self._end_item(item)
+        elif isinstance(event, batch.ImageStopped):
             item.state, item.progress, item.preview, item.phase = ItemState.STOPPED, 0.0, None, ""
-            return "stopped"
-        except ArtveilError as exc:
-            item.state, item.error, item.phase = ItemState.FAILED, one_line(exc.message), ""
-            return "failed"
-        finally:
-            self._active_request = None
-            self._touch(item)
+            self._end_item(item)
 
-    def _on_progress(self, request_id: int, progress) -> None:
-        item = self._active_item
-        if request_id != self._active_request or item is None or not isinstance(progress, ProtectProgress):
+    def _on_image_done(self, item: QueueItem, event) -> None:
+        result, clock = event.result, self._clock
+        if result is not None:
+            item.protected, item.preview, item.metrics = result.protected, None, dict(result.metrics)
+            item.output_path = event.target
+            item.note = f"saved as {event.target.name}"
+            if clock is not None:
+                clock.finish()
+                self._learn_job_times(clock, result.original.shape, self._batch_settings)
+            item.state = ItemState.DONE
+            self._batch_done += 1
+        elif event.protected is not None:  # exported by an earlier run with these settings: shown, not redone
+            item.original, item.protected, item.icc_profile = event.original, event.protected, event.icc_profile
+            item.size, item.metrics, item.output_path = event.original.shape[:2], dict(event.metrics or {}), event.target
+            item.note = f"already exported as {event.target.name} by an earlier run"
+            item.state = ItemState.DONE
+            self._batch_done += 1
+        else:  # a file of that name exists and the artist chose to skip it
+            item.state, item.note = ItemState.WAITING, "skipped: a file with that name exists"
+        if event.note:
+            item.note = f"{item.note}; {event.note}"
+        item.progress, item.phase = (1.0 if item.state is ItemState.DONE else 0.0), ""  # 100 % only now: the file is written
+        self._end_item(item)
+
+    def _end_item(self, item: QueueItem) -> None:
+        if self._active_item is item:
+            self._active_item, self._clock = None, None
+        self._touch(item)
+
+    def _on_progress(self, request_id: int, event) -> None:
+        if request_id == self._active_request and self._batch_items:
+            self._on_batch_event(event)
+
+    def _on_step(self, item: QueueItem, progress: ProtectProgress) -> None:
+        if item is not self._active_item:
             return
         if self._clock is not None and progress.step > 0:
             self._clock.step(progress.step, progress.total)
@@ -843,21 +864,29 @@ class Workspace(QObject):
         if self.busy or not chosen:
             return None
         # An existing file, even this window's own earlier export, is never rewritten without asking.
-        plans = self._plan_outputs(chosen)
-        if plans is None:
+        planned = self._plan_outputs(chosen, None)
+        if planned is None:
             return None
-        return self._spawn(self._export(chosen, plans))
+        return self._spawn(self._export(chosen, *planned))
 
-    async def _export(self, items: list[QueueItem], plans: dict[QueueItem, OutputPlan]) -> None:
+    async def _export(self, items: list[QueueItem], out_dir: Path, plan: list[PlannedImage], choice: str) -> None:
+        """Save protected pixels again (e.g. in another format), named as a batch names them."""
         self._set_busy(True)
         saved, failed = 0, 0
+        taken = {p.target.name.lower() for p in plan if p.target is not None}
         try:
-            for item in items:
-                plan = plans[item]
-                if plan.path is None:
+            for item, planned in zip(items, plan):
+                target, overwrite = planned.target, False
+                if planned.conflict and choice == "skip":
                     continue
+                if planned.conflict and choice == "keep_both":
+                    target = batch.free_name(target, taken)
+                    taken.add(target.name.lower())
+                overwrite = planned.conflict and choice == "overwrite"
                 try:
-                    path = await self.bridge.call("save_image", item.protected, str(plan.path), item.icc_profile, plan.overwrite)
+                    if planned.problem is not None:
+                        raise ArtveilError("output", planned.problem)
+                    path = await self.bridge.call("save_image", item.protected, str(target), item.icc_profile, overwrite)
                 except ArtveilError as exc:
                     item.error = one_line(exc.message)
                     item.note = f"export failed: {item.error}"
@@ -903,7 +932,7 @@ class Workspace(QObject):
         clock = JobClock([("original", each or 1.0), ("protected", each or 1.0), ("comparing", compare or 0.2)])
         self._preview_clock, self._preview_item, self._preview_known = clock, item, learned is not None
         self._set_busy(True)
-        self._cancel = CancelToken()  # Stop ends the preview within one denoising step
+        self._cancel = Job()  # Stop ends the preview within one denoising step
         self._heartbeat.start()
         self._tick()
         try:
@@ -969,17 +998,6 @@ class Workspace(QObject):
         for task in list(self._tasks):
             task.cancel()
         self.bridge.shutdown()
-
-
-def _unique_path(path: Path, taken: set[Path]) -> Path:
-    """``name.protected-2.png``, ``-3`` … : the first name that neither exists nor is taken."""
-    stem, suffix = path.name[: -len(path.suffix)] if path.suffix else path.name, path.suffix
-    n = 2
-    while True:
-        candidate = path.with_name(f"{stem}-{n}{suffix}")
-        if not candidate.exists() and candidate.resolve() not in taken:
-            return candidate
-        n += 1
 
 
 def _batch_summary(done: int, failed: list[QueueItem], stopped: bool, total: int) -> str:

@@ -49,47 +49,27 @@ class ProgressLine:
         self.stream.flush()
 
 
-# run_protect's name for it, until its rewrite calls load_model_or_exit (issue #13).
-_load_model_or_exit = load_model_or_exit
-
-
 def _fail(path: Path, exc: BaseException) -> None:
     message = exc.message if isinstance(exc, ArtveilError) else f"{path.name}: {type(exc).__name__}: {exc}"
     print(f"error: {message}", file=sys.stderr)
 
 
 def run_protect(args: argparse.Namespace) -> int:
-    from engine.images import collect_inputs, load_image, output_path_for, save_image, validate_user_path
-    from engine.journal import BatchJournal, input_identity, settings_fingerprint
-    from engine.protect import protect_iter
-    from engine.jobs import ProtectResult
-
-    def one_line(text: str) -> str:
-        # Library messages can span lines; the contract is one line per failed file.
-        text = " ".join(str(text).split())
-        return text if len(text) <= 400 else text[:399] + "…"
-
-    def report_failure(path: Path, exc: BaseException) -> None:
-        if isinstance(exc, ArtveilError):
-            message = exc.message
-        else:
-            # A bug, not a bad file: still one line, and the batch goes on.
-            message = f"unexpected {type(exc).__name__}: {exc} (please report this)"
-        if not message.startswith(path.name):
-            message = f"{path.name}: {message}"
-        print(f"error: {one_line(message)}", file=sys.stderr)
+    """A face over engine.batch.protect_batch: one line per image, one per failed file, a bar on a terminal."""
+    from engine import batch as B
+    from engine.images import collect_inputs, validate_user_path
+    from engine.methods import get_method
+    from engine.protect import validate_settings
 
     try:
         out_dir = validate_user_path(args.out, must_exist=False, kind="folder")
-        out_dir.mkdir(parents=True, exist_ok=True)
     except ArtveilError as exc:
-        print(f"artveil: output folder: {one_line(exc.message)}", file=sys.stderr)
+        print(f"artveil: output folder: {B.one_line(exc.message)}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        print(f"artveil: cannot create output folder {args.out}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    if not os.access(out_dir, os.W_OK):
-        print(f"artveil: output folder {out_dir} is not writable.", file=sys.stderr)
+    try:
+        B.prepare_output_folder(out_dir)  # before the model loads: a bad folder is said at once
+    except ArtveilError as exc:
+        print(f"artveil: {B.one_line(exc.message)}", file=sys.stderr)
         return 2
     inputs = collect_inputs(args.inputs)
     if not inputs:
@@ -111,116 +91,77 @@ def run_protect(args: argparse.Namespace) -> int:
         measure_objective=bool(args.json),
     )
     try:
-        from engine.methods import get_method
-        from engine.protect import validate_settings
-
         validate_settings(settings)
         get_method(settings.method, settings.method_params)
     except ArtveilError as exc:
         print(f"artveil: {exc.message}", file=sys.stderr)
         return 2
-    model = _load_model_or_exit(args.model, args.device)
-    try:
-        journal = BatchJournal.open(out_dir)
-    except ArtveilError as exc:
-        print(f"artveil: {one_line(exc.message)}", file=sys.stderr)
-        return 2
-    fingerprint = settings_fingerprint(settings, args.model or default_model_source(), args.format)
-    # An explicitly given file is an original even when its name looks like an earlier output.
-    # Compared by (device, inode): also right on case-insensitive disks and through links.
-    originals = set()
-    for p in inputs:
-        try:
-            st = p.stat()
-            originals.add((st.st_dev, st.st_ino))
-        except OSError:
-            pass
-    planned = []
-    for path in inputs:
-        try:
-            planned.append(output_path_for(path, out_dir, args.format))
-        except ArtveilError:
-            pass  # reported in the loop below
-    # Two inputs can map to one output name (a.png and a.jpg): the first one exported keeps it.
-    produced: dict[str, Path] = {}
-    stale = journal.remove_stale_temps(planned)
-    if stale:
-        print(f"note: removed {len(stale)} unfinished temporary file(s) left by an interrupted run.", file=sys.stderr)
+    model = load_model_or_exit(args.model, args.device)
+    options = B.BatchOptions(out_dir, fmt=args.format, model_source=args.model or default_model_source(),
+                             on_existing="overwrite" if args.overwrite else "error", redo=args.overwrite)
     bar = ProgressLine(sys.stderr)  # the stream now, not the one bound when this module was imported
-    failed = 0
+    names: dict[int, str] = {}
+    summary = None
     try:
-        for path in inputs:
-            try:
-                target = output_path_for(path, out_dir, args.format)
-                if target.name in produced:
-                    raise ArtveilError("output", f"{target.name}: is also the output name of {produced[target.name].name} "
-                                                 "in this batch; rename one of them.")
-                try:
-                    target_st = target.stat()
-                except OSError:
-                    target_st = None
-                if target_st is not None and (target_st.st_dev, target_st.st_ino) in originals:
-                    raise ArtveilError("output", f"{target.name}: is one of the inputs; an original is never overwritten.")
-                try:
-                    identity = input_identity(path)
-                except OSError:
-                    identity = None  # load_image below says what is wrong with it
-                if not args.overwrite and identity is not None and journal.finished(identity, fingerprint, target):
-                    produced[target.name] = path
-                    print(f"note: {path.name}: already exported to {target.name} by an earlier run; skipped.", file=sys.stderr)
-                    if args.json:
-                        print(json.dumps({"input": str(path), "output": str(target), "skipped": "already exported"}), flush=True)
-                    continue
-                if target.exists() and not args.overwrite:
-                    why = " by a run with other settings or from an edited original" if journal.claims(target) else ""
-                    raise ArtveilError("output", f"{target.name}: already exists in {out_dir}{why} (use --overwrite to replace it).")
-                image = load_image(path)
-                for note in image.notes:
-                    print(f"note: {path.name}: {note}", file=sys.stderr)
-                result = None
-                for item in protect_iter(model, image.pixels, settings):
-                    if isinstance(item, ProtectResult):
-                        result = item
-                    else:
-                        if item.message:
-                            lead = "\n" if bar.enabled else ""
-                            print(f"{lead}note: {path.name}: {item.message}", file=sys.stderr)
-                        bar.update(path.name, item.step, item.total, item.eta_s)
-                bar.update(path.name, settings.steps, settings.steps, None, final=True)
-                journal_problems = []
+        for event in B.protect_batch(model, inputs, settings, options):
+            if isinstance(event, B.BatchNote):
+                print(f"note: {event.message}", file=sys.stderr)
+            elif isinstance(event, B.ImageStarted):
+                names[event.index] = event.source.name
+            elif isinstance(event, B.ImageLoaded):
+                for note in event.notes:
+                    print(f"note: {names[event.index]}: {note}", file=sys.stderr)
+            elif isinstance(event, B.ImageStep):
+                item = event.progress
+                if item.message:
+                    lead = "\n" if bar.enabled else ""
+                    print(f"{lead}note: {names[event.index]}: {item.message}", file=sys.stderr)
+                bar.update(names[event.index], item.step, item.total, item.eta_s)
+            elif isinstance(event, B.ImageSaving):
+                bar.update(names[event.index], settings.steps, settings.steps, None, final=True)
+            elif isinstance(event, B.ImageFailed):
+                bar.update("", 0, 1, None, final=True)
+                print(f"error: {event.message}", file=sys.stderr)
+            elif isinstance(event, B.ImageDone):
+                _print_done(event, settings, args.json)
+            elif isinstance(event, B.BatchDone):
+                summary = event
+    except ArtveilError as exc:  # the batch could not start: output folder, journal held by another run
+        print(f"artveil: {B.one_line(exc.message)}", file=sys.stderr)
+        return 2
+    if summary is not None and summary.stopped:
+        raise Cancelled()
+    if summary is not None and summary.failed:
+        print(f"artveil: {summary.failed} of {len(inputs)} file(s) failed.", file=sys.stderr)
+        return 1
+    return 0
 
-                def record_committing(tmp: Path) -> None:
-                    journal_problems.append(journal.record("committing", identity, fingerprint, target, tmp))
 
-                save_image(result.protected, target, icc_profile=image.icc_profile, overwrite=args.overwrite,
-                           before_replace=record_committing)
-                produced[target.name] = path
-                journal_problems.append(journal.record("done", identity, fingerprint, target, target))
-                problem = next((p for p in journal_problems if p), None)
-                if problem:
-                    print(f"note: {path.name}: exported, but {problem}; a re-run would protect it again.", file=sys.stderr)
-            except Cancelled:
-                raise
-            except Exception as exc:
-                failed += 1
-                report_failure(path, exc)
-                continue
-            m = result.metrics
-            if args.json:
-                print(json.dumps({
-                    "input": str(path), "output": str(target), "method": settings.method,
-                    "strength": settings.strength_levels, "steps": settings.steps,
-                    "seconds": round(result.seconds, 3), "psnr": round(m["psnr"], 3), "ssim": round(m["ssim"], 5),
-                    "ms_ssim": None if m["ms_ssim"] != m["ms_ssim"] else round(m["ms_ssim"], 5),
-                    "linf": m["linf_levels"], "objective_start": result.objective_start, "objective_end": result.objective_end,
-                }), flush=True)
-            else:
-                print(f"{path.name} -> {target}  PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}  L∞ {m['linf_levels']:.0f}  {result.seconds:.1f}s", flush=True)
-    finally:
-        journal.close()
-    if failed:
-        print(f"artveil: {failed} of {len(inputs)} file(s) failed.", file=sys.stderr)
-    return 1 if failed else 0
+def _print_done(event, settings: ProtectSettings, as_json: bool) -> None:
+    name = event.source.name
+    if event.skipped:
+        if event.skipped.startswith("already exported"):
+            print(f"note: {name}: already exported to {event.target.name} by an earlier run; skipped.", file=sys.stderr)
+        else:
+            print(f"note: {name}: {event.skipped}; skipped.", file=sys.stderr)
+        if as_json:
+            print(json.dumps({"input": str(event.source), "output": str(event.target), "skipped": event.skipped}),
+                  flush=True)
+        return
+    if event.note:
+        print(f"note: {name}: {event.note}", file=sys.stderr)
+    result, m = event.result, event.result.metrics
+    if as_json:
+        print(json.dumps({
+            "input": str(event.source), "output": str(event.target), "method": settings.method,
+            "strength": settings.strength_levels, "steps": settings.steps,
+            "seconds": round(result.seconds, 3), "psnr": round(m["psnr"], 3), "ssim": round(m["ssim"], 5),
+            "ms_ssim": None if m["ms_ssim"] != m["ms_ssim"] else round(m["ms_ssim"], 5),
+            "linf": m["linf_levels"], "objective_start": result.objective_start, "objective_end": result.objective_end,
+        }), flush=True)
+    else:
+        print(f"{name} -> {event.target}  PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}  L∞ {m['linf_levels']:.0f}  "
+              f"{result.seconds:.1f}s", flush=True)
 
 
 def run_purify(args: argparse.Namespace) -> int:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+
+from engine.errors import Cancelled
 
 # A job's two main numbers, their limits and their named presets, in this one place: the command line
 # (engine.cli_args), the window's settings and sliders (app.settings, app.ui.controls_panel) and
@@ -94,18 +96,30 @@ class ProtectResult:
     step_seconds: float | None = None
 
 
-class CancelToken:
-    """Set from any thread; the optimizer checks it once per step."""
+class Job:
+    """One job's Stop flag and progress sink, handed explicitly to the engine code that runs it.
 
-    def __init__(self) -> None:
+    cancel() may be called from any thread; the engine checks `cancelled` (or calls check(), which raises
+    Cancelled) once per optimizer or denoising step. report(*values) passes progress to on_progress, on
+    the thread that runs the job. The CLI, the window and the evaluation all use this one object.
+    """
+
+    def __init__(self, on_progress: Callable[..., None] | None = None) -> None:
         self._event = threading.Event()
+        self._on_progress = on_progress
 
     def cancel(self) -> None:
         self._event.set()
 
-    def reset(self) -> None:
-        self._event.clear()
-
     @property
     def cancelled(self) -> bool:
         return self._event.is_set()
+
+    def check(self) -> None:
+        """Raise Cancelled once Stop was asked for."""
+        if self._event.is_set():
+            raise Cancelled()
+
+    def report(self, *values: Any) -> None:
+        if self._on_progress is not None:
+            self._on_progress(*values)

@@ -71,7 +71,7 @@ def preview_purification(
 ) -> RobustnessReport:
     """Run one purifier on both images (HxWxC uint8) and say how much of the protection survives.
 
-    progress(phase) is called as each of PHASES begins; cancel (a CancelToken) stops it within one
+    progress(phase) is called as each of PHASES begins; cancel (a Job) stops it within one
     denoising step, or between phases, with Cancelled.
     """
     def begin(phase: str) -> None:

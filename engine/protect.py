@@ -33,7 +33,7 @@ from engine import diffusion as D
 from engine.eot import EOT_TRANSFORMS, draw_transform
 from engine.errors import ArtveilError, Cancelled
 from engine.faults import is_out_of_memory
-from engine.jobs import STRENGTH_RANGE, CancelToken, ProtectProgress, ProtectResult, ProtectSettings
+from engine.jobs import STRENGTH_RANGE, Job, ProtectProgress, ProtectResult, ProtectSettings
 from engine.methods import MethodContext, get_method
 from engine.metrics import image_metrics, to_tensor
 from engine.models import ModelBundle, compile_available, speed_mode
@@ -133,6 +133,18 @@ def pad_to_multiple(x: torch.Tensor, m: int) -> tuple[torch.Tensor, int, int]:
     return x, h, w
 
 
+def working_tensor(pixels: np.ndarray, working_size: int, multiple: int) -> torch.Tensor:
+    """[1, 3, h, w] in [0, 1] on the CPU, as the loop optimizes an image: the longer side at most
+    working_size (antialiased), padded to a multiple of the latent factor."""
+    x = to_tensor(pixels[..., :3])
+    h, w = x.shape[-2:]
+    if max(h, w) > working_size:
+        s = working_size / max(h, w)
+        x = F.interpolate(x, size=(max(8, round(h * s)), max(8, round(w * s))), mode="bilinear", align_corners=False,
+                          antialias=True)
+    return pad_to_multiple(x, multiple)[0]
+
+
 def _feather(h: int, w: int, ramp: int) -> torch.Tensor:
     """Blend weights for a tile: 1 inside, a linear ramp over `ramp` px at the borders (never 0)."""
     def axis(n: int) -> torch.Tensor:
@@ -215,12 +227,13 @@ def _optimize_region(
     method,
     x: torch.Tensor,
     settings: ProtectSettings,
-    cancel: CancelToken | None,
+    cancel: Job | None,
     seed: int,
     step_offset: int,
     total_steps: int,
     clock: dict,
     measure: bool,
+    pool=None,
 ) -> Iterator[ProtectProgress | tuple[torch.Tensor, float | None, float | None]]:
     """PGD on one working-resolution region. Yields progress; the last item is (δ, obj0, obj1)."""
     dev = model.device
@@ -239,6 +252,7 @@ def _optimize_region(
         steps=settings.steps,
         timesteps_per_step=settings.timesteps_per_step,
         check_cancelled=_cancel_check(cancel),
+        pool=pool,
     )
     method.setup(ctx)
     delta = torch.zeros_like(x_pad)
@@ -284,7 +298,7 @@ def _optimize_region(
     yield delta[..., :h, :w].detach().float().cpu(), obj0, obj1
 
 
-def _cancel_check(cancel: CancelToken | None):
+def _cancel_check(cancel: Job | None):
     def check() -> None:
         if cancel is not None and cancel.cancelled:
             raise Cancelled()
@@ -292,7 +306,7 @@ def _cancel_check(cancel: CancelToken | None):
     return check
 
 
-def _run(model, pixels, settings, cancel, tile, notes) -> Iterator[ProtectProgress | ProtectResult]:
+def _run(model, pixels, settings, cancel, tile, notes, pool=None) -> Iterator[ProtectProgress | ProtectResult]:
     start = time.perf_counter()
     method = get_method(settings.method, settings.method_params)
     rgb = pixels[..., :3]
@@ -321,7 +335,7 @@ def _run(model, pixels, settings, cancel, tile, notes) -> Iterator[ProtectProgre
         for i, r in enumerate(regions):
             crop = x_work[..., r.y0 : r.y1, r.x0 : r.x1]
             measure = settings.measure_objective and i == 0
-            for item in _optimize_region(model, method, crop, settings, cancel, settings.seed + 1000 * i, i * settings.steps, total, clock, measure):
+            for item in _optimize_region(model, method, crop, settings, cancel, settings.seed + 1000 * i, i * settings.steps, total, clock, measure, pool):
                 if isinstance(item, ProtectProgress):
                     yield item
                 else:
@@ -371,11 +385,14 @@ def protect_iter(
     model: ModelBundle,
     pixels: np.ndarray,
     settings: ProtectSettings,
-    cancel: CancelToken | None = None,
+    cancel: Job | None = None,
+    pool=None,
 ) -> Iterator[ProtectProgress | ProtectResult]:
     """Protect one image (HxWx3/4 uint8). Yields ProtectProgress per step; the last item is the result.
 
-    Raises Cancelled when `cancel` is set (checked before every step), ArtveilError otherwise.
+    Raises Cancelled when `cancel` (the Job) is set (checked before every step), ArtveilError otherwise.
+    pool: the set's engine.surrogate.SurrogatePool when engine.batch protects a set (methods that tune a
+    surrogate share it); None for an image on its own.
     """
     validate_settings(settings)
     if pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or pixels.dtype != np.uint8:
@@ -384,7 +401,7 @@ def protect_iter(
     tile: int | None = None
     while True:
         try:
-            yield from _run(model, pixels, settings, cancel, tile, notes)
+            yield from _run(model, pixels, settings, cancel, tile, notes, pool)
             return
         except Cancelled:
             raise
@@ -443,12 +460,7 @@ def method_objective(model: ModelBundle, pixels: np.ndarray, settings: ProtectSe
     ref = pixels if reference is None else reference
 
     def prepare(arr: np.ndarray) -> torch.Tensor:
-        x = to_tensor(arr[..., :3])
-        h, w = x.shape[-2:]
-        if max(h, w) > settings.working_size:
-            s = settings.working_size / max(h, w)
-            x = F.interpolate(x, size=(max(8, round(h * s)), max(8, round(w * s))), mode="bilinear", align_corners=False, antialias=True)
-        return pad_to_multiple(x.to(model.device), model.vae_scale_factor)[0]
+        return working_tensor(arr, settings.working_size, model.vae_scale_factor).to(model.device)
 
     x_ref = prepare(ref)
     ctx = MethodContext(model=model, x_clean=x_ref, cond=model.encode_prompt(""), generator=_make_generator(model.device, settings.seed),

@@ -89,7 +89,7 @@ def robustness_summary(
     with_objective: bool = True,
     cancel=None,
 ) -> RobustnessReport:
-    """How much of the protection each purifier leaves. cancel (a CancelToken) stops it within one
+    """How much of the protection each purifier leaves. cancel (a Job) stops it within one
     denoising step of a diffusion purifier, or between purifiers (raises Cancelled)."""
     ws = settings.working_size
     z_o, z_p = _latent(model, original, ws), _latent(model, protected, ws)

@@ -146,6 +146,23 @@ class FakeBackend:
         yield ProtectResult(pixels, protected, settings, {"psnr": 40.0, "ssim": 0.99, "linf_levels": float(settings.strength_levels)},
                             time.perf_counter() - started, done)
 
+    def protect_batch(self, inputs, settings, options, job):
+        """The real engine.batch pipeline (planning, journal, export), with this fake's optimizer."""
+        self._record("protect_batch")
+        from engine.batch import protect_batch
+        from engine.images import save_image
+
+        def protect(model, pixels, settings, job, pool=None):
+            return self.protect_iter(pixels, settings, job)
+
+        def save(pixels, path, icc_profile=None, overwrite=False, before_replace=None):
+            self._record("save_image", path)
+            if self.engine.save_delay_s:
+                time.sleep(self.engine.save_delay_s)
+            return save_image(pixels, path, icc_profile=icc_profile, overwrite=overwrite, before_replace=before_replace)
+
+        return protect_batch(None, inputs, settings, options, job, protect=protect, save=save)
+
     def save_image(self, pixels, path, icc_profile, overwrite):
         self._record("save_image", path)
         from engine.images import save_image

@@ -215,7 +215,8 @@ def test_a_corrupt_file_fails_inline_while_the_batch_completes(make_window, tmp_
     failed = next(i for i in ws.queue.items if i.name == "two.png")
     assert failed.error and "\n" not in failed.error
     assert failed.status_text.startswith("failed: ")
-    assert sorted(p.name for p in out.iterdir()) == ["one.protected.png", "three.protected.png"]
+    # the window keeps the CLI's journal of finished exports (engine.batch), beside them
+    assert sorted(p.name for p in out.iterdir()) == [".artveil-journal.jsonl", "one.protected.png", "three.protected.png"]
     assert "2 of 3 protected" in ws.summary and "1 failed (two.png)" in ws.summary
     assert window.queue_panel.summary.isVisible()
 
@@ -283,7 +284,7 @@ def test_export_saves_again_in_the_chosen_format(make_window, tmp_path, drive):
         await ws.idle()
 
     drive(scenario())
-    assert sorted(p.name for p in out.iterdir()) == ["a.protected.jpg", "a.protected.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".artveil-journal.jsonl", "a.protected.jpg", "a.protected.png"]
     assert Image.open(out / "a.protected.jpg").format == "JPEG"
 
 
@@ -467,3 +468,40 @@ def test_a_finished_job_teaches_set_up_step_and_saving_times():
     short.step(1, 1)
     short.finish()
     assert learned_times(short, 1.0, "setup", "steps", ("saving",)) is None
+
+
+def test_the_window_resumes_a_folder_through_the_batch_journal(make_window, fake_engine, tmp_path, drive):
+    """Protecting again with the same settings shows the earlier export (no question, no work, the file
+    untouched); other settings make it a conflict the artist is asked about."""
+    out = tmp_path / "out"
+    prompts = FakePrompts(out, conflict_answer="skip")
+    window, ws = make_window(prompts=prompts)
+    ws.add_paths([write_image(tmp_path / "in" / "a.png"), write_image(tmp_path / "in" / "b.png", seed=3)])
+
+    async def protect_all():
+        ws.protect_all()
+        await ws.idle()
+
+    drive(protect_all())
+    exported = {p.name: p.read_bytes() for p in out.glob("*.protected.png")}
+    assert sorted(exported) == ["a.protected.png", "b.protected.png"]
+    jobs_before = len(fake_engine.jobs)
+    for item in ws.queue.items:
+        item.state, item.protected, item.original = ItemState.WAITING, None, None
+
+    drive(protect_all())
+    assert not any(kind == "conflicts" for kind, _ in prompts.asked)
+    for item in ws.queue.items:
+        assert item.state is ItemState.DONE and "already exported" in item.note, item.note
+        assert item.protected is not None and item.original is not None  # shown from the files
+    assert {p.name: p.read_bytes() for p in out.glob("*.protected.png")} == exported
+    assert len(fake_engine.jobs) == jobs_before  # nothing was protected again
+    assert "2 of 2 protected" in ws.summary
+
+    ws.settings.strength_levels = 4  # other settings: the files are in the way, and the artist is asked
+    for item in ws.queue.items:
+        item.state = ItemState.WAITING
+    drive(protect_all())
+    assert ("conflicts", ["a.protected.png", "b.protected.png"]) in prompts.asked
+    assert {p.name: p.read_bytes() for p in out.glob("*.protected.png")} == exported  # skipped: untouched
+    assert all("skipped" in item.note for item in ws.queue.items)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from engine.errors import ArtveilError, Cancelled
 from engine.images import load_image, save_image
-from engine.jobs import CancelToken, ProtectProgress, ProtectResult, ProtectSettings
+from engine.jobs import Job, ProtectProgress, ProtectResult, ProtectSettings
 from engine.protect import protect_image, protect_iter
 from tests.conftest import make_image
 
@@ -55,7 +55,7 @@ def test_same_seed_gives_same_bytes(tiny_model, tmp_path, method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_cancel_stops_within_one_step(tiny_model, method):
-    token = CancelToken()
+    token = Job()
     seen = []
     with pytest.raises(Cancelled):
         for item in protect_iter(tiny_model, make_image(64, 64), quick(method, steps=50), token):
@@ -66,7 +66,7 @@ def test_cancel_stops_within_one_step(tiny_model, method):
 
 
 def test_cancel_from_another_thread_lands_at_the_next_step(tiny_model):
-    token = CancelToken()
+    token = Job()
     steps_after_cancel = []
     cancelled_at = []
 
@@ -90,7 +90,7 @@ def test_stop_during_antipure_set_up_lands_within_one_normalisation_draw(tiny_mo
     Stop pressed during them must not wait for all of them."""
     from engine.methods.antipure import AntiPure
 
-    token = CancelToken()
+    token = Job()
     draws = []
     original_terms = AntiPure._terms
 

@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from engine.errors import ArtveilError, Cancelled
-from engine.jobs import CancelToken
+from engine.jobs import Job
 
 from ..backend import ModelChoices
 from ..viewmodel import Workspace, format_duration, one_line
@@ -79,7 +79,7 @@ class ModelDialog(QDialog):
         self.setWindowTitle("Choose a model")
         self.setMinimumWidth(620)
         self.choices: ModelChoices | None = None
-        self._download_cancel: CancelToken | None = None
+        self._download_cancel: Job | None = None
         self._download_request: int | None = None
         self._downloaded: str | None = None
         self._check_task: asyncio.Future | None = None
@@ -396,7 +396,7 @@ class ModelDialog(QDialog):
             self.download_stop.setText("Stopping…")
 
     async def _download(self, name: str) -> None:
-        self._download_cancel = CancelToken()
+        self._download_cancel = Job()
         self.download_button.setVisible(False)
         self.download_stop.setVisible(True)
         self.download_stop.setEnabled(True)

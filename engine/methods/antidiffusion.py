@@ -214,13 +214,18 @@ class AntiDiffusion(ProtectionMethod):
         z_hw = (ctx.x_clean.shape[-2] // m, ctx.x_clean.shape[-1] // m)
         with torch.no_grad(), capture_cross_attention(ctx.model.unet, self._max_tokens(ctx, z_hw)) as maps:
             t = torch.full((1,), ctx.model.num_train_timesteps // 2, device=ctx.model.device, dtype=torch.long)
-            D.unet(ctx.model, torch.zeros(1, 4, *z_hw, device=ctx.model.device), t, ctx.cache["ad_embedding"])
+            # A latent of the UNet's own channel count: 4 for SD, 32 for the proxy model's TAEF2.
+            z = torch.zeros(1, ctx.model.unet.config.in_channels, *z_hw, device=ctx.model.device)
+            D.unet(ctx.model, z, t, ctx.cache["ad_embedding"])
         if not maps:
             raise ArtveilError(
                 "config",
                 f"Anti-Diffusion: no cross-attention map is at most {self.params.sdl_max_fraction or default_max_fraction(ctx.model):g} "
                 "of the latent's side on this model and image size; raise sdl_max_fraction.",
             )
+
+    def tunes_on_set(self) -> bool:
+        return True
 
     def between_steps(self, ctx: MethodContext, x_protected: torch.Tensor, step: int) -> None:
         actions = ctx.cache["ad_schedule"].get(step, ())

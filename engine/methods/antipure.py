@@ -230,6 +230,9 @@ class AntiPure(ProtectionMethod):
                 scales[k] = norms["semantic"] / norms[k]
         return scales
 
+    def tunes_on_set(self) -> bool:
+        return self.params.aspl_rounds > 0
+
     def between_steps(self, ctx, x_protected, step):
         aspl_between_steps(ctx, x_protected, step, self.params.aspl_rounds, self.params.aspl_tune_steps)
 

@@ -8,7 +8,7 @@ Each round of `pgd_per_round` PGD steps:
    so the next round attacks a model that has already learned from the protection.
 Every tuning call starts a fresh optimizer, as the reference code does. The original needs a 40 GB
 A100 for its full-UNet copies; LoRA factors are a few MB. Inside
-`engine.surrogate.protect_set` the surrogate and both tuning sets span the whole set of images.
+a batch (engine.batch) the surrogate and both tuning sets span the whole set of images.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from engine.methods.advdm import semantic_loss
 from engine.methods.base import MethodContext, ProtectionMethod
-from engine.surrogate import SurrogateParams, active_pool, surrogate_for, tuning_set
+from engine.surrogate import SurrogateParams, surrogate_for, tuning_set
 
 
 @dataclass
@@ -46,8 +46,11 @@ class ASPL(ProtectionMethod):
     def setup(self, ctx: MethodContext) -> None:
         ctx.cache["aspl_log"] = []
 
+    def tunes_on_set(self) -> bool:
+        return True
+
     def _clean_set(self, ctx: MethodContext):
-        pool = active_pool()
+        pool = ctx.pool
         if pool is not None and pool.clean:
             return [pool.clean[k] for k in sorted(pool.clean)]
         return [ctx.x_clean]

@@ -46,6 +46,8 @@ class MethodContext:
     # Raises Cancelled when the user pressed Stop: long set-up work (AntiPure's normalisation draws) calls it
     # between pieces, so Stop is not held up until the first optimizer step.
     check_cancelled: Callable[[], None] = lambda: None
+    # The set's engine.surrogate.SurrogatePool when engine.batch protects a set; None for one image.
+    pool: Any = None
 
     def fresh_generator(self, seed: int) -> torch.Generator:
         g = torch.Generator(device=self.generator.device)
@@ -108,6 +110,11 @@ class ProtectionMethod:
 
     def between_steps(self, ctx: MethodContext, x_protected: torch.Tensor, step: int) -> None:
         """Hook for surrogate fine-tuning (ASPL, Anti-Diffusion) between optimizer steps."""
+
+    def tunes_on_set(self) -> bool:
+        """True when the method tunes a surrogate on the protected set: a batch then shares one surrogate
+        and every image's state across the set (engine.batch, engine.surrogate.SurrogatePool)."""
+        return False
 
     def objective(self, ctx: MethodContext, x: torch.Tensor, seeds: Sequence[int] | None = None, batch: int | None = None) -> float:
         """The method's own objective at x, with fixed noise: higher means stronger protection.

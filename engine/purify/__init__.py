@@ -63,7 +63,7 @@ def purify(model, pixels: np.ndarray, name: str, seed: int = 0, cancel=None, **p
     params: any of the purifier's declared parameters, in their units (the others keep their defaults); one
     it does not declare, or a value outside its range, raises ArtveilError before any work starts.
 
-    cancel: a CancelToken; the diffusion purifiers check it after every denoising step (raises Cancelled).
+    cancel: a Job; the diffusion purifiers check it after every denoising step (raises Cancelled).
     """
     purifier = get_purifier(name)
     merged = purifier.resolve(params)  # ArtveilError on a parameter it does not declare, or out of its range
