@@ -103,7 +103,7 @@ def test_an_unprotected_image_has_no_survival_to_report(tiny_model):
 
 
 class _CancelAfter:
-    """A CancelToken stand-in that turns cancelled once the UNet has run `steps` times."""
+    """A Job stand-in that turns cancelled once the UNet has run `steps` times."""
 
     def __init__(self, unet, steps: int):
         self.calls = 0
@@ -138,10 +138,10 @@ def test_stop_ends_an_sdedit_redraw_within_one_denoising_step(tiny_model):
 
 def test_a_stopped_purification_check_raises_before_redrawing(tiny_model):
     from engine.errors import Cancelled
-    from engine.jobs import CancelToken, ProtectSettings
+    from engine.jobs import Job, ProtectSettings
     from engine.robustness import robustness_summary
 
-    token = CancelToken()
+    token = Job()
     token.cancel()
     img = make_image(64, 64)
     with pytest.raises(Cancelled):
