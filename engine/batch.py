@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -230,7 +230,6 @@ class BatchOptions:
     journal: bool = True
     set_jointly: bool = True
     plan: tuple[PlannedImage, ...] | None = None  # a plan_batch result to follow (the window's); None: plan now
-    extra_notes: tuple[str, ...] = field(default_factory=tuple)
 
 
 def one_line(text: str, limit: int = 400) -> str:
@@ -308,8 +307,6 @@ def protect_batch(model, inputs: list[Path], settings: ProtectSettings, options:
     done = skipped = failed = 0
     stopped = False
     try:
-        for message in options.extra_notes:
-            yield BatchNote(message)
         if journal is not None:
             stale = journal.remove_stale_temps([p.target for p in plan if p.target is not None])
             if stale:
