@@ -24,7 +24,7 @@ from engine.purify import PURIFIERS, Param, Purifier, parse_purifier, purify
 pytestmark = pytest.mark.timeout(120)
 
 
-def _invert(model, rgb: np.ndarray, seed: int, *, amount: float) -> np.ndarray:
+def _invert(model, rgb: np.ndarray, seed: int, job=None, *, amount: float) -> np.ndarray:
     """Move each value `amount` of the way to its negative."""
     x = rgb.astype(np.float64)
     return np.round(x + amount * (255.0 - 2.0 * x)).astype(np.uint8)

@@ -14,7 +14,7 @@ import numpy as np
 
 from engine.errors import ArtveilError, Cancelled
 from engine.purify.base import Param, Purifier
-from engine.purify.diffusion import CANCEL, GRIDPURE, SDEDIT, UPSCALE
+from engine.purify.diffusion import GRIDPURE, SDEDIT, UPSCALE
 from engine.purify.simple import JPEG, NOISE
 
 PURIFIERS: dict[str, Purifier] = {p.name: p for p in (SDEDIT, GRIDPURE, JPEG, NOISE, UPSCALE)}
@@ -72,11 +72,7 @@ def purify(model, pixels: np.ndarray, name: str, seed: int = 0, cancel=None, **p
     rgb = np.ascontiguousarray(pixels[..., :3])
     if cancel is not None and cancel.cancelled:
         raise Cancelled()
-    scope = CANCEL.set(cancel)
-    try:
-        out = purifier.function(model, rgb, seed, **merged)
-    finally:
-        CANCEL.reset(scope)
+    out = purifier.function(model, rgb, seed, cancel, **merged)
     if pixels.shape[2] == 4:
         out = np.concatenate([out, pixels[..., 3:]], axis=2)
     return out

@@ -1,6 +1,6 @@
 """What a purifier is: one declaration that the command line, the window, the preview and the evaluation read.
 
-A `Purifier` names the function (model, pixels HxWx3 uint8, seed, **params) -> pixels of the same size and
+A `Purifier` names the function (model, pixels HxWx3 uint8, seed, job, **params) -> pixels of the same size and
 declares each of its parameters (`Param`: default, range, unit). `resolve` checks a caller's parameters
 against it, so a wrong name or an out-of-range value is refused with the purifier's own list of settings
 before any work starts. No torch here: the declarations are plain data.
@@ -84,7 +84,7 @@ class Purifier:
     """A purifier: what a mimic runs to wash protective noise off, declared once.
 
     name: what the command line and the files say (`--purifier sdedit:0.3`); label and summary: what the
-    window shows. function(model, rgb, seed, **params) -> rgb, called by engine.purify.purify only, with every
+    window shows. function(model, rgb, seed, job, **params) -> rgb, called by engine.purify.purify only, with every
     parameter resolved. knob: the main parameter, set by NAME:VALUE on the command line, shown in the
     label and moved by the window's purifier strength; levels: its light, medium and heavy values there.
     needs_model: False when the function never touches the model (it may then be None).

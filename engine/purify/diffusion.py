@@ -7,7 +7,6 @@ mimic working at the model's resolution would.
 
 from __future__ import annotations
 
-import contextvars
 import os
 
 import numpy as np
@@ -29,19 +28,19 @@ def _fit(rgb: np.ndarray, max_side: int, multiple: int) -> tuple[Image.Image, tu
     return img, (w, h)
 
 
-# The cancel token of the purify() call running on this thread (engine.purify sets it): checked after every
-# denoising step, so Stop ends a long re-draw within one step instead of at its end.
-CANCEL: contextvars.ContextVar = contextvars.ContextVar("artveil_purify_cancel", default=None)
+def _stop_check(job):
+    """A diffusers step-end callback that raises Cancelled once the job is stopped: checked after every
+    denoising step, so Stop ends a long re-draw within one step instead of at its end."""
+
+    def check(pipe, step, timestep, callback_kwargs):
+        if job is not None and job.cancelled:
+            raise Cancelled()
+        return callback_kwargs
+
+    return check
 
 
-def _check_cancel(pipe, step, timestep, callback_kwargs):
-    token = CANCEL.get()
-    if token is not None and token.cancelled:
-        raise Cancelled()
-    return callback_kwargs
-
-
-def _img2img(model, img: Image.Image, strength: float, seed: int, steps: int, prompt: str) -> np.ndarray:
+def _img2img(model, img: Image.Image, strength: float, seed: int, steps: int, prompt: str, job) -> np.ndarray:
     pipe = model.pipeline("img2img")
     generator = torch.Generator(device=model.device).manual_seed(seed)
     # At least one denoising step must run: strength * steps >= 1.
@@ -55,21 +54,21 @@ def _img2img(model, img: Image.Image, strength: float, seed: int, steps: int, pr
             guidance_scale=1.0,
             generator=generator,
             output_type="np",
-            callback_on_step_end=_check_cancel,
+            callback_on_step_end=_stop_check(job),
         ).images[0]
     return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
 
 
-def purify_sdedit(model, rgb: np.ndarray, seed: int, *, strength: float, steps: int, max_side: int, prompt: str) -> np.ndarray:
+def purify_sdedit(model, rgb: np.ndarray, seed: int, job=None, *, strength: float, steps: int, max_side: int, prompt: str) -> np.ndarray:
     """Noise to t = strength·T and denoise back with DDIM (SDEdit / DiffPure). strength in (0, 1]."""
     img, (w, h) = _fit(rgb, max_side, model.vae_scale_factor)
-    out = _img2img(model, img, strength, seed, steps, prompt)
+    out = _img2img(model, img, strength, seed, steps, prompt, job)
     if out.shape[:2] != (h, w):
         out = np.asarray(Image.fromarray(out).resize((w, h), Image.Resampling.LANCZOS))
     return out
 
 
-def purify_gridpure(model, rgb: np.ndarray, seed: int, *, rounds: int, t: int, gamma: float, max_side: int, crop: int, steps: int) -> np.ndarray:
+def purify_gridpure(model, rgb: np.ndarray, seed: int, job=None, *, rounds: int, t: int, gamma: float, max_side: int, crop: int, steps: int) -> np.ndarray:
     """GrIDPure (Zhao et al. 2024): 256² crops at stride 128 plus a mosaic of the four 128² corners,
     each purified at a very small strength (t / 1000), overlaps averaged, blended x <- (1-γ)·pure + γ·x,
     repeated `rounds` times."""
@@ -88,7 +87,7 @@ def purify_gridpure(model, rgb: np.ndarray, seed: int, *, rounds: int, t: int, g
         for y in ys:
             for xx in xs:
                 patch = (x[y : y + c, xx : xx + c] * 255).round().astype(np.uint8)
-                out = _img2img(model, Image.fromarray(patch), strength, seed + 7919 * r + k, steps, "") / 255.0
+                out = _img2img(model, Image.fromarray(patch), strength, seed + 7919 * r + k, steps, "", job) / 255.0
                 acc[y : y + c, xx : xx + c] += out
                 cnt[y : y + c, xx : xx + c] += 1
                 k += 1
@@ -98,7 +97,7 @@ def purify_gridpure(model, rgb: np.ndarray, seed: int, *, rounds: int, t: int, g
             mosaic = np.zeros((c, c, 3))
             for (cy, cx), (my, mx) in zip(corners, [(0, 0), (0, half), (half, 0), (half, half)]):
                 mosaic[my : my + half, mx : mx + half] = x[cy : cy + half, cx : cx + half]
-            out = _img2img(model, Image.fromarray((mosaic * 255).round().astype(np.uint8)), strength, seed + 7919 * r + k, steps, "") / 255.0
+            out = _img2img(model, Image.fromarray((mosaic * 255).round().astype(np.uint8)), strength, seed + 7919 * r + k, steps, "", job) / 255.0
             for (cy, cx), (my, mx) in zip(corners, [(0, 0), (0, half), (half, 0), (half, half)]):
                 acc[cy : cy + half, cx : cx + half] += out[my : my + half, mx : mx + half]
                 cnt[cy : cy + half, cx : cx + half] += 1
@@ -110,7 +109,7 @@ def purify_gridpure(model, rgb: np.ndarray, seed: int, *, rounds: int, t: int, g
     return out
 
 
-def purify_upscale(model, rgb: np.ndarray, seed: int, *, sigma: float, noise_level: int, upscaler: str | None, prompt: str, steps: int) -> np.ndarray:
+def purify_upscale(model, rgb: np.ndarray, seed: int, job=None, *, sigma: float, noise_level: int, upscaler: str | None, prompt: str, steps: int) -> np.ndarray:
     """Noisy upscaling (Hönig et al. 2024): Gaussian noise, downscale ×4, the SD ×4 upscaler back up."""
     upscaler = upscaler or os.environ.get("ARTVEIL_UPSCALER")
     if not upscaler or not os.path.isdir(upscaler):
@@ -126,7 +125,7 @@ def purify_upscale(model, rgb: np.ndarray, seed: int, *, sigma: float, noise_lev
     small = Image.fromarray((noisy * 255).round().astype(np.uint8)).resize((max(8, w // 4), max(8, h // 4)), Image.Resampling.BICUBIC)
     generator = torch.Generator(device=model.device).manual_seed(seed)
     with torch.no_grad():
-        out = pipe(prompt=prompt, image=small, noise_level=int(noise_level), num_inference_steps=steps, guidance_scale=0.0, generator=generator, output_type="np").images[0]
+        out = pipe(prompt=prompt, image=small, noise_level=int(noise_level), num_inference_steps=steps, guidance_scale=0.0, generator=generator, output_type="np", callback=lambda step, t, latents: _stop_check(job)(pipe, step, t, {}), callback_steps=1).images[0]
     out = (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
     return np.asarray(Image.fromarray(out).resize((w, h), Image.Resampling.LANCZOS))
 

@@ -10,13 +10,13 @@ from PIL import Image
 from engine.purify.base import Param, Purifier
 
 
-def purify_jpeg(model, rgb: np.ndarray, seed: int, *, quality: int) -> np.ndarray:
+def purify_jpeg(model, rgb: np.ndarray, seed: int, job=None, *, quality: int) -> np.ndarray:
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, format="JPEG", quality=int(quality))
     return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), dtype=np.uint8).copy()
 
 
-def purify_noise(model, rgb: np.ndarray, seed: int, *, sigma: float) -> np.ndarray:
+def purify_noise(model, rgb: np.ndarray, seed: int, job=None, *, sigma: float) -> np.ndarray:
     """Add N(0, sigma^2) in [0, 1] units, clip, round back to 8 bits."""
     rng = np.random.default_rng(seed)
     x = rgb.astype(np.float64) / 255.0 + rng.normal(0.0, sigma, rgb.shape)
