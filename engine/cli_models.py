@@ -11,6 +11,7 @@ from typing import TextIO
 
 from engine import hub
 from engine.errors import ArtveilError
+from engine.jobs import Job
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -70,7 +71,7 @@ def _list(args: argparse.Namespace, out: TextIO | None = None) -> int:
 def _download(args: argparse.Namespace) -> int:
     line = _ProgressLine(sys.stderr)
     result = hub.download_model(args.name, cache_dir=args.cache_dir, local_dir=args.local_dir,
-                                endpoint=args.endpoint, progress=line.show)
+                                endpoint=args.endpoint, job=Job(line.show))
     line.finish()
     variant = f", variant {result.variant}" if result.variant else ""
     print(f"{result.name}: {format_bytes(result.bytes_total)} verified{variant} in {result.path}")

@@ -6,8 +6,8 @@ and loading never reach the network on their own.
 Downloads go through huggingface_hub, so HF_ENDPOINT (or the `endpoint` argument), HF_HOME /
 HF_HUB_CACHE, HF_TOKEN and the hub cache layout all work as in every other Hugging Face tool, and
 a model fetched here is found by `from_pretrained(repo_id)` elsewhere. On top of that this module
-picks only the files inference needs, reports progress as plain values, honours cancel, and checks
-every file's checksum against the hub's own metadata.
+picks only the files inference needs, reports progress as plain values to an engine.jobs.Job, honours
+its Stop, and checks every file's checksum against the hub's own metadata.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from engine.errors import ArtveilError, Cancelled
+from engine.jobs import Job
 
 # The only parts of a Stable Diffusion repository that inference uses. safety_checker and
 # feature_extractor are left out on purpose: the checker is 1.2 GB and Artveil never runs it.
@@ -156,9 +157,6 @@ class LocalModel:
     variant: str | None
 
 
-ProgressCallback = Callable[[DownloadProgress], None]
-
-
 # ---------------------------------------------------------------------------------------------
 # Which files to fetch
 
@@ -251,7 +249,7 @@ def file_checksum_error(path: str | os.PathLike, remote: RemoteFile) -> str | No
 
 
 class _ProgressTracker:
-    """Turns huggingface_hub's per-file byte counts into whole-model DownloadProgress reports.
+    """Turns huggingface_hub's per-file byte counts into whole-model DownloadProgress, for job.report.
 
     Reports are throttled to about 20 a second; the speed is measured over a sliding window so
     that it follows the connection, and no ETA is given before one second of transfer.
@@ -261,10 +259,9 @@ class _ProgressTracker:
     _WINDOW_S = 5.0
     _WARMUP_S = 1.0
 
-    def __init__(self, bytes_total: int, callback: ProgressCallback | None, cancel: Callable[[], bool]):
+    def __init__(self, bytes_total: int, job: Job):
         self.bytes_total = bytes_total
-        self._callback = callback
-        self._cancel = cancel
+        self._job = job
         self._done_before_file = 0
         self._in_file = 0
         self._current = ""
@@ -308,7 +305,7 @@ class _ProgressTracker:
         return min(self._done_before_file + max(self._in_file, 0), self.bytes_total)
 
     def check_cancel(self) -> None:
-        if self._cancel():
+        if self._job.cancelled:
             raise Cancelled("Download stopped by the user; finished files are kept.")
 
     def _speed(self, now: float) -> float:
@@ -318,8 +315,6 @@ class _ProgressTracker:
         return (b1 - b0) / (t1 - t0) if t1 > t0 else 0.0
 
     def report(self, force: bool = False) -> None:
-        if self._callback is None:
-            return
         now = time.monotonic()
         if not force and now - self._last_report < self._MIN_INTERVAL_S:
             return
@@ -330,7 +325,7 @@ class _ProgressTracker:
             warmed_up = self._transfer_started is not None and now - self._transfer_started >= self._WARMUP_S
             eta = (self.bytes_total - done) / speed if speed > 0 and warmed_up else None
             event = DownloadProgress(done, self.bytes_total, speed, eta, self._current)
-        self._callback(event)
+        self._job.report(event)
 
     def bar_class(self) -> type:
         """A tqdm stand-in for huggingface_hub's `tqdm_class` that feeds this tracker."""
@@ -374,14 +369,6 @@ class _ProgressTracker:
 
 # ---------------------------------------------------------------------------------------------
 # Download
-
-
-def _cancel_check(cancel) -> Callable[[], bool]:
-    if cancel is None:
-        return lambda: False
-    if hasattr(cancel, "is_set"):
-        return cancel.is_set
-    return cancel
 
 
 def _hub_error(exc: Exception, repo_id: str, endpoint: str | None) -> ArtveilError:
@@ -431,8 +418,7 @@ def download_model(
     *,
     cache_dir: str | os.PathLike | None = None,
     local_dir: str | os.PathLike | None = None,
-    progress: ProgressCallback | None = None,
-    cancel: Callable[[], bool] | threading.Event | None = None,
+    job: Job | None = None,
     endpoint: str | None = None,
     revision: str = "main",
     token: str | bool | None = None,
@@ -441,19 +427,18 @@ def download_model(
 
     name_or_repo: a KNOWN_MODELS name ("sd15") or a diffusers repository id. Files land in the hub
     cache (cache_dir, default HF_HUB_CACHE) or, with local_dir, in that folder as a plain diffusers
-    layout. endpoint overrides HF_ENDPOINT (a mirror). progress receives DownloadProgress about 20
-    times a second; cancel (a callable or threading.Event) stops the transfer at the next chunk
-    with Cancelled. Files already present and intact are not fetched again; a dropped connection
-    is resumed with an HTTP Range request. A file whose checksum fails is fetched once more, then
-    refused with ArtveilError("model") naming it.
+    layout. endpoint overrides HF_ENDPOINT (a mirror). job (an engine.jobs.Job) receives DownloadProgress
+    through job.report about 20 times a second; Stop on it ends the transfer at the next chunk with
+    Cancelled. Files already present and intact are not fetched again; a dropped connection is resumed
+    with an HTTP Range request. A file whose checksum fails is fetched once more, then refused with
+    ArtveilError("model") naming it.
     """
     from huggingface_hub import hf_hub_download
 
     spec = resolve_model(name_or_repo)
-    is_cancelled = _cancel_check(cancel)
     commit, listing = fetch_file_list(spec, revision=revision, endpoint=endpoint, token=token)
     files, variant = select_files(spec, listing)
-    tracker = _ProgressTracker(sum(f.size for f in files), progress, is_cancelled)
+    tracker = _ProgressTracker(sum(f.size for f in files), job or Job())
     bar_class = tracker.bar_class()
 
     def fetch(remote: RemoteFile, force: bool) -> str:

@@ -123,3 +123,13 @@ class Job:
     def report(self, *values: Any) -> None:
         if self._on_progress is not None:
             self._on_progress(*values)
+
+    def with_progress(self, on_progress: Callable[..., None] | None) -> Job:
+        """This job with another progress sink: the same Stop flag (cancelling either stops both).
+
+        The window's engine bridge uses it to route the reports of a Job made on the window's thread to
+        a signal, from the engine thread that runs it.
+        """
+        job = Job(on_progress)
+        job._event = self._event
+        return job

@@ -10,14 +10,12 @@ in seconds on a CPU. The report says which size and steps it used.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from engine import diffusion as D
-from engine.errors import Cancelled
+from engine.jobs import Job
 from engine.metrics import to_tensor
 from engine.purify import get_purifier, purifier_label, purify
 from engine.robustness import PurifierOutcome, RobustnessReport, verdict_for
@@ -66,25 +64,24 @@ def preview_purification(
     params: dict,
     options: PreviewOptions = PreviewOptions(),
     seed: int = 0,
-    progress: Callable[[str], None] | None = None,
-    cancel=None,
+    job: Job | None = None,
 ) -> RobustnessReport:
     """Run one purifier on both images (HxWxC uint8) and say how much of the protection survives.
 
-    progress(phase) is called as each of PHASES begins; cancel (a Job) stops it within one
+    job.report(phase) is called as each of PHASES begins; Stop on the job ends the preview within one
     denoising step, or between phases, with Cancelled.
     """
+    job = job or Job()
+
     def begin(phase: str) -> None:
-        if cancel is not None and cancel.cancelled:
-            raise Cancelled()
-        if progress is not None:
-            progress(phase)
+        job.check()
+        job.report(phase)
 
     run_params = preview_params(name, params, options)
     begin("original")
-    purified_original = purify(model, original, name, seed=seed, cancel=cancel, **run_params)
+    purified_original = purify(model, original, name, seed=seed, job=job, **run_params)
     begin("protected")
-    purified_protected = purify(model, protected, name, seed=seed, cancel=cancel, **run_params)
+    purified_protected = purify(model, protected, name, seed=seed, job=job, **run_params)
     begin("comparing")
     side = options.max_side
     before = float((_latent(model, protected, side) - _latent(model, original, side)).norm())

@@ -227,7 +227,7 @@ def _optimize_region(
     method,
     x: torch.Tensor,
     settings: ProtectSettings,
-    cancel: Job | None,
+    job: Job | None,
     seed: int,
     step_offset: int,
     total_steps: int,
@@ -251,7 +251,7 @@ def _optimize_region(
         budget=eps,
         steps=settings.steps,
         timesteps_per_step=settings.timesteps_per_step,
-        check_cancelled=_cancel_check(cancel),
+        check_cancelled=_stop_check(job),
         pool=pool,
     )
     method.setup(ctx)
@@ -259,7 +259,7 @@ def _optimize_region(
     n_eot = max(1, settings.eot_samples) if settings.eot else 1
     two_pass = use_two_pass(method, settings, dev)
     for step in range(settings.steps):
-        if cancel is not None and cancel.cancelled:
+        if job is not None and job.cancelled:
             raise Cancelled()
         method.between_steps(ctx, (x_pad + delta).detach(), step)
         delta.requires_grad_(True)
@@ -298,15 +298,15 @@ def _optimize_region(
     yield delta[..., :h, :w].detach().float().cpu(), obj0, obj1
 
 
-def _cancel_check(cancel: Job | None):
+def _stop_check(job: Job | None):
     def check() -> None:
-        if cancel is not None and cancel.cancelled:
+        if job is not None and job.cancelled:
             raise Cancelled()
 
     return check
 
 
-def _run(model, pixels, settings, cancel, tile, notes, pool=None) -> Iterator[ProtectProgress | ProtectResult]:
+def _run(model, pixels, settings, job, tile, notes, pool=None) -> Iterator[ProtectProgress | ProtectResult]:
     start = time.perf_counter()
     method = get_method(settings.method, settings.method_params)
     rgb = pixels[..., :3]
@@ -335,7 +335,7 @@ def _run(model, pixels, settings, cancel, tile, notes, pool=None) -> Iterator[Pr
         for i, r in enumerate(regions):
             crop = x_work[..., r.y0 : r.y1, r.x0 : r.x1]
             measure = settings.measure_objective and i == 0
-            for item in _optimize_region(model, method, crop, settings, cancel, settings.seed + 1000 * i, i * settings.steps, total, clock, measure, pool):
+            for item in _optimize_region(model, method, crop, settings, job, settings.seed + 1000 * i, i * settings.steps, total, clock, measure, pool):
                 if isinstance(item, ProtectProgress):
                     yield item
                 else:
@@ -385,12 +385,12 @@ def protect_iter(
     model: ModelBundle,
     pixels: np.ndarray,
     settings: ProtectSettings,
-    cancel: Job | None = None,
+    job: Job | None = None,
     pool=None,
 ) -> Iterator[ProtectProgress | ProtectResult]:
     """Protect one image (HxWx3/4 uint8). Yields ProtectProgress per step; the last item is the result.
 
-    Raises Cancelled when `cancel` (the Job) is set (checked before every step), ArtveilError otherwise.
+    Raises Cancelled once Stop is asked for on `job` (checked before every step), ArtveilError otherwise.
     pool: the set's engine.surrogate.SurrogatePool when engine.batch protects a set (methods that tune a
     surrogate share it); None for an image on its own.
     """
@@ -401,7 +401,7 @@ def protect_iter(
     tile: int | None = None
     while True:
         try:
-            yield from _run(model, pixels, settings, cancel, tile, notes, pool)
+            yield from _run(model, pixels, settings, job, tile, notes, pool)
             return
         except Cancelled:
             raise
@@ -422,14 +422,14 @@ def protect_iter(
             yield ProtectProgress(0, settings.steps, {}, 0.0, None, None, message=message)
 
 
-def protect_image(model, pixels, settings, cancel=None, on_progress=None) -> ProtectResult:
-    """protect_iter, drained: returns the result, passing each progress item to on_progress."""
+def protect_image(model, pixels, settings, job: Job | None = None) -> ProtectResult:
+    """protect_iter, drained: returns the result, passing each ProtectProgress to job.report."""
     result = None
-    for item in protect_iter(model, pixels, settings, cancel):
+    for item in protect_iter(model, pixels, settings, job):
         if isinstance(item, ProtectResult):
             result = item
-        elif on_progress is not None:
-            on_progress(item)
+        elif job is not None:
+            job.report(item)
     assert result is not None
     return result
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from engine import diffusion as D
-from engine.jobs import ProtectSettings
+from engine.jobs import Job, ProtectSettings
 from engine.metrics import to_tensor
 from engine.models import ModelBundle
 from engine.protect import method_objective, pad_to_multiple
@@ -87,9 +87,9 @@ def robustness_summary(
     purifiers: list[str | tuple[str, dict]],
     seed: int = 0,
     with_objective: bool = True,
-    cancel=None,
+    job: Job | None = None,
 ) -> RobustnessReport:
-    """How much of the protection each purifier leaves. cancel (a Job) stops it within one
+    """How much of the protection each purifier leaves. Stop on `job` ends it within one
     denoising step of a diffusion purifier, or between purifiers (raises Cancelled)."""
     ws = settings.working_size
     z_o, z_p = _latent(model, original, ws), _latent(model, protected, ws)
@@ -100,8 +100,8 @@ def robustness_summary(
     rows = []
     for spec in purifiers:
         name, params = (spec, {}) if isinstance(spec, str) else spec
-        po = purify(model, original, name, seed=seed, cancel=cancel, **params)
-        pp = purify(model, protected, name, seed=seed, cancel=cancel, **params)
+        po = purify(model, original, name, seed=seed, job=job, **params)
+        pp = purify(model, protected, name, seed=seed, job=job, **params)
         lat = float((_latent(model, pp, ws) - _latent(model, po, ws)).norm()) / max(base_latent, 1e-12)
         obj_ratio = None
         if with_objective and abs(j_p - j_o) > 1e-9:

@@ -21,6 +21,7 @@ import torch
 
 from engine import cli_models, hub
 from engine.errors import ArtveilError, Cancelled
+from engine.jobs import Job
 
 REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -237,7 +238,7 @@ def test_download_fetches_only_inference_files_and_diffusers_loads_them_offline(
 def test_progress_reports_growing_bytes_against_a_fixed_total(fake_hub, tiny_repo, tmp_path):
     events: list[hub.DownloadProgress] = []
     result = hub.download_model("sd15", local_dir=tmp_path / "sd15", endpoint=fake_hub.endpoint,
-                                progress=events.append)
+                                job=Job(events.append))
 
     total = sum(len(tiny_repo[f]) for f in SELECTED)
     assert len(events) >= len(SELECTED)
@@ -299,15 +300,13 @@ def test_damage_is_cured_by_one_refetch_in_transit_and_on_disk(fake_hub, tiny_re
 
 
 def test_cancel_stops_the_transfer_and_keeps_nothing_half_written(fake_hub, tmp_path):
-    stop = threading.Event()
-
     def on_progress(event: hub.DownloadProgress) -> None:
         if event.current_file == UNET_FP16:
-            stop.set()
+            job.cancel()  # Stop, pressed as the weights begin
 
+    job = Job(on_progress)
     with pytest.raises(Cancelled):
-        hub.download_model("sd15", cache_dir=tmp_path / "cache", endpoint=fake_hub.endpoint,
-                           progress=on_progress, cancel=stop)
+        hub.download_model("sd15", cache_dir=tmp_path / "cache", endpoint=fake_hub.endpoint, job=job)
 
     assert not list((tmp_path / "cache").rglob("*.incomplete"))
     assert fake_hub.gets(VAE_FP16) == []  # nothing after the cancelled file

@@ -55,26 +55,26 @@ def test_same_seed_gives_same_bytes(tiny_model, tmp_path, method):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_cancel_stops_within_one_step(tiny_model, method):
-    token = Job()
+    job = Job()
     seen = []
     with pytest.raises(Cancelled):
-        for item in protect_iter(tiny_model, make_image(64, 64), quick(method, steps=50), token):
+        for item in protect_iter(tiny_model, make_image(64, 64), quick(method, steps=50), job):
             seen.append(item.step)
             if item.step == 3:
-                token.cancel()
+                job.cancel()
     assert seen == [1, 2, 3]
 
 
 def test_cancel_from_another_thread_lands_at_the_next_step(tiny_model):
-    token = Job()
+    job = Job()
     steps_after_cancel = []
     cancelled_at = []
 
     def cancel_soon():
-        token.cancel()
+        job.cancel()
 
     with pytest.raises(Cancelled):
-        for item in protect_iter(tiny_model, make_image(64, 64), quick("advdm", steps=100), token):
+        for item in protect_iter(tiny_model, make_image(64, 64), quick("advdm", steps=100), job):
             if cancelled_at:
                 steps_after_cancel.append(item.step)
             if item.step == 2:
@@ -85,24 +85,40 @@ def test_cancel_from_another_thread_lands_at_the_next_step(tiny_model):
     assert steps_after_cancel == []
 
 
+def test_stop_on_a_job_reaches_its_copy_with_another_progress_sink(tiny_model):
+    """The window's bridge hands the engine job.with_progress(sink): Stop pressed on the window's Job stops
+    the copy within one step, and the copy's progress goes to the new sink only."""
+    window_side, engine_side = [], []
+    job = Job(window_side.append)
+
+    def on_step(progress: ProtectProgress) -> None:
+        engine_side.append(progress.step)
+        if progress.step == 3:
+            job.cancel()  # Stop, pressed on the window's Job
+
+    with pytest.raises(Cancelled):
+        protect_image(tiny_model, make_image(64, 64), quick("advdm", steps=50), job.with_progress(on_step))
+    assert engine_side == [1, 2, 3] and window_side == []
+
+
 def test_stop_during_antipure_set_up_lands_within_one_normalisation_draw(tiny_model, monkeypatch):
     """AntiPure's λ normalisation runs 8 draws before the first step (tens of seconds on a CPU at 512 px):
     Stop pressed during them must not wait for all of them."""
     from engine.methods.antipure import AntiPure
 
-    token = Job()
+    job = Job()
     draws = []
     original_terms = AntiPure._terms
 
     def counting_terms(self, ctx, x, generator, *args, **kwargs):
         draws.append(1)
         if len(draws) == 2:
-            token.cancel()  # Stop arrives during the second draw
+            job.cancel()  # Stop arrives during the second draw
         return original_terms(self, ctx, x, generator, *args, **kwargs)
 
     monkeypatch.setattr(AntiPure, "_terms", counting_terms)
     with pytest.raises(Cancelled):
-        for _ in protect_iter(tiny_model, make_image(64, 64), quick("antipure", steps=5), token):
+        for _ in protect_iter(tiny_model, make_image(64, 64), quick("antipure", steps=5), job):
             pass
     assert len(draws) == 2  # the draw in flight finished; none of the other six ran, nor any step
 

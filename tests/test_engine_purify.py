@@ -123,15 +123,15 @@ def test_stop_ends_an_sdedit_redraw_within_one_denoising_step(tiny_model):
     from engine.purify import purify
 
     img = make_image(64, 64)
-    token = _CancelAfter(tiny_model.unet, steps=1)
+    job = _CancelAfter(tiny_model.unet, steps=1)
     try:
         with pytest.raises(Cancelled):
-            purify(tiny_model, img, "sdedit", strength=0.5, steps=20, cancel=token)  # 10 denoising steps
-        assert token.calls == 1
-        token.steps = 10**9  # the same call without a stop runs every step and finishes
-        token.calls = 0
-        out = purify(tiny_model, img, "sdedit", strength=0.5, steps=20, cancel=token)
-        assert out.shape == img.shape and token.calls == 10
+            purify(tiny_model, img, "sdedit", strength=0.5, steps=20, job=job)  # 10 denoising steps
+        assert job.calls == 1
+        job.steps = 10**9  # the same call without a stop runs every step and finishes
+        job.calls = 0
+        out = purify(tiny_model, img, "sdedit", strength=0.5, steps=20, job=job)
+        assert out.shape == img.shape and job.calls == 10
     finally:
         tiny_model.unet._forward_hooks.clear()
 
@@ -141,9 +141,9 @@ def test_a_stopped_purification_check_raises_before_redrawing(tiny_model):
     from engine.jobs import Job, ProtectSettings
     from engine.robustness import robustness_summary
 
-    token = Job()
-    token.cancel()
+    job = Job()
+    job.cancel()
     img = make_image(64, 64)
     with pytest.raises(Cancelled):
         robustness_summary(tiny_model, img, img, ProtectSettings(method="advdm"), ["sdedit"], with_objective=False,
-                           cancel=token)
+                           job=job)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import ArtveilError, Cancelled
+from engine.jobs import Job
 from engine.purify.base import Param, Purifier
 from engine.purify.diffusion import GRIDPURE, SDEDIT, UPSCALE
 from engine.purify.simple import JPEG, NOISE
@@ -57,22 +58,23 @@ def purifier_label(name: str, params: dict[str, Any]) -> str:
     return get_purifier(name).label_for(params)
 
 
-def purify(model, pixels: np.ndarray, name: str, seed: int = 0, cancel=None, **params: Any) -> np.ndarray:
+def purify(model, pixels: np.ndarray, name: str, seed: int = 0, job: Job | None = None, **params: Any) -> np.ndarray:
     """Purify an RGB (or RGBA: alpha passed through) uint8 image; deterministic for a seed.
 
     params: any of the purifier's declared parameters, in their units (the others keep their defaults); one
     it does not declare, or a value outside its range, raises ArtveilError before any work starts.
 
-    cancel: a Job; the diffusion purifiers check it after every denoising step (raises Cancelled).
+    job: the engine.jobs.Job whose Stop the diffusion purifiers check after every denoising step (raises
+    Cancelled).
     """
     purifier = get_purifier(name)
     merged = purifier.resolve(params)  # ArtveilError on a parameter it does not declare, or out of its range
     if purifier.needs_model and model is None:
         raise ArtveilError("model", f"purifier {name} runs on a diffusion model; load one first.")
     rgb = np.ascontiguousarray(pixels[..., :3])
-    if cancel is not None and cancel.cancelled:
+    if job is not None and job.cancelled:
         raise Cancelled()
-    out = purifier.function(model, rgb, seed, cancel, **merged)
+    out = purifier.function(model, rgb, seed, job, **merged)
     if pixels.shape[2] == 4:
         out = np.concatenate([out, pixels[..., 3:]], axis=2)
     return out
