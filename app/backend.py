@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Iterator, Protocol
 
 import numpy as np
 
@@ -110,7 +110,11 @@ class PurifierRequest:
 
 
 class EngineBackend(Protocol):
-    """The calls the engine thread makes. Each runs on the engine thread only."""
+    """The calls the engine thread makes. Each runs on the engine thread only.
+
+    A long call takes its engine.jobs.Job as ``job``: it reports progress through job.report(...) and
+    ends with Cancelled once job.cancelled (within one optimizer or denoising step, or one download chunk).
+    """
 
     def engine_info(self) -> EngineInfo: ...
     def load_model(self, source: str) -> ModelSummary: ...
@@ -121,16 +125,17 @@ class EngineBackend(Protocol):
     def save_image(self, pixels: np.ndarray, path: str, icc_profile: bytes | None, overwrite: bool) -> str: ...
     def robustness(
         self, original: np.ndarray, protected: np.ndarray, settings: ProtectSettings,
-        purifiers: list[PurifierRequest], cancel: Job | None = None,
+        purifiers: list[PurifierRequest], job: Job | None = None,
     ) -> Any: ...
     def list_local_models(self) -> list[LocalModel]: ...
     def model_choices(self) -> ModelChoices: ...
     def check_model_source(self, path: str) -> str | None: ...
-    def download_model(self, name: str, progress: Callable[..., None], cancel: Job) -> str: ...
+    def download_model(self, name: str, job: Job) -> str:
+        """Reports engine.hub.DownloadProgress values through job.report."""
     def preview_purifier(
-        self, original: np.ndarray, protected: np.ndarray, request: PurifierRequest,
-        progress: Callable[..., None], cancel: Job,
-    ) -> Any: ...
+        self, original: np.ndarray, protected: np.ndarray, request: PurifierRequest, job: Job,
+    ) -> Any:
+        """Reports each phase of engine.preview.PHASES as it begins, through job.report(phase)."""
 
 
 # The recommended download: the model most style mimicry is fine-tuned from.
@@ -240,12 +245,12 @@ class RealBackend:
         save_image(pixels, Path(path), icc_profile=icc_profile, overwrite=overwrite)
         return str(path)
 
-    def robustness(self, original, protected, settings, purifiers, cancel=None):
+    def robustness(self, original, protected, settings, purifiers, job=None):
         from engine.robustness import robustness_summary
 
         return robustness_summary(
             self._require_model(), original, protected, settings, [(p.name, dict(p.params)) for p in purifiers],
-            cancel=cancel,
+            job=job,
         )
 
     def list_local_models(self) -> list[LocalModel]:
@@ -273,14 +278,14 @@ class RealBackend:
     def check_model_source(self, path: str) -> str | None:
         return check_model_source(path)
 
-    def preview_purifier(self, original, protected, request, progress, cancel):
+    def preview_purifier(self, original, protected, request, job):
         from engine.preview import preview_purification
 
         return preview_purification(self._require_model(), original, protected, request.name, dict(request.params),
-                                    progress=progress, cancel=cancel)
+                                    job=job)
 
-    def download_model(self, name, progress, cancel):
+    def download_model(self, name, job):
         from engine.hub import download_model
 
-        result = download_model(name, progress=progress, cancel=lambda: cancel.cancelled)
+        result = download_model(name, job=job)
         return str(result.path)

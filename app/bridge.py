@@ -3,8 +3,9 @@
 Requests go in through queued signals to ``@Slot`` methods of ``EngineWorker`` (so they run on the
 engine thread, one at a time, in order); results come back as signals and resolve asyncio futures on
 the window's qasync loop. Only plain data crosses: numpy arrays, dataclasses of them, strings.
-Cancellation does not queue behind the running job: the ``Job`` is a threading.Event that the
-window sets directly and the optimizer checks once per step.
+Cancellation does not queue behind the running job: the window makes the ``Job`` and calls its
+cancel() directly (a threading.Event underneath), and the engine checks it once per step. The same Job
+carries the job's progress back: on the engine thread its reports become ``job_progress`` signals.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class EngineWorker(QObject):
 
     finished = Signal(int, object)  # request id, result
     failed = Signal(int, object)  # request id, ErrorInfo
-    progress = Signal(int, object)  # request id, ProtectProgress or a download progress tuple
+    progress = Signal(int, object)  # request id, a batch event or the tuple of values a Job reported
 
     def __init__(self, backend_factory: Callable[[], Any]):
         super().__init__()
@@ -83,8 +84,10 @@ class EngineWorker(QObject):
     def call(self, request_id: int, method: str, args: tuple, kwargs: dict) -> None:
         try:
             kwargs = dict(kwargs)
-            if kwargs.get("progress") is True:
-                kwargs["progress"] = lambda *values: emit(self.progress, request_id, values)
+            job = kwargs.get("job")
+            if isinstance(job, Job):
+                # The window's Stop flag, with the reports of this request sent to the window.
+                kwargs["job"] = job.with_progress(lambda *values: emit(self.progress, request_id, values))
             result = getattr(self.backend, method)(*args, **kwargs)
         except BaseException as exc:  # errors are values for the window, never lost on this thread
             emit(self.failed, request_id, ErrorInfo.from_exception(exc))
@@ -127,7 +130,7 @@ class EngineWorker(QObject):
 class EngineBridge(QObject):
     """The window's handle on the engine thread. Methods return asyncio futures."""
 
-    job_progress = Signal(int, object)  # request id, ProtectProgress (throttled) or download values
+    job_progress = Signal(int, object)  # request id, a batch event (steps throttled) or a Job's reported values
 
     _call_requested = Signal(int, str, object, object)
     _batch_requested = Signal(int, object, object, object, object)
@@ -167,7 +170,8 @@ class EngineBridge(QObject):
     def call_tracked(self, method: str, *args, **kwargs) -> tuple[int, asyncio.Future]:
         """Like ``call``, also giving the request id that its ``job_progress`` signals carry.
 
-        Pass ``progress=True`` to receive the backend's progress callback values.
+        Pass the request's Job as ``job=job``: Stop on it reaches the engine at once, and each
+        job.report(*values) the backend makes arrives as ``job_progress(request_id, values)``.
         """
         request_id, future = self._new_request()
         emit(self._call_requested, request_id, method, args, kwargs)

@@ -937,7 +937,7 @@ class Workspace(QObject):
         self._tick()
         try:
             request_id, future = self.bridge.call_tracked(
-                "preview_purifier", item.original, item.protected, request, progress=True, cancel=self._cancel,
+                "preview_purifier", item.original, item.protected, request, job=self._cancel,
             )
             self._preview_request = request_id
             report = await future

@@ -116,7 +116,7 @@ class FakeBackend:
         loaded = load_image(path)
         return LoadedPixels(loaded.pixels, loaded.icc_profile, loaded.name)
 
-    def protect_iter(self, pixels, settings, cancel):
+    def protect_iter(self, pixels, settings, job):
         self._record("protect_iter")
         self.engine.jobs.append(settings)
         rng = np.random.default_rng(settings.seed)
@@ -128,7 +128,7 @@ class FakeBackend:
             while time.monotonic() < deadline:  # set-up: the engine reports nothing meanwhile
                 time.sleep(0.005)
             for step in range(1, settings.steps + 1):
-                if cancel is not None and cancel.cancelled:
+                if job is not None and job.cancelled:
                     raise Cancelled()
                 self.engine.step_started.set()
                 if self.engine.step_delay_s:
@@ -171,12 +171,12 @@ class FakeBackend:
             time.sleep(self.engine.save_delay_s)
         return str(save_image(pixels, path, icc_profile=icc_profile, overwrite=overwrite))
 
-    def robustness(self, original, protected, settings, purifiers, cancel=None):
+    def robustness(self, original, protected, settings, purifiers, job=None):
         self._record("robustness")
         # A real re-draw takes minutes on a CPU: with preview_delay_s set, wait like one, step by step.
         deadline = time.monotonic() + self.engine.preview_delay_s
         while time.monotonic() < deadline:
-            if cancel is not None and cancel.cancelled:
+            if job is not None and job.cancelled:
                 raise Cancelled()
             time.sleep(0.01)
         rows = []
@@ -203,33 +203,31 @@ class FakeBackend:
         self._record("check_model_source", path)
         return check_model_source(path)  # the real check: it reads headers only, no torch
 
-    def preview_purifier(self, original, protected, request, progress, cancel):
+    def preview_purifier(self, original, protected, request, job):
         self._record("preview_purifier")
         self.engine.purified.append((request.name, dict(request.params)))
         for phase in ("original", "protected", "comparing"):
-            if cancel is not None and cancel.cancelled:
-                raise Cancelled()
-            progress(phase)
+            job.check()
+            job.report(phase)
             deadline = time.monotonic() + self.engine.preview_delay_s / 3
             while time.monotonic() < deadline:  # a denoising step every 10 ms, each checking Stop
-                if cancel is not None and cancel.cancelled:
-                    raise Cancelled()
+                job.check()
                 time.sleep(0.01)
         row = _Row(request.name, f"{request.name} {request.params}", 0.8,
                    np.clip(original.astype(int) // 2 + 60, 0, 255).astype(np.uint8),
                    np.clip(protected.astype(int) // 2 + 60, 0, 255).astype(np.uint8))
         return _Report([row], row, "Most of the protection survives even the strongest clean-up tried.")
 
-    def download_model(self, name, progress, cancel):
+    def download_model(self, name, job):
         from engine.hub import DownloadProgress
 
         self._record("download_model")
         total = 2_133_000_000
         for i in range(1, 11):  # ten chunks over download_delay_s, Stop honoured between them
-            if cancel is not None and cancel.cancelled:
+            if job.cancelled:
                 raise Cancelled("Download stopped by the user; finished files are kept.")
             time.sleep(self.engine.download_delay_s / 10)
-            progress(DownloadProgress(total * i // 10, total, 5e7, 10.0 - i, "unet/diffusion_pytorch_model.fp16.safetensors"))
+            job.report(DownloadProgress(total * i // 10, total, 5e7, 10.0 - i, "unet/diffusion_pytorch_model.fp16.safetensors"))
         return f"/downloads/{name}"
 
 

@@ -79,7 +79,7 @@ class ModelDialog(QDialog):
         self.setWindowTitle("Choose a model")
         self.setMinimumWidth(620)
         self.choices: ModelChoices | None = None
-        self._download_cancel: Job | None = None
+        self._download_job: Job | None = None
         self._download_request: int | None = None
         self._downloaded: str | None = None
         self._check_task: asyncio.Future | None = None
@@ -390,13 +390,13 @@ class ModelDialog(QDialog):
         self._spawn(self._download(offer.name))
 
     def _stop_download(self) -> None:
-        if self._download_cancel is not None:
-            self._download_cancel.cancel()
+        if self._download_job is not None:
+            self._download_job.cancel()
             self.download_stop.setEnabled(False)
             self.download_stop.setText("Stopping…")
 
     async def _download(self, name: str) -> None:
-        self._download_cancel = Job()
+        self._download_job = Job()
         self.download_button.setVisible(False)
         self.download_stop.setVisible(True)
         self.download_stop.setEnabled(True)
@@ -405,9 +405,7 @@ class ModelDialog(QDialog):
         self.download_progress.setRange(0, 0)
         self.download_progress.setFormat("Connecting…")
         self._show_error("")
-        request_id, future = self.workspace.bridge.call_tracked(
-            "download_model", name, progress=True, cancel=self._download_cancel
-        )
+        request_id, future = self.workspace.bridge.call_tracked("download_model", name, job=self._download_job)
         self._download_request = request_id
         self._sync()
         try:
@@ -442,8 +440,8 @@ class ModelDialog(QDialog):
             )
 
     def reject(self) -> None:
-        if self._download_cancel is not None:
-            self._download_cancel.cancel()
+        if self._download_job is not None:
+            self._download_job.cancel()
         super().reject()
 
     def done(self, result: int) -> None:
