@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass, field, replace
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -239,11 +239,13 @@ class Surrogate:
         generator: torch.Generator,
         steps: int | None = None,
         batch_size: int = 1,
+        lr_scale: Callable[[int], float] | None = None,
     ) -> list[float]:
         """Fine-tune on images (each [1, 3, h, w] in [0, 1]) with the LDM loss; returns per-step losses.
 
         cond: [1, 77, d] for every image, or [len(images), 77, d], one caption per image. Each step takes
         the next batch_size images in order, cycling (batch_size > 1 needs images of one size).
+        lr_scale(i): the learning rate of step i of this call, as a fraction of params.lr (None: constant).
         """
         steps = self.params.steps if steps is None else steps
         if not images or steps <= 0:
@@ -265,7 +267,11 @@ class Surrogate:
             p.requires_grad_(True)
         self._cast = None
         try:
+            base_lr = self.params.learning_rate()
             for i in range(steps):
+                if lr_scale is not None:
+                    for group in opt.param_groups:
+                        group["lr"] = base_lr * float(lr_scale(i))
                 # Applied per step: in full mode on a bf16/fp16 model each step casts the updated fp32
                 # masters afresh (for LoRA, entering costs microseconds).
                 with self.applied():
@@ -284,6 +290,8 @@ class Surrogate:
                 losses.append(float(loss.detach()))
         finally:
             self._cast = None
+            for group in opt.param_groups:
+                group["lr"] = self.params.learning_rate()
             for p in params:
                 p.requires_grad_(False)
                 p.grad = None

@@ -107,6 +107,13 @@ def test_efficacy_table_cells_are_the_eval_runs_numbers(proxy_copy, tmp_path, ca
         assert row["cells"]["jpeg 75"]["style_accuracy"] == scores["purified-jpeg-75"]["style_accuracy"]
         assert row["clean_control"]["style_accuracy"] == scores["clean"]["style_accuracy"]
         assert all(0.0 <= v["style_accuracy"] <= 1.0 for v in row["cells"].values())
+        # two mimic seeds per cell by default: each its own fine-tune and samples, the cell their mean
+        seeds = results["customization"]["scores_by_seed"]["purified-jpeg-75"]
+        assert [m["seed"] for m in seeds] == [0, 1]
+        assert row["cells"]["jpeg 75"]["by_seed"] == [m["style_accuracy"] for m in seeds]
+        assert row["cells"]["jpeg 75"]["n"] == sum(m["samples"] for m in seeds) == 2 * 6
+        lo, hi = row["cells"]["jpeg 75"]["ci"]
+        assert lo <= row["cells"]["jpeg 75"]["style_accuracy"] <= hi
     antipure = json.loads((out / table["rows"][2]["run"] / "results.json").read_text())
     assert antipure["config"]["method_params"] == {"lambda_etg": 0.5}
     assert table["rows"][1]["params"] == {"use_etg": False}
@@ -134,8 +141,9 @@ def test_the_none_row_trains_the_mimic_once_on_the_clean_images(proxy_copy, tmp_
     table = E.run_efficacy(model, proxy_copy, tmp_path / "run", settings, allow_unchecked=True, log=lambda m: None)
     run = tmp_path / "run" / table["rows"][0]["run"]
     stages = json.loads((run / "manifest.json").read_text())["stages"]
-    assert "protect" not in stages and "customize:protected" not in stages
-    assert "customize:clean" in stages and "customize:purified-jpeg-75" in stages
+    assert "protect" not in stages and not any(s.startswith("customize:protected") for s in stages)
+    for seed in (0, 1):  # one mimic per seed, each trained once for the clean and the "protected" condition
+        assert f"customize:clean-seed{seed}" in stages and f"customize:purified-jpeg-75-seed{seed}" in stages
     results = json.loads((run / "results.json").read_text())
     assert results["files"]["protected"] == results["files"]["clean"]
     assert table["rows"][0]["cells"]["none"] == table["rows"][0]["clean_control"]
@@ -174,3 +182,20 @@ def test_the_proxy_model_becomes_the_built_in_demo_when_the_build_ships_it(proxy
     bundle = models.load_model("proxy", device="cpu")
     assert bundle.is_demo and bundle.name == "proxy" and "not Stable Diffusion" in bundle.description
     assert bundle.unet.config.cross_attention_dim == bundle.text_encoder.config.hidden_size
+
+
+def test_wilson_interval_matches_a_hand_computed_value():
+    lo, hi = E.wilson(18, 36)  # centre 0.5; half-width 1.96·sqrt(0.25/36 + 1.96²/(4·36²)) / (1 + 1.96²/36) = 0.1553
+    assert lo == pytest.approx(0.3447, abs=1e-4) and hi == pytest.approx(0.6553, abs=1e-4)
+    assert E.wilson(0, 36)[0] == 0.0 and E.wilson(36, 36)[1] == 1.0 and E.wilson(0, 0) is None
+
+
+def test_kept_damage_is_measured_against_the_clean_mimic_under_the_same_purifier():
+    def row(method, accs):
+        return {"method": method, "cells": {c: {"style_accuracy": a} for c, a in accs.items()}}
+
+    rows = [row("none", {"none": 0.8, "sdedit": 0.6}), row("antipure", {"none": 0.2, "sdedit": 0.45})]
+    E.kept_damage(rows, ["none", "sdedit"])
+    assert rows[0]["damage"] == {"none": 0.0, "sdedit": 0.0}
+    assert rows[1]["damage"]["none"] == pytest.approx(0.75) and rows[1]["damage"]["sdedit"] == pytest.approx(0.25)
+    assert rows[1]["kept"]["sdedit"] == pytest.approx(1 / 3)

@@ -7,6 +7,7 @@ the shared UNet through engine.surrogate, so the loaded model is unchanged after
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +21,9 @@ from engine.surrogate import Surrogate, SurrogateParams
 @dataclass(frozen=True)
 class CustomizeSettings:
     """lr None: 1e-4 (LoRA) or 5e-6 (full UNet). steps: optimizer steps, cycling over the images,
-    batch_size images per step."""
+    batch_size images per step. repeats: each image enters every batch this many times, each with its own
+    noise and timestep (a steadier gradient from a small set). schedule: "constant", or "cosine" (a short
+    warm-up, then the learning rate falls to zero by the last step)."""
 
     mode: str = "lora"
     rank: int = 4
@@ -28,6 +31,27 @@ class CustomizeSettings:
     steps: int = 200
     seed: int = 0
     batch_size: int = 1
+    repeats: int = 1
+    schedule: str = "constant"
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"unknown schedule {self.schedule!r}: constant or cosine")
+        if self.repeats < 1:
+            raise ValueError("repeats must be at least 1")
+
+    def lr_scale(self):
+        """The learning rate of step i as a fraction of lr (None: constant)."""
+        if self.schedule == "constant":
+            return None
+        steps, warm = self.steps, max(1, self.steps // 20)
+
+        def scale(i: int) -> float:
+            if i < warm:
+                return (i + 1) / warm
+            return 0.5 * (1.0 + math.cos(math.pi * (i - warm) / max(1, steps - warm)))
+
+        return scale
 
     def surrogate_params(self) -> SurrogateParams:
         lr = self.lr if self.lr is not None else (5e-6 if self.mode == "full" else 1e-4)
@@ -51,5 +75,10 @@ def customize(model: ModelBundle, images: list[np.ndarray], prompt: str | list[s
         if len(prompt) != len(images):
             raise ValueError(f"{len(prompt)} captions for {len(images)} images")
         cond = torch.cat([model.encode_prompt(p) for p in prompt])
-    losses = surrogate.tune(tensors, cond, generator, settings.steps, batch_size=settings.batch_size)
+    if settings.repeats > 1:
+        tensors = tensors * settings.repeats
+        cond = cond if cond.shape[0] == 1 else cond.repeat(settings.repeats, 1, 1)
+    batch = settings.batch_size * settings.repeats
+    losses = surrogate.tune(tensors, cond, generator, settings.steps, batch_size=batch,
+                            lr_scale=settings.lr_scale())
     return surrogate, losses

@@ -37,6 +37,7 @@ ROWS: list[tuple[str, str, dict[str, Any]]] = [
     ("PhotoGuard", "photoguard", {}),
     ("Mist", "mist", {}),
     ("SDS(−)", "sds", {}),
+    ("ASPL", "aspl", {}),
     ("Anti-Diffusion", "antidiffusion", {}),
     ("AntiPure", "antipure", {}),
     ("AntiPure w/o PFG", "antipure", {"use_pfg": False}),
@@ -82,6 +83,11 @@ class EfficacySettings:
     lora_steps: int = field(default_factory=lambda: _sanity().lora_steps)
     lora_lr: float = field(default_factory=lambda: _sanity().lora_lr)
     lora_batch: int = field(default_factory=lambda: _sanity().lora_images)
+    lora_repeats: int = field(default_factory=lambda: _sanity().mimic_repeats)
+    lora_schedule: str = field(default_factory=lambda: _sanity().mimic_schedule)
+    # Each cell is the mean of one mimic per seed (its fine-tune and its samples); the protection and the
+    # purification are the same for every seed.
+    mimic_seeds: tuple[int, ...] = (0, 1)
     k: int = field(default_factory=lambda: _per_content(_sanity().samples_per_style))  # samples per content prompt
     gen_steps: int = field(default_factory=lambda: _sanity().steps)
     guidance: float = field(default_factory=lambda: _sanity().guidance)
@@ -161,8 +167,62 @@ def row_config(settings: EfficacySettings, artist: Path, resolution: int, style:
         prompts=[prompt_for(style, c) for c in CONTENTS], k=settings.k, customize_mode=settings.mimic_mode,
         lora_rank=settings.lora_rank,
         lora_lr=settings.lora_lr, lora_steps=settings.lora_steps, lora_batch=settings.lora_batch,
+        lora_repeats=settings.lora_repeats, lora_schedule=settings.lora_schedule,
         gen_steps=settings.gen_steps, guidance=settings.guidance, style=style, judges=list(JUDGES), seed=settings.seed,
+        mimic_seeds=[settings.seed + m for m in settings.mimic_seeds],
     )
+
+
+def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """The 95 % Wilson score interval of a proportion hits/n (None for n = 0)."""
+    if n <= 0:
+        return None
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def cell_from_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """One cell from its mimics (one per seed): each judge's mean over the seeds, the style judge's hits
+    over all samples pooled, their 95 % interval, and each seed's accuracy."""
+    cell: dict[str, Any] = {j: _mean([m.get(j) for m in per_seed]) for j in JUDGES}
+    counted = [m for m in per_seed if m.get("style_accuracy") is not None]
+    hits = sum(round(m["style_accuracy"] * m["samples"]) for m in counted)
+    n = sum(m["samples"] for m in counted)
+    cell.update(hits=hits, n=n, ci=wilson(hits, n), by_seed=[m.get("style_accuracy") for m in per_seed])
+    return cell
+
+
+def _mean(values: list[float | None]) -> float | None:
+    vals = [v for v in values if v is not None and v == v]
+    return sum(vals) / len(vals) if vals else None
+
+
+def kept_damage(table_rows: list[dict], columns: list[str]) -> None:
+    """Fill each row's damage and kept damage per column (in place).
+
+    damage = 1 − accuracy ÷ the clean mimic's accuracy under the same purifier (the "none" row's cell), so a
+    purifier that hurts the style by itself is not counted as protection; kept = damage under the purifier
+    ÷ damage without one.
+    """
+    base = next((r for r in table_rows if r["method"] == "none"), None)
+    for row in table_rows:
+        row["damage"], row["kept"] = {}, {}
+        for col in columns:
+            acc = row["cells"][col]["style_accuracy"]
+            ref = base["cells"][col]["style_accuracy"] if base else None
+            row["damage"][col] = None if acc is None or not ref else 1.0 - acc / ref
+        first = row["damage"].get(columns[0])
+        for col in columns:
+            d = row["damage"][col]
+            row["kept"][col] = None if d is None or first is None or abs(first) < 1e-9 else d / first
+
+
+def inside_noise(cell: dict, base: dict) -> bool:
+    """True when a cell's interval overlaps the "none" row's interval in the same column."""
+    a, b = cell.get("ci"), base.get("ci")
+    return a is None or b is None or a[0] <= b[1]
 
 
 def run_efficacy(model, model_dir: Path, out: Path, settings: EfficacySettings, allow_unchecked: bool = False,
@@ -185,17 +245,18 @@ def run_efficacy(model, model_dir: Path, out: Path, settings: EfficacySettings, 
         row_started = time.perf_counter()
         config = row_config(settings, artist, resolution, style, method, params)
         results = run_evaluation(model, config, out / "rows" / slug(label), log=lambda m: log("   " + m))
-        scores = results["customization"]["scores"]
+        by_seed = results["customization"]["scores_by_seed"]
         cells = {}
         for col, spec in settings.columns:
             cond = "protected" if spec is None else condition_name(spec)
-            cells[col] = {j: scores[cond].get(j) for j in JUDGES}
-        psnr = results["imperceptibility_mean"]["psnr"] if method != "none" else None
-        rows.append({"label": label, "method": method, "params": params, "psnr": psnr,
-                     "linf_levels": results["imperceptibility_mean"]["linf_levels"] if method != "none" else None,
-                     "clean_control": {j: scores["clean"].get(j) for j in JUDGES}, "cells": cells,
+            cells[col] = cell_from_seeds(by_seed[cond])
+        quality = results["imperceptibility_mean"] if method != "none" else {}
+        rows.append({"label": label, "method": method, "params": params, "psnr": quality.get("psnr"),
+                     "ssim": quality.get("ssim"), "linf_levels": quality.get("linf_levels"),
+                     "clean_control": cell_from_seeds(by_seed["clean"]), "cells": cells,
                      "run": (Path("rows") / slug(label)).as_posix(),
                      "seconds": round(time.perf_counter() - row_started, 1)})
+    kept_damage(rows, [c for c, _ in settings.columns])
     table = {
         "model": model.name, "model_dir_name": model_dir.name, "device": str(model.device),
         "date": time.strftime("%Y-%m-%d"), "style": style, "resolution": resolution,
@@ -215,37 +276,117 @@ def _cell(v: float | None) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
 
 
+def _acc_cell(cell: dict, base: dict | None, is_base: bool) -> str:
+    if cell.get("style_accuracy") is None:
+        return "–"
+    ci = cell.get("ci")
+    text = f"{cell['style_accuracy']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+    if not is_base and base is not None and inside_noise(cell, base):
+        text += " ≈"
+    return text
+
+
+PROTECTED_BASELINES = ("advdm", "photoguard", "mist", "sds", "aspl", "antidiffusion")
+
+
+def worst_column(table: dict) -> str | None:
+    """The purifier column (not "none") that leaves the mimic the most: the highest mean accuracy over the
+    protected rows; the mimic's best choice, and the one the goal is measured under."""
+    cols = [c for c in table["columns"] if c != "none"]
+    protected = [r for r in table["rows"] if r["method"] != "none"]
+    if not cols or not protected:
+        return None
+    def mean_acc(col):
+        vals = [r["cells"][col]["style_accuracy"] for r in protected if r["cells"][col]["style_accuracy"] is not None]
+        return sum(vals) / len(vals) if vals else -1.0
+    return max(cols, key=mean_acc)
+
+
+def goal_verdict(table: dict) -> list[str]:
+    """The issue's goal, checked on the table: AntiPure keeps ≥ 70 % of its damage under the worst purifier
+    at PSNR ≥ 32 dB and beats every baseline there."""
+    col = worst_column(table)
+    ap = next((r for r in table["rows"] if r["label"] == "AntiPure"), None)
+    if col is None or ap is None:
+        return []
+    kept = ap["kept"].get(col)
+    psnr = ap.get("psnr")
+    acc = ap["cells"][col]["style_accuracy"]
+    rivals = [r for r in table["rows"] if r["method"] in PROTECTED_BASELINES and r["cells"][col]["style_accuracy"] is not None]
+    beaten = [r["label"] for r in rivals if acc is not None and acc < r["cells"][col]["style_accuracy"]]
+    clear = [r["label"] for r in rivals if acc is not None and r["cells"][col].get("ci") and ap["cells"][col].get("ci")
+             and ap["cells"][col]["ci"][1] < r["cells"][col]["ci"][0]]
+    ok = (kept is not None and kept >= 0.7 and psnr is not None and psnr >= 32 and len(beaten) == len(rivals))
+    return [
+        f"Worst purifier of the table (highest mean accuracy over the protected rows): **{col}**. AntiPure there: "
+        f"accuracy {_cell(acc)}, kept damage {_cell(kept)}, PSNR {_cell(psnr)} dB; lower accuracy than "
+        f"{len(beaten)} of {len(rivals)} baselines ({', '.join(beaten) or 'none'}), with non-overlapping intervals "
+        f"against {len(clear)} ({', '.join(clear) or 'none'}).",
+        "",
+        "**Goal (≥ 70 % kept under the worst purifier at PSNR ≥ 32 dB, and better than every baseline there): "
+        + ("met.**" if ok else "not met.**"),
+    ]
+
+
 def render_markdown(table: dict, command: str | None = None) -> str:
     s = table["settings"]
+    seeds = len(s.get("mimic_seeds") or [0])
     lines = ["# Efficacy on the proxy world", ""]
     if not table["sanity_passed"]:
         lines += ["**UNCHECKED MODEL: it has not passed the sanity bar, so these numbers measure nothing.**", ""]
     lines += [
         f"Model `{table['model_dir_name']}` on {table['device']}, {table['date']}; artist style **{table['style']}** "
         f"(held out of the model's training), {table['resolution']} px, {s['train_images']} training images.",
-        f"Every protection at ε = {s['strength_levels']:g}/255 and {s['steps']} steps. Mimic: "
+        f"Every protection at ε = {s['strength_levels']:g}/255 and {s['steps']} steps, the set protected through "
+        "engine.batch as the window and the CLI do. Mimic: "
         + ("a DreamBooth-style fine-tune of the whole UNet" if s.get("mimic_mode") == "full"
            else f"LoRA rank {s['lora_rank']}")
-        + f", {s['lora_steps']} steps of {s['lora_batch']} images, lr {s['lora_lr']:g}, captions from "
-        f"the renders; {s['k']} sample(s) per content prompt, DDIM {s['gen_steps']}, guidance {s['guidance']:g}.",
+        + f", {s['lora_steps']} steps of {s['lora_batch']} images"
+        + (f" × {s['lora_repeats']}" if s.get("lora_repeats", 1) > 1 else "")
+        + f", lr {s['lora_lr']:g} ({s.get('lora_schedule', 'constant')}), captions from the renders; "
+        f"{seeds} mimic seed(s) per cell, each {s['k']} sample(s) per content prompt, DDIM {s['gen_steps']}, "
+        f"guidance {s['guidance']:g}.",
         "",
-        "Cells: the fraction of the mimic's generations that the style judge calls the artist's style "
-        "(**lower is better** for the artist) after training on the protected images passed through the "
-        "column's purifier. *clean* is the LoRA on the clean images in the same run (the ceiling).",
+        "## Held-out style accuracy of the mimic's samples",
+        "",
+        "The fraction of the mimic's generations that the style judge calls the artist's style (**lower is better** "
+        "for the artist), after training on the protected images passed through the column's purifier; all seeds' "
+        "samples pooled, with the 95 % Wilson interval. **≈**: the interval overlaps the *none* row's in that "
+        "column, so the difference is inside the noise.",
         "",
     ]
     cols = table["columns"]
-    lines.append("| protection | PSNR dB | clean | " + " | ".join(cols) + " |")
+    base = next((r for r in table["rows"] if r["method"] == "none"), None)
+    lines.append("| protection | PSNR dB | SSIM | " + " | ".join(cols) + " |")
     lines.append("|---|---|---|" + "---|" * len(cols))
     for r in table["rows"]:
-        psnr = "–" if r["psnr"] is None else f"{r['psnr']:.1f}"
-        cells = " | ".join(_cell(r["cells"][c]["style_accuracy"]) for c in cols)
-        lines.append(f"| {r['label']} | {psnr} | {_cell(r['clean_control']['style_accuracy'])} | {cells} |")
-    lines.append("")
+        cells = " | ".join(_acc_cell(r["cells"][c], base["cells"][c] if base else None, r is base) for c in cols)
+        psnr, ssim = r.get("psnr"), r.get("ssim")
+        lines.append(f"| {r['label']} | {'–' if psnr is None else f'{psnr:.1f}'} | "
+                     f"{'–' if ssim is None else f'{ssim:.3f}'} | {cells} |")
+    lines += ["", "## Kept damage", "",
+              "damage = 1 − accuracy ÷ the *none* row's accuracy under the same purifier; kept = damage under the "
+              "purifier ÷ damage with none (1.00: the purifier removed nothing of the protection).", "",
+              "| protection | damage (none) | " + " | ".join(f"kept: {c}" for c in cols[1:]) + " |",
+              "|---|---|" + "---|" * (len(cols) - 1)]
+    for r in table["rows"]:
+        if r["method"] == "none":
+            continue
+        lines.append(f"| {r['label']} | {_cell(r['damage'].get(cols[0]))} | "
+                     + " | ".join(_cell(r["kept"].get(c)) for c in cols[1:]) + " |")
+    lines += ["", "## Second figure: the judge's mean probability of the artist's style", "",
+              "Independent of the accuracy threshold: the style judge's mean softmax probability of the held-out "
+              "style over the same samples (lower is better for the artist).", "",
+              "| protection | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for r in table["rows"]:
+        lines.append(f"| {r['label']} | " + " | ".join(_cell(r["cells"][c].get("style")) for c in cols) + " |")
+    lines += ["", "Per seed (accuracy of each mimic seed, none column): " + "; ".join(
+        f"{r['label']} " + "/".join(_cell(v) for v in r["cells"][cols[0]].get("by_seed", [])) for r in table["rows"]), ""]
+    lines += goal_verdict(table) + [""]
     if table.get("sanity"):
         san = table["sanity"]
         lines.append(f"Sanity bar of this model: text to image min {san['text_to_image']['min']:.2f}, held-out style "
-                     f"{san['held_out_without_lora']:.2f} without LoRA and {san['held_out_with_lora']:.2f} with it, "
+                     f"{san['held_out_without_lora']:.2f} before the mimic and {san['held_out_with_lora']:.2f} after, "
                      f"SDEdit 0.2 keeps style {san['sdedit_keeps_style']['mean']:.2f}.")
         lines.append("")
     lines.append(f"Total time {table['seconds'] / 60:.1f} min; per row: " +

@@ -61,6 +61,8 @@ class EvalConfig:
     lora_lr: float | None = None
     lora_steps: int = 200
     lora_batch: int = 1  # images per LoRA step
+    lora_repeats: int = 1  # each image this many times per step (engine.evaluation.customize)
+    lora_schedule: str = "constant"  # or "cosine"
     captions: str = "instance"  # "instance": every image captioned instance_prompt; "files": IMAGE.txt beside each
     gen_steps: int = 30
     guidance: float = 7.5
@@ -70,6 +72,12 @@ class EvalConfig:
     style: str | None = None  # the artist's style name for the style-classifier judge
     judges: list[str] = field(default_factory=lambda: ["image_stats", "denoise_loss", "style", "style_accuracy"])
     seed: int = 0
+    # The mimic's seeds (its fine-tune and its sampling), each a mimic of its own on the same protected and
+    # purified images; scores are their mean. None: one mimic with `seed`.
+    mimic_seeds: list[int] | None = None
+
+    def mimic_seed_list(self) -> list[int]:
+        return list(self.mimic_seeds) if self.mimic_seeds else [self.seed]
 
     def protect_settings(self) -> ProtectSettings:
         return ProtectSettings(
@@ -247,39 +255,48 @@ def run_evaluation(model: ModelBundle, config: EvalConfig, run_dir: str | os.Pat
     heldout_files = [f for f in prep["files"] if f.startswith("heldout/")]
     conditions = _protect_purify_stages(runner, model, config, "", clean_files, prep_key)
 
-    # ---- customize and generate, one per condition
-    cs = customize_settings(config)
+    # ---- customize and generate, one mimic per condition and mimic seed
     customized: dict[str, dict] = {}
     by_key: dict[str, dict] = {}
+    seeds = config.mimic_seed_list()
     for cond, (files, ckey) in conditions.items():
-        lkey = _key(ckey, asdict(cs), config.instance_prompt, config.captions)
-        if lkey in by_key:  # the same training set as an earlier condition (method "none"): same LoRA
-            customized[cond] = dict(by_key[lkey], train=files)
-            continue
+        mimics = []
+        for mseed in seeds:
+            cs = customize_settings(config, mseed)
+            lkey = _key(ckey, asdict(cs), config.instance_prompt, config.captions)
+            if lkey in by_key:  # the same training set as an earlier condition (method "none"): same mimic
+                mimics.append(by_key[lkey])
+                continue
+            # One seed keeps the names of a plain evaluation; several get the seed in every name.
+            tag = cond if config.mimic_seeds is None else f"{cond}-seed{mseed}"
 
-        def do_customize(cond=cond, files=files):
-            texts = [captions[Path(f).name] for f in files] if config.captions == "files" else config.instance_prompt
-            surrogate, losses = C.customize(model, [_read(run_dir, f) for f in files], texts, cs)
-            path = run_dir / "lora" / f"{cond}.safetensors"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            surrogate.save(path)
-            return [path], {"loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None}
+            def do_customize(tag=tag, files=files, cs=cs):
+                texts = [captions[Path(f).name] for f in files] if config.captions == "files" else config.instance_prompt
+                surrogate, losses = C.customize(model, [_read(run_dir, f) for f in files], texts, cs)
+                path = run_dir / "lora" / f"{tag}.safetensors"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                surrogate.save(path)
+                return [path], {"loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None}
 
-        lora_entry = runner.run(f"customize:{cond}", lkey, do_customize)
-        gkey = _key(lkey, prompts, config.k, config.gen_steps, config.guidance, size, config.seed)
+            lora_entry = runner.run(f"customize:{tag}", lkey, do_customize)
+            gkey = _key(lkey, prompts, config.k, config.gen_steps, config.guidance, size, mseed)
 
-        def do_generate(cond=cond, lora=lora_entry["files"][0]):
-            from engine.surrogate import Surrogate
+            def do_generate(tag=tag, lora=lora_entry["files"][0], cs=cs, mseed=mseed):
+                from engine.surrogate import Surrogate
 
-            surrogate = Surrogate.load(model, run_dir / lora, cs.surrogate_params())
-            rows = G.generate(model, prompts, config.k, size, surrogate, config.seed, config.gen_steps, config.guidance)
-            files = [_save(img, run_dir / "generated" / cond / f"p{j}_{i}.png") for j, row in enumerate(rows) for i, img in enumerate(row)]
-            return files, {}
+                surrogate = Surrogate.load(model, run_dir / lora, cs.surrogate_params())
+                rows = G.generate(model, prompts, config.k, size, surrogate, mseed, config.gen_steps, config.guidance)
+                files = [_save(img, run_dir / "generated" / tag / f"p{j}_{i}.png") for j, row in enumerate(rows) for i, img in enumerate(row)]
+                return files, {}
 
-        gen_entry = runner.run(f"generate:{cond}", gkey, do_generate)
-        customized[cond] = {"train": files, "lora": lora_entry["files"][0], "generated": gen_entry["files"],
-                            "key": gkey, "train_loss": lora_entry["info"]}
-        by_key[lkey] = customized[cond]
+            gen_entry = runner.run(f"generate:{tag}", gkey, do_generate)
+            mimic = {"seed": mseed, "lora": lora_entry["files"][0], "generated": gen_entry["files"], "key": gkey,
+                     "train_loss": lora_entry["info"]}
+            by_key[lkey] = mimic
+            mimics.append(mimic)
+        first = mimics[0]
+        customized[cond] = {"train": files, "lora": first["lora"], "generated": first["generated"],
+                            "key": _key([m["key"] for m in mimics]), "train_loss": first["train_loss"], "mimics": mimics}
 
     # ---- editing path: each image edited with its own prompt, compared with the edit of the clean image
     edits: dict[str, dict] = {}
@@ -343,16 +360,23 @@ def score_run(model, config: EvalConfig, run_dir: Path, clean_files, heldout_fil
     for c, p in zip(conditions["clean"][0], conditions["protected"][0]):
         m = image_metrics(_read(run_dir, c), _read(run_dir, p))
         imperceptibility.append({"clean": c, "protected": p, **{k: (None if v != v else v) for k, v in m.items()}})
-    cs = customize_settings(config)
     scores: dict[str, dict[str, float | None]] = {}
+    by_seed: dict[str, list[dict[str, Any]]] = {}
     for cond, info in customized.items():
-        surrogate = Surrogate.load(model, run_dir / info["lora"], cs.surrogate_params())
-        inputs = J.JudgeInputs(model=model, generated=[_read(run_dir, f) for f in info["generated"]], reference=reference,
-                               heldout=heldout, surrogate=surrogate, prompt=config.instance_prompt, style=config.style)
-        scores[cond] = {name: J.JUDGES[name](inputs) for name in config.judges}
+        per_seed = []
+        for mimic in info["mimics"]:
+            surrogate = Surrogate.load(model, run_dir / mimic["lora"], customize_settings(config, mimic["seed"]).surrogate_params())
+            inputs = J.JudgeInputs(model=model, generated=[_read(run_dir, f) for f in mimic["generated"]],
+                                   reference=reference, heldout=heldout, surrogate=surrogate,
+                                   prompt=config.instance_prompt, style=config.style)
+            per_seed.append({"seed": mimic["seed"], "samples": len(mimic["generated"]),
+                             **{name: J.JUDGES[name](inputs) for name in config.judges}})
+        by_seed[cond] = per_seed
+        scores[cond] = {name: _mean([row[name] for row in per_seed]) for name in config.judges}
     judges_used = [j for j in config.judges if all(scores[c][j] is not None for c in scores)]
     customization = {
         "scores": scores,
+        "scores_by_seed": by_seed,
         "damage": {c: {j: scores["clean"][j] - scores[c][j] for j in judges_used} for c in scores if c != "clean"},
         "retained": {c: {j: J.damage_retained(scores["clean"][j], scores[c][j], scores["protected"][j]) for j in judges_used} for c in purified},
     }
@@ -387,9 +411,12 @@ def score_run(model, config: EvalConfig, run_dir: Path, clean_files, heldout_fil
     return results
 
 
-def customize_settings(config: EvalConfig) -> C.CustomizeSettings:
+def customize_settings(config: EvalConfig, seed: int | None = None) -> C.CustomizeSettings:
+    """The mimic's fine-tune settings; seed: the mimic's seed (None: config.seed)."""
     return C.CustomizeSettings(mode=config.customize_mode, rank=config.lora_rank, lr=config.lora_lr,
-                               steps=config.lora_steps, seed=config.seed, batch_size=config.lora_batch)
+                               steps=config.lora_steps, seed=config.seed if seed is None else seed,
+                               batch_size=config.lora_batch, repeats=config.lora_repeats,
+                               schedule=config.lora_schedule)
 
 
 def read_caption(image: Path) -> str:

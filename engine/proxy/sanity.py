@@ -53,6 +53,8 @@ class SanitySettings:
     lora_lr: float = 2e-3
     lora_images: int = 8
     mimic_mode: str = "full"  # "lora" or "full" (DreamBooth-style, the whole UNet)
+    mimic_repeats: int = 1  # each image this many times per step, each with its own noise and timestep
+    mimic_schedule: str = "constant"  # or "cosine"
     sdedit_strength: float = 0.2
     sdedit_steps: int = 50  # schedule length; strength 0.2 runs a fifth of it
     sdedit_per_style: int = 16
@@ -131,8 +133,9 @@ def mimic_lora(model_dir: Path, device: str, images: np.ndarray, captions: list[
         return np.stack([img for row in rows for img in row])
 
     before = samples(None)
-    cs = CustomizeSettings(mode=settings.mimic_mode, rank=settings.lora_rank, lr=settings.lora_lr, steps=settings.lora_steps,
-                           seed=settings.seed, batch_size=len(images))
+    cs = CustomizeSettings(mode=settings.mimic_mode, rank=settings.lora_rank, lr=settings.lora_lr,
+                           steps=settings.lora_steps, seed=settings.seed, batch_size=len(images),
+                           repeats=settings.mimic_repeats, schedule=settings.mimic_schedule)
     started = time.perf_counter()
     surrogate, losses = customize(bundle, list(images), list(captions), cs)
     seconds = time.perf_counter() - started
