@@ -135,7 +135,7 @@ class EngineBackend(Protocol):
     def preview_purifier(
         self, original: np.ndarray, protected: np.ndarray, request: PurifierRequest, job: Job,
     ) -> Any:
-        """Reports each phase of engine.preview.PHASES as it begins, through job.report(phase)."""
+        """Reports each phase of engine.jobs.PREVIEW_PHASES as it begins, through job.report(phase)."""
 
 
 # The recommended download: the model most style mimicry is fine-tuned from.

@@ -24,7 +24,9 @@ from PySide6.QtGui import QImage, QImageReader
 from engine import batch
 from engine.batch import BatchOptions, PlannedImage
 from engine.errors import ArtveilError, Cancelled
-from engine.jobs import Job, ProtectProgress, ProtectResult, ProtectSettings
+from engine.jobs import (
+    PREVIEW_PHASES, PREVIEW_SIDE, PREVIEW_STEPS, Job, ProtectProgress, ProtectResult, ProtectSettings,
+)
 
 from .backend import EngineInfo, ModelSummary, PurifierRequest
 from .bridge import EngineBridge
@@ -42,8 +44,6 @@ EXPORT_SUFFIXES = {"png": "png", "webp": "webp", "jpeg": "jpg"}
 MIN_SIDE = 32  # as engine.images: smaller images are refused
 MAX_PIXELS = 80_000_000
 # What the preview tells the artist it does differently from a mimic's full run (engine.preview).
-PREVIEW_SIDE = 384
-PREVIEW_STEPS = 20
 PREVIEW_NOTE = (f"For a quick answer the preview runs the purifier at {PREVIEW_SIDE} px with {PREVIEW_STEPS} "
                 "denoising steps, smaller and shorter than a mimic's full run.")
 PHASE_WORDS = {"setup": "setting up", "steps": "protecting", "saving": "saving", "stopping": "stopping…"}
@@ -968,7 +968,7 @@ class Workspace(QObject):
         if clock is None or request_id != getattr(self, "_preview_request", None) or not isinstance(values, tuple):
             return
         phase = values[0] if values else None
-        if phase not in ("original", "protected", "comparing"):
+        if phase not in PREVIEW_PHASES:
             return
         if phase == "protected" and not self._preview_known:
             # First preview of this purifier here: the original's time is the estimate for the rest.

@@ -25,6 +25,14 @@ BUDGET_RANGE = (10, 1000)
 BUDGET_STEP = 10
 BUDGET_PRESETS = {"quick": 50, "default": 100, "thorough": 200, "maximum": 400}
 
+# The window's purification preview (engine.preview), here so that the window can say what it does
+# without importing torch: the diffusion purifiers and the latent comparison run at PREVIEW_SIDE px on
+# the longer side, a full re-draw in PREVIEW_STEPS denoising steps (SDEdit runs strength × this many),
+# and the preview reports each of PREVIEW_PHASES as it begins.
+PREVIEW_SIDE = 384
+PREVIEW_STEPS = 20
+PREVIEW_PHASES = ("original", "protected", "comparing")
+
 
 @dataclass(frozen=True)
 class ProtectSettings:

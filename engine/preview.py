@@ -15,14 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from engine import diffusion as D
-from engine.jobs import Job
+from engine.jobs import PREVIEW_SIDE, PREVIEW_STEPS, Job
 from engine.metrics import to_tensor
 from engine.purify import get_purifier, purifier_label, purify
 from engine.robustness import PurifierOutcome, RobustnessReport, verdict_for
-
-PREVIEW_SIDE = 384  # px: the diffusion purifiers and the latent comparison run at this longer side
-PREVIEW_STEPS = 20  # denoising steps of a full re-draw (SDEdit runs strength × this many)
-PHASES = ("original", "protected", "comparing")
 
 
 @dataclass(frozen=True)
@@ -68,8 +64,8 @@ def preview_purification(
 ) -> RobustnessReport:
     """Run one purifier on both images (HxWxC uint8) and say how much of the protection survives.
 
-    job.report(phase) is called as each of PHASES begins; Stop on the job ends the preview within one
-    denoising step, or between phases, with Cancelled.
+    job.report(phase) is called as each of engine.jobs.PREVIEW_PHASES begins; Stop on the job ends the
+    preview within one denoising step, or between phases, with Cancelled.
     """
     job = job or Job()
 
