@@ -136,8 +136,8 @@ def render(out: Path) -> list[Path]:
         await ws.idle()
         for item in batch:
             item.state, item.progress, item.preview, item.original = ItemState.WAITING, 0.0, None, None
-            ws._touch(item)
-        ws._set_summary("")
+            ws.touch(item)
+        ws.set_summary("")
         window.statusBar().clearMessage()
 
         ws.select(first)

@@ -370,5 +370,5 @@ def test_a_busy_window_does_not_drain_pythons_true(make_window):
     window, ws = make_window()
     before = sys.getrefcount(True)
     for i in range(2000):
-        ws._set_batch_text(f"{i} of 2000")
+        ws.set_batch_text(f"{i} of 2000")
     assert before - sys.getrefcount(True) < 100
