@@ -192,7 +192,7 @@ def run_purify(args: argparse.Namespace) -> int:
 
 
 def _presets_text(presets: dict) -> str:
-    """'subtle/default/strong/maximum (4/8/12/16)'."""
+    """'subtle/default/strong/maximum (4/8/12/32)'."""
     return f"{'/'.join(presets)} ({'/'.join(f'{v:g}' for v in presets.values())})"
 
 

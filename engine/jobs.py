@@ -16,14 +16,15 @@ from engine.errors import Cancelled
 # A job's two main numbers, their limits and their named presets, in this one place: the command line
 # (engine.cli_args), the window's settings and sliders (app.settings, app.ui.controls_panel) and
 # validation (engine.protect.validate_settings) all read them.
+# "maximum" is each range's top, so that the window's Max button ends where its slider does.
 # Strength ε in pixel levels (0-255). Validation refuses ε <= 0 and ε above STRENGTH_RANGE's top (plainly
 # visible grain); the window offers whole levels across STRENGTH_RANGE.
 STRENGTH_RANGE = (1, 32)
-STRENGTH_PRESETS = {"subtle": 4.0, "default": 8.0, "strong": 12.0, "maximum": 16.0}
+STRENGTH_PRESETS = {"subtle": 4.0, "default": 8.0, "strong": 12.0, "maximum": float(STRENGTH_RANGE[1])}
 # Budget in optimizer steps. Validation needs at least 1; the window offers BUDGET_RANGE in BUDGET_STEPs.
 BUDGET_RANGE = (10, 1000)
 BUDGET_STEP = 10
-BUDGET_PRESETS = {"quick": 50, "default": 100, "thorough": 200, "maximum": 400}
+BUDGET_PRESETS = {"quick": 50, "default": 100, "thorough": 200, "maximum": BUDGET_RANGE[1]}
 
 # The window's purification preview (engine.preview), here so that the window can say what it does
 # without importing torch: the diffusion purifiers and the latent comparison run at PREVIEW_SIDE px on

@@ -17,7 +17,7 @@ from conftest_app import *  # noqa: F401,F403 - fixtures
 from conftest_app import FakeBackend, write_image
 from engine.errors import ArtveilError
 from engine.images import load_image
-from engine.jobs import BUDGET_RANGE, STRENGTH_RANGE, ProtectSettings
+from engine.jobs import BUDGET_RANGE, BUDGET_STEP, STRENGTH_RANGE, ProtectSettings
 from engine.methods import METHODS, ProtectionMethod
 from engine.purify import PURIFIERS, Param, Purifier, parse_purifier, purify
 
@@ -141,7 +141,8 @@ def test_a_stored_strength_above_the_old_slider_end_shows_on_the_slider_and_its_
     # The slider's end is the engine's limit: the strongest the window offers is a job validation accepts.
     c.strength_slider.setFocus()
     qtbot.keyClick(c.strength_slider, Qt.Key.Key_End)
-    assert c.strength_slider.value() == STRENGTH_RANGE[1] and c.strength_value.text() == f"{STRENGTH_RANGE[1]} levels"
+    assert c.strength_slider.value() == STRENGTH_RANGE[1]
+    assert c.strength_value.text() == f"{STRENGTH_RANGE[1]} levels · maximum"
     assert ws.settings.strength_levels == STRENGTH_RANGE[1]
     assert c.budget_slider.maximum() * 10 == BUDGET_RANGE[1]
 
@@ -150,3 +151,22 @@ def test_a_stored_strength_above_the_old_slider_end_shows_on_the_slider_and_its_
     validate_settings(ProtectSettings(strength_levels=STRENGTH_RANGE[1]))
     with pytest.raises(ArtveilError, match="strength must be between 0 and 32 pixel levels"):
         validate_settings(ProtectSettings(strength_levels=STRENGTH_RANGE[1] + 1))
+
+
+def test_the_max_presets_say_and_reach_the_end_of_their_sliders(make_window, qtbot):
+    """The strongest preset the window names is where its slider ends: "Max 32" and "Max 1000", not a
+    smaller number under a slider that goes further."""
+    window, ws = make_window()
+    c = window.controls
+    top_strength, top_budget = c.strength_presets[-1], c.budget_presets[-1]
+    assert top_strength.text() == f"Max {c.strength_slider.maximum()}" == f"Max {STRENGTH_RANGE[1]}"
+    assert top_budget.text() == f"Max {c.budget_slider.maximum() * BUDGET_STEP}" == f"Max {BUDGET_RANGE[1]}"
+
+    qtbot.mouseClick(top_strength, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(top_budget, Qt.MouseButton.LeftButton)
+    assert c.strength_slider.value() == c.strength_slider.maximum()
+    assert c.budget_slider.value() == c.budget_slider.maximum()
+    assert c.strength_value.text() == f"{STRENGTH_RANGE[1]} levels · maximum"
+    assert c.budget_value.text() == f"{BUDGET_RANGE[1]} steps"
+    job = ws.job_settings()
+    assert (job.strength_levels, job.steps) == (STRENGTH_RANGE[1], BUDGET_RANGE[1])

@@ -28,7 +28,7 @@ from .model_dialog import tilde
 
 STRENGTH_TIP = (
     "How far each pixel may change, in levels of 255. Higher resists mimicry better but the "
-    "grain becomes visible: 4 is invisible, 8 is the default, 16 shows on flat colour."
+    "grain becomes visible: 4 is invisible, 8 is the default, 16 shows on flat colour, 32 plainly."
 )
 BUDGET_TIP = (
     "How many optimizer steps to spend on each image. More steps find a stronger protection "
