@@ -87,9 +87,8 @@ class ModelChoices:
     demo_source: str
     demo_title: str
     demo_note: str
-    recommended: DownloadOffer | None
+    recommended: DownloadOffer
     local: tuple[LocalModel, ...] = ()
-    download_note: str = ""
 
 
 @dataclass(frozen=True)

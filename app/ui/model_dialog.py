@@ -233,30 +233,20 @@ class ModelDialog(QDialog):
         self.demo_title.setText(choices.demo_title)
         self.demo_note.setText(choices.demo_note)
         offer = choices.recommended
-        if offer is None:
-            self.download_facts.setText(choices.download_note or "Downloading is not available in this build.")
-            self.download_facts.setObjectName("Warning")
-            self.download_option.setEnabled(False)
-            self.download_button.setEnabled(False)
-            if self.download_option.isChecked():
-                self.demo_option.setChecked(True)
+        self.download_option.setText(f"Recommended: {offer.title}")
+        licence = (f'<a style="color: {LINK_COLOUR};" href="{offer.licence_url}">{offer.licence}</a>' if offer.licence_url
+                   else (offer.licence or "see the model page"))
+        if offer.present_path:
+            self._downloaded = offer.present_path
+            facts = f"Already on this computer, in {tilde(offer.present_path)}<br>Licence: {licence}"
+            self.download_button.setText("Use it")
         else:
-            self.download_option.setText(f"Recommended: {offer.title}")
-            licence = (f'<a style="color: {LINK_COLOUR};" href="{offer.licence_url}">{offer.licence}</a>' if offer.licence_url
-                       else (offer.licence or "see the model page"))
-            if offer.present_path:
-                self._downloaded = offer.present_path
-                facts = f"Already on this computer, in {tilde(offer.present_path)}<br>Licence: {licence}"
-                self.download_button.setText("Use it")
-            else:
-                facts = (f"{_gb(offer.size_bytes)}, downloaded once; later runs work offline<br>"
-                         f"Licence: {licence} (by using it you accept its use restrictions)<br>"
-                         f"Saved to: {tilde(offer.destination)}")
-            self.download_facts.setText(facts)
-        self.download_facts.style().unpolish(self.download_facts)
-        self.download_facts.style().polish(self.download_facts)
+            facts = (f"{_gb(offer.size_bytes)}, downloaded once; later runs work offline<br>"
+                     f"Licence: {licence} (by using it you accept its use restrictions)<br>"
+                     f"Saved to: {tilde(offer.destination)}")
+        self.download_facts.setText(facts)
         self.cache_combo.clear()
-        others = [m for m in choices.local if not (offer and offer.present_path and m.source == offer.present_path)]
+        others = [m for m in choices.local if not (offer.present_path and m.source == offer.present_path)]
         if others:
             self.cache_combo.addItem("Or pick a model found on this computer…", None)
             for model in others:
@@ -380,9 +370,9 @@ class ModelDialog(QDialog):
     # ---- downloading --------------------------------------------------------------------------
 
     def _start_download(self) -> None:
-        offer = self.choices.recommended if self.choices else None
-        if offer is None:
+        if self.choices is None:  # still looking up what is on this computer
             return
+        offer = self.choices.recommended
         self.download_option.setChecked(True)
         if offer.present_path:
             self._choose(offer.present_path)
