@@ -240,12 +240,15 @@ class Surrogate:
         steps: int | None = None,
         batch_size: int = 1,
         lr_scale: Callable[[int], float] | None = None,
+        ema_decay: float = 0.0,
     ) -> list[float]:
         """Fine-tune on images (each [1, 3, h, w] in [0, 1]) with the LDM loss; returns per-step losses.
 
         cond: [1, 77, d] for every image, or [len(images), 77, d], one caption per image. Each step takes
         the next batch_size images in order, cycling (batch_size > 1 needs images of one size).
         lr_scale(i): the learning rate of step i of this call, as a fraction of params.lr (None: constant).
+        ema_decay > 0: the tuned tensors end as the exponential moving average of this call's steps
+        (steadier than the last step's weights at a high learning rate).
         """
         steps = self.params.steps if steps is None else steps
         if not images or steps <= 0:
@@ -266,6 +269,7 @@ class Surrogate:
         for p in params:
             p.requires_grad_(True)
         self._cast = None
+        ema = {k: v.detach().clone() for k, v in self.tensors.items()} if ema_decay > 0 else None
         try:
             base_lr = self.params.learning_rate()
             for i in range(steps):
@@ -287,7 +291,16 @@ class Surrogate:
                 if self.params.grad_clip:
                     torch.nn.utils.clip_grad_norm_(params, self.params.grad_clip)
                 opt.step()
+                if ema is not None:
+                    decay = min(float(ema_decay), (1 + i) / (10 + i))
+                    with torch.no_grad():
+                        for k, v in self.tensors.items():
+                            ema[k].lerp_(v.detach(), 1 - decay)
                 losses.append(float(loss.detach()))
+            if ema is not None:
+                with torch.no_grad():
+                    for k, v in self.tensors.items():
+                        v.copy_(ema[k])
         finally:
             self._cast = None
             for group in opt.param_groups:

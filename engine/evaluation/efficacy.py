@@ -85,6 +85,7 @@ class EfficacySettings:
     lora_batch: int = field(default_factory=lambda: _sanity().lora_images)
     lora_repeats: int = field(default_factory=lambda: _sanity().mimic_repeats)
     lora_schedule: str = field(default_factory=lambda: _sanity().mimic_schedule)
+    lora_augment: str = field(default_factory=lambda: _sanity().mimic_augment)
     # Each cell is the mean of one mimic per seed (its fine-tune and its samples); the protection and the
     # purification are the same for every seed.
     mimic_seeds: tuple[int, ...] = (0, 1)
@@ -167,9 +168,9 @@ def row_config(settings: EfficacySettings, artist: Path, resolution: int, style:
         prompts=[prompt_for(style, c) for c in CONTENTS], k=settings.k, customize_mode=settings.mimic_mode,
         lora_rank=settings.lora_rank,
         lora_lr=settings.lora_lr, lora_steps=settings.lora_steps, lora_batch=settings.lora_batch,
-        lora_repeats=settings.lora_repeats, lora_schedule=settings.lora_schedule,
+        lora_repeats=settings.lora_repeats, lora_schedule=settings.lora_schedule, lora_augment=settings.lora_augment,
         gen_steps=settings.gen_steps, guidance=settings.guidance, style=style, judges=list(JUDGES), seed=settings.seed,
-        mimic_seeds=[settings.seed + m for m in settings.mimic_seeds],
+        mimic_seeds=[settings.seed + m for m in settings.mimic_seeds], clean_control=method == "none",
     )
 
 
@@ -238,37 +239,55 @@ def run_efficacy(model, model_dir: Path, out: Path, settings: EfficacySettings, 
     out.mkdir(parents=True, exist_ok=True)
     artist = out / "artist"
     write_artist_set(artist, style, settings.train_images + settings.heldout, resolution)
-    rows = []
+    rows: list[dict] = []
     started = time.perf_counter()
+
+    def table_so_far() -> dict:
+        done = [dict(r) for r in rows]
+        kept_damage(done, [c for c, _ in settings.columns])
+        return {
+            "model": model.name, "model_dir_name": model_dir.name, "device": str(model.device),
+            "date": time.strftime("%Y-%m-%d"), "style": style, "resolution": resolution,
+            "sanity_passed": bool(sanity and sanity.get("bar", {}).get("passed")),
+            "sanity": {k: sanity.get(k) for k in ("text_to_image", "held_out_without_lora", "held_out_with_lora",
+                                                  "sdedit_keeps_style")} if sanity else None,
+            "settings": {k: v for k, v in asdict(settings).items() if k not in ("rows", "columns")},
+            "columns": [c for c, _ in settings.columns], "rows": done,
+            "rows_planned": [label for label, _, _ in settings.rows],
+            # compute: the seconds every stage of every row took when it ran (a resumed stage keeps its
+            # first time); seconds: this invocation's wall time
+            "compute_seconds": round(sum(r["seconds"] for r in done), 1),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+
+    def write(table: dict) -> None:
+        for name, text in (("efficacy.json", json.dumps(table, indent=1, default=str) + "\n"),
+                           ("efficacy.md", render_markdown(table))):
+            tmp = out / (name + ".part")
+            tmp.write_text(text)
+            os.replace(tmp, out / name)
+
     for label, method, params in settings.rows:
         log(f"== {label} ({method} {params or ''})")
-        row_started = time.perf_counter()
         config = row_config(settings, artist, resolution, style, method, params)
-        results = run_evaluation(model, config, out / "rows" / slug(label), log=lambda m: log("   " + m))
+        run_dir = out / "rows" / slug(label)
+        results = run_evaluation(model, config, run_dir, log=lambda m: log("   " + m))
         by_seed = results["customization"]["scores_by_seed"]
         cells = {}
         for col, spec in settings.columns:
             cond = "protected" if spec is None else condition_name(spec)
             cells[col] = cell_from_seeds(by_seed[cond])
         quality = results["imperceptibility_mean"] if method != "none" else {}
+        stages = json.loads((run_dir / "manifest.json").read_text())["stages"]
         rows.append({"label": label, "method": method, "params": params, "psnr": quality.get("psnr"),
                      "ssim": quality.get("ssim"), "linf_levels": quality.get("linf_levels"),
-                     "clean_control": cell_from_seeds(by_seed["clean"]), "cells": cells,
+                     "clean_control": cell_from_seeds(by_seed["clean"]) if "clean" in by_seed else None,
+                     "cells": cells,
                      "run": (Path("rows") / slug(label)).as_posix(),
-                     "seconds": round(time.perf_counter() - row_started, 1)})
-    kept_damage(rows, [c for c, _ in settings.columns])
-    table = {
-        "model": model.name, "model_dir_name": model_dir.name, "device": str(model.device),
-        "date": time.strftime("%Y-%m-%d"), "style": style, "resolution": resolution,
-        "sanity_passed": bool(sanity and sanity.get("bar", {}).get("passed")),
-        "sanity": {k: sanity.get(k) for k in ("text_to_image", "held_out_without_lora", "held_out_with_lora",
-                                              "sdedit_keeps_style")} if sanity else None,
-        "settings": {k: v for k, v in asdict(settings).items() if k not in ("rows", "columns")},
-        "columns": [c for c, _ in settings.columns], "rows": rows,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
-    (out / "efficacy.json").write_text(json.dumps(table, indent=1, default=str) + "\n")
-    (out / "efficacy.md").write_text(render_markdown(table))
+                     "seconds": round(sum(e.get("seconds", 0.0) for e in stages.values()), 1)})
+        write(table_so_far())  # a stopped table still has every finished row on disk
+    table = table_so_far()
+    write(table)
     return table
 
 
@@ -343,7 +362,9 @@ def render_markdown(table: dict, command: str | None = None) -> str:
            else f"LoRA rank {s['lora_rank']}")
         + f", {s['lora_steps']} steps of {s['lora_batch']} images"
         + (f" × {s['lora_repeats']}" if s.get("lora_repeats", 1) > 1 else "")
-        + f", lr {s['lora_lr']:g} ({s.get('lora_schedule', 'constant')}), captions from the renders; "
+        + f", lr {s['lora_lr']:g} ({s.get('lora_schedule', 'constant')})"
+        + (f", {s['lora_augment']} augmentation" if s.get("lora_augment", "none") != "none" else "")
+        + ", captions from the renders; "
         f"{seeds} mimic seed(s) per cell, each {s['k']} sample(s) per content prompt, DDIM {s['gen_steps']}, "
         f"guidance {s['guidance']:g}.",
         "",
@@ -389,7 +410,12 @@ def render_markdown(table: dict, command: str | None = None) -> str:
                      f"{san['held_out_without_lora']:.2f} before the mimic and {san['held_out_with_lora']:.2f} after, "
                      f"SDEdit 0.2 keeps style {san['sdedit_keeps_style']['mean']:.2f}.")
         lines.append("")
-    lines.append(f"Total time {table['seconds'] / 60:.1f} min; per row: " +
+    planned = table.get("rows_planned") or []
+    if len(table["rows"]) < len(planned):
+        lines += [f"**Partial table: {len(table['rows'])} of {len(planned)} rows finished** (still to run: "
+                  + ", ".join(planned[len(table["rows"]):]) + ").", ""]
+    compute = table.get("compute_seconds", table["seconds"])
+    lines.append(f"Compute time {compute / 60:.1f} min; per row: " +
                  ", ".join(f"{r['label']} {r['seconds'] / 60:.1f}" for r in table["rows"]) + " min. Every number, "
                  "with the files it came from, is in each row's `results.json`.")
     if command:

@@ -63,6 +63,7 @@ class EvalConfig:
     lora_batch: int = 1  # images per LoRA step
     lora_repeats: int = 1  # each image this many times per step (engine.evaluation.customize)
     lora_schedule: str = "constant"  # or "cosine"
+    lora_augment: str = "none"  # "flip" or "dihedral"
     captions: str = "instance"  # "instance": every image captioned instance_prompt; "files": IMAGE.txt beside each
     gen_steps: int = 30
     guidance: float = 7.5
@@ -75,6 +76,9 @@ class EvalConfig:
     # The mimic's seeds (its fine-tune and its sampling), each a mimic of its own on the same protected and
     # purified images; scores are their mean. None: one mimic with `seed`.
     mimic_seeds: list[int] | None = None
+    # False: no mimic on the clean images in this run (the efficacy table's "none" row is every row's
+    # control, so each protected row need not train it again); its damage figures are then left out.
+    clean_control: bool = True
 
     def mimic_seed_list(self) -> list[int]:
         return list(self.mimic_seeds) if self.mimic_seeds else [self.seed]
@@ -260,6 +264,8 @@ def run_evaluation(model: ModelBundle, config: EvalConfig, run_dir: str | os.Pat
     by_key: dict[str, dict] = {}
     seeds = config.mimic_seed_list()
     for cond, (files, ckey) in conditions.items():
+        if cond == "clean" and not config.clean_control and config.method != NO_PROTECTION:
+            continue
         mimics = []
         for mseed in seeds:
             cs = customize_settings(config, mseed)
@@ -377,8 +383,10 @@ def score_run(model, config: EvalConfig, run_dir: Path, clean_files, heldout_fil
     customization = {
         "scores": scores,
         "scores_by_seed": by_seed,
-        "damage": {c: {j: scores["clean"][j] - scores[c][j] for j in judges_used} for c in scores if c != "clean"},
-        "retained": {c: {j: J.damage_retained(scores["clean"][j], scores[c][j], scores["protected"][j]) for j in judges_used} for c in purified},
+        "damage": {c: {j: scores["clean"][j] - scores[c][j] for j in judges_used} for c in scores if c != "clean"}
+        if "clean" in scores else {},
+        "retained": {c: {j: J.damage_retained(scores["clean"][j], scores[c][j], scores["protected"][j]) for j in judges_used} for c in purified}
+        if "clean" in scores else {},
     }
     customization["worst_retained"] = _worst(customization["retained"], judges_used)
     results: dict[str, Any] = {
@@ -416,7 +424,7 @@ def customize_settings(config: EvalConfig, seed: int | None = None) -> C.Customi
     return C.CustomizeSettings(mode=config.customize_mode, rank=config.lora_rank, lr=config.lora_lr,
                                steps=config.lora_steps, seed=config.seed if seed is None else seed,
                                batch_size=config.lora_batch, repeats=config.lora_repeats,
-                               schedule=config.lora_schedule)
+                               schedule=config.lora_schedule, augment=config.lora_augment)
 
 
 def read_caption(image: Path) -> str:

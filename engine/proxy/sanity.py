@@ -55,6 +55,7 @@ class SanitySettings:
     mimic_mode: str = "full"  # "lora" or "full" (DreamBooth-style, the whole UNet)
     mimic_repeats: int = 1  # each image this many times per step, each with its own noise and timestep
     mimic_schedule: str = "constant"  # or "cosine"
+    mimic_augment: str = "none"  # "flip" or "dihedral": engine.evaluation.customize
     sdedit_strength: float = 0.2
     sdedit_steps: int = 50  # schedule length; strength 0.2 runs a fifth of it
     sdedit_per_style: int = 16
@@ -135,7 +136,8 @@ def mimic_lora(model_dir: Path, device: str, images: np.ndarray, captions: list[
     before = samples(None)
     cs = CustomizeSettings(mode=settings.mimic_mode, rank=settings.lora_rank, lr=settings.lora_lr,
                            steps=settings.lora_steps, seed=settings.seed, batch_size=len(images),
-                           repeats=settings.mimic_repeats, schedule=settings.mimic_schedule)
+                           repeats=settings.mimic_repeats, schedule=settings.mimic_schedule,
+                           augment=settings.mimic_augment)
     started = time.perf_counter()
     surrogate, losses = customize(bundle, list(images), list(captions), cs)
     seconds = time.perf_counter() - started
