@@ -50,6 +50,8 @@ class SanitySettings:
     # (10,415 steps): LoRA rank 8 at lr 1e-4 or 1e-3 barely moved its loss and drew no swirl (0.08 of 12); the full
     # UNet at lr 1e-4 drew 0.08 of 12, at 1e-3 0.67 (400 steps) and 0.50 (800 steps), at 2e-3 0.92 of 12 and
     # 0.72 of 36 (400 steps), 0.39 of 36 (600 steps); at 3e-3 0.39 of 36. Short of the 0.8 bar and unsteady.
+    # Cosine decay, EMA, flipped/turned copies and training the text encoder too all did no better (0.03-0.67 of
+    # 36, docs/proxy-world.md "A steadier mimic?"): the model, not the mimic, is what falls short.
     lora_lr: float = 2e-3
     lora_images: int = 8
     mimic_mode: str = "full"  # "lora" or "full" (DreamBooth-style, the whole UNet)
