@@ -87,6 +87,25 @@ def test_delete_removes_the_selected_image(make_window, tmp_path):
     assert [i.name for i in ws.queue.items] == ["a.png", "c.png"]
 
 
+def test_one_delete_removes_one_image_whether_the_queue_or_the_window_has_the_key(make_window, tmp_path, qtbot):
+    from PySide6.QtCore import QEvent
+    from PySide6.QtGui import QKeyEvent
+
+    window, ws = make_window()
+    ws.add_paths([write_image(tmp_path / f"{n}.png", seed=i) for i, n in enumerate("abcd")])
+    view = window.queue_panel.view
+    view.setCurrentIndex(ws.queue.index(1))
+    # Focused queue: it takes Delete itself and tells Qt so, which keeps the window's shortcut out of it.
+    override = QKeyEvent(QEvent.Type.ShortcutOverride, Qt.Key.Key_Delete, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(view, override)
+    assert override.isAccepted()
+    QTest.keyClick(view, Qt.Key.Key_Delete)
+    assert [i.name for i in ws.queue.items] == ["a.png", "c.png", "d.png"]
+    # Elsewhere in the window the Edit menu's action removes the selected image, once.
+    window.remove_action.trigger()
+    assert len(ws.queue.items) == 2 and "b.png" not in [i.name for i in ws.queue.items]
+
+
 def test_sliders_and_method_change_the_job_that_reaches_the_engine(make_window, fake_engine, tmp_path, drive):
     window, ws = make_window()
     ws.add_paths([write_image(tmp_path / "a.png")])

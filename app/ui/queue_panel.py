@@ -141,6 +141,11 @@ class QueueView(QListView):
         if event.type() == QEvent.Type.ShortcutOverride and event.key() == Qt.Key.Key_Space:
             event.ignore()
             return False
+        # Delete is the view's own while it has focus: accepting the override keeps the window's "Remove from
+        # queue" shortcut from firing as well, which removed a second image now and then (seen in a full run).
+        if event.type() == QEvent.Type.ShortcutOverride and event.key() in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace):
+            event.accept()
+            return True
         return super().event(event)
 
     def paintEvent(self, event) -> None:
