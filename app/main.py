@@ -178,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 2
+    from .signals import binding_problem
+
+    problem = binding_problem()
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     return run_window([sys.argv[0], *qt_args])
 
 

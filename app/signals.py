@@ -41,6 +41,30 @@ def emit_steals_a_reference() -> bool:
 EMIT_NEEDS_FIX = emit_steals_a_reference()
 
 
+def void_calls_lose_none(calls: int = 64) -> bool:
+    """True when calling a Qt method that returns nothing takes a reference from ``None`` (PySide6 6.12.0:
+    every ``label.setText``, ``timer.start`` … does, and the window aborts after some minutes with
+    "none_dealloc"). Such a binding cannot be patched from here; the window refuses to start on it."""
+    probe = _Probe()
+    before = sys.getrefcount(None)
+    for _ in range(calls):
+        probe.setObjectName("probe")
+    lost = before - sys.getrefcount(None)
+    for _ in range(max(0, lost)):  # give back what the probe itself took
+        _incref(None)
+    return lost >= calls // 2
+
+
+def binding_problem() -> str | None:
+    """One line for the user when the installed Qt binding would crash the window, else None."""
+    if not void_calls_lose_none():
+        return None
+    import PySide6
+
+    return (f"artveil: PySide6 {PySide6.__version__} has a reference-counting bug that crashes the window after a "
+            "few minutes; install another version: pip install 'PySide6-Essentials!=6.12.0' (the installer does).")
+
+
 def emit(signal, *args):
     """``signal.emit(*args)``, with the reference PySide6 6.12 forgets on its result given back."""
     result = signal.emit(*args)
