@@ -202,3 +202,9 @@ def test_kept_damage_is_measured_against_the_clean_mimic_under_the_same_purifier
     assert rows[0]["damage"] == {"none": 0.0, "sdedit": 0.0}
     assert rows[1]["damage"]["none"] == pytest.approx(0.75) and rows[1]["damage"]["sdedit"] == pytest.approx(0.25)
     assert rows[1]["kept"]["sdedit"] == pytest.approx(1 / 3)
+
+
+def test_a_cell_is_inside_the_noise_only_when_its_interval_overlaps_the_none_rows():
+    base = {"ci": (0.45, 0.68)}
+    assert E.inside_noise({"ci": (0.28, 0.50)}, base) and E.inside_noise({"ci": (0.60, 0.80)}, base)
+    assert not E.inside_noise({"ci": (0.16, 0.36)}, base) and not E.inside_noise({"ci": (0.70, 0.90)}, base)

@@ -223,7 +223,7 @@ def kept_damage(table_rows: list[dict], columns: list[str]) -> None:
 def inside_noise(cell: dict, base: dict) -> bool:
     """True when a cell's interval overlaps the "none" row's interval in the same column."""
     a, b = cell.get("ci"), base.get("ci")
-    return a is None or b is None or a[0] <= b[1]
+    return a is None or b is None or (a[0] <= b[1] and b[0] <= a[1])
 
 
 def run_efficacy(model, model_dir: Path, out: Path, settings: EfficacySettings, allow_unchecked: bool = False,
