@@ -324,6 +324,9 @@ def test_ctrl_e_asks_before_rewriting_an_existing_export(make_window, tmp_path, 
     qtbot.waitUntil(lambda: not ws.busy, timeout=5000)
     assert ("conflicts", ["a.protected.png"]) in prompts.asked
     assert saved.read_bytes() == b"edited by hand afterwards"
+    # The artist is told that nothing was written, on the image and in the summary.
+    assert "not exported: a.protected.png exists" in ws.queue.items[0].note
+    assert ws.summary == "Exported 0 images, 1 skipped (a file of that name exists)."
 
 
 def test_webp_is_offered_and_written_lossless(make_window, tmp_path, qtbot):

@@ -196,6 +196,25 @@ def test_protect_saves_a_png_and_the_compare_view_shows_the_result(make_window, 
     assert "1 of 1 protected" in ws.summary
 
 
+def test_a_double_click_on_protect_starts_one_batch(make_window, fake_engine, tmp_path, drive):
+    """Both clicks of a quick double click can reach the window before the batch's task first runs; the
+    window is busy from the first, so the second starts nothing (no second batch on the same files)."""
+    window, ws = make_window(prompts=FakePrompts(tmp_path / "out"))
+    ws.add_paths([write_image(tmp_path / "in" / "a.png")])
+    jobs_before = len(fake_engine.jobs)
+
+    async def scenario():
+        window.controls.protect_all_button.click()
+        assert ws.protect_all() is None  # asked again before the batch's task has run: nothing starts
+        window.controls.protect_all_button.click()
+        await ws.idle()
+
+    drive(scenario())
+    assert len(fake_engine.jobs) == jobs_before + 1
+    assert ws.summary == "1 of 1 protected."
+    assert ws.queue.items[0].state is ItemState.DONE
+
+
 def test_stop_cancels_the_running_job_within_a_step(make_window, fake_engine, tmp_path, drive):
     fake_engine.step_delay_s = 0.02
     window, ws = make_window()

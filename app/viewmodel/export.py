@@ -64,11 +64,14 @@ async def export_items(bridge, items: list[QueueItem], plan: list[PlannedImage],
                        touch: Callable[[QueueItem], None]) -> str:
     """Save the items' protected pixels on the engine thread, named as a batch names them; each item's
     note says where it went (touch shows it). Returns the summary line."""
-    saved, failed = 0, 0
+    saved, failed, skipped = 0, 0, 0
     taken = {p.target.name.lower() for p in plan if p.target is not None}
     for item, planned in zip(items, plan):
         target = planned.target
         if planned.conflict and choice == "skip":
+            item.note = f"not exported: {target.name} exists (kept as it was)"
+            skipped += 1
+            touch(item)
             continue
         if planned.conflict and choice == "keep_both":
             target = batch.free_name(target, taken)
@@ -88,4 +91,6 @@ async def export_items(bridge, items: list[QueueItem], plan: list[PlannedImage],
             saved += 1
         touch(item)
     text = f"Exported {saved} image{'s' if saved != 1 else ''}"
+    if skipped:
+        text += f", {skipped} skipped (a file of that name exists)"
     return text + (f", {failed} could not be saved." if failed else ".")

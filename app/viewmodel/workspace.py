@@ -103,6 +103,12 @@ class Workspace(QObject):
             self.busy = busy
             emit(self.busy_changed, busy)
 
+    def _spawn_busy(self, work) -> asyncio.Future:
+        """Run an action that makes the window busy, busy from this moment: a second click that Qt
+        delivers before the task's first step then finds the window busy and starts nothing."""
+        self._set_busy(True)
+        return self._tasks.spawn(work)
+
     def set_summary(self, text: str) -> None:
         self.summary = text
         emit(self.summary_changed, text)
@@ -143,7 +149,7 @@ class Workspace(QObject):
             emit(self.model_needed)
 
     def load_model(self, source: str) -> asyncio.Future:
-        return self._tasks.spawn(self._load_model(source))
+        return self._spawn_busy(self._load_model(source))
 
     async def _load_model(self, source: str) -> bool:
         self._set_model_status(f"Loading model {source} …")
@@ -256,7 +262,7 @@ class Workspace(QObject):
         planned = plan_outputs(self.settings, self.prompts, items, settings)
         if planned is None:
             return None
-        return self._tasks.spawn(self._run_batch(items, settings, *planned))
+        return self._spawn_busy(self._run_batch(items, settings, *planned))
 
     def protect_all(self) -> asyncio.Future | None:
         return self.protect([i for i in self.queue.items if i.state is not ItemState.DONE])
@@ -353,7 +359,7 @@ class Workspace(QObject):
         if planned is None:
             return None
         _, plan, choice = planned
-        return self._tasks.spawn(self._export(chosen, plan, choice))
+        return self._spawn_busy(self._export(chosen, plan, choice))
 
     async def _export(self, items: list[QueueItem], plan: list[PlannedImage], choice: str) -> None:
         self._set_busy(True)
@@ -371,14 +377,13 @@ class Workspace(QObject):
             if item is not None and item.protected is None:
                 self.report_problem("Protect this image first, then preview what a purifier leaves of it.")
             return None
-        return self._tasks.spawn(self._run_preview(item))
-
-    async def _run_preview(self, item: QueueItem) -> None:
         requests = self.purifier_requests()
         if not requests:
             self.report_problem("Choose a purifier to preview.")
-            return
-        request = requests[0]
+            return None
+        return self._spawn_busy(self._run_preview(item, requests[0]))
+
+    async def _run_preview(self, item: QueueItem, request: PurifierRequest) -> None:
         key = preview_key(self.settings.model_source, request, self.estimates.device_name)
         run = self._preview = PreviewRun(item, request, self.settings.preview_times(key))
         self._set_busy(True)
