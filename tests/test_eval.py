@@ -114,6 +114,25 @@ def test_second_run_skips_done_stages_and_a_changed_setting_reruns_only_what_dep
     assert changed["judges"] == ["image_stats"]
 
 
+def test_an_image_changed_in_place_is_prepared_and_protected_again(tiny_model, tmp_path):
+    """Stages are keyed by the images' bytes, not their names: new pixels under an old name are not
+    answered with results made from the old ones."""
+    art = tmp_path / "art"
+    art.mkdir()
+    for i in range(3):
+        Image.fromarray(make_image(32, 32, seed=20 + i)).save(art / f"piece{i}.png")
+    config = EvalConfig(images=[str(art)], method="advdm", strength_levels=8, steps=1, purifiers=[], size=32,
+                        heldout=1, k=1, lora_steps=1, gen_steps=1, guidance=1.0, judges=["image_stats"])
+    run_dir = tmp_path / "run"
+    run_evaluation(tiny_model, config, run_dir, log=lambda m: None)
+    assert run_evaluation(tiny_model, config, run_dir, log=lambda m: None)["stages_run"] == []
+    Image.fromarray(make_image(32, 32, seed=99)).save(art / "piece0.png")
+    again = run_evaluation(tiny_model, config, run_dir, log=lambda m: None)
+    assert "prepare" in again["stages_run"] and "protect" in again["stages_run"]
+    assert np.array_equal(np.asarray(Image.open(run_dir / "clean" / "000_piece0.png").convert("RGB")),
+                          make_image(32, 32, seed=99)[..., :3])
+
+
 def test_lora_customization_changes_the_unet_output_and_leaves_it_restored(tiny_model):
     snap = _unet_snapshot(tiny_model)
     images = [make_image(32, 32, seed=s) for s in range(2)]

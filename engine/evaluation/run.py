@@ -98,6 +98,14 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
 class StageRunner:
     """Runs named stages once; the manifest remembers what each produced and from which inputs."""
 
@@ -243,7 +251,9 @@ def run_evaluation(model: ModelBundle, config: EvalConfig, run_dir: str | os.Pat
     captions = {n: read_caption(p) if config.captions == "files" else config.instance_prompt for n, p in zip(names, inputs)}
 
     # ---- prepare: the artist's images at the working size, split into training and held-out
-    prep_key = _key([str(p) for p in inputs], size, config.heldout, model.name)
+    # The files' bytes, not only their names: an image edited in place (or an artist set written again
+    # with other renders into the same folder) must not reuse stages made from the old pixels.
+    prep_key = _key([(str(p), _digest(p)) for p in inputs], size, config.heldout, model.name)
     if config.captions == "files":
         prep_key = _key(prep_key, captions)
 
