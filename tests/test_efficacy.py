@@ -152,6 +152,25 @@ def test_the_none_row_trains_the_mimic_once_on_the_clean_images(proxy_copy, tmp_
     assert table["rows"][0]["cells"]["none"] == table["rows"][0]["clean_control"]
 
 
+def test_the_tuning_split_sees_none_of_the_final_tables_images_or_seeds(proxy_copy, tmp_path, capsys):
+    model = load_model(str(proxy_copy), device="cpu")
+    settings = E.EfficacySettings(steps=2, lora_steps=2, k=1, gen_steps=2, rows=[("none", "none", {})],
+                                  columns=[("none", None)], split="tuning")
+    table = E.run_efficacy(model, proxy_copy, tmp_path / "tune", settings, allow_unchecked=True, log=lambda m: None)
+    results = json.loads((tmp_path / "tune" / table["rows"][0]["run"] / "results.json").read_text())
+    assert results["config"]["seed"] == 100 and results["config"]["mimic_seeds"] == [100, 101]
+    tuning = {f.read_bytes() for f in (tmp_path / "tune" / "artist").glob("*.png")}
+    final = E.write_artist_set(tmp_path / "final-artist", HELD_OUT_STYLE, 9, table["resolution"])
+    assert len(tuning) == 9 and not tuning & {f.read_bytes() for f in final}
+    assert "**Tuning split**" in E.render_markdown(table)
+    assert "Tuning split" not in E.render_markdown({**table, "settings": {**table["settings"], "split": "final"}})
+    # One folder holds one split's table: the final split is refused there, with one line.
+    args = ["efficacy", "--model", str(proxy_copy), "--out", str(tmp_path / "tune"), "--allow-unchecked",
+            "--only", "none", "--column", "none", *TOY_ARGS]
+    assert cli_main(args) == 2
+    assert "holds the tuning split's table" in capsys.readouterr().err
+
+
 def test_eval_reads_per_image_captions_and_says_which_file_lacks_one(tiny_model, tmp_path):
     from engine.errors import ArtveilError
     from engine.evaluation import EvalConfig, run_evaluation

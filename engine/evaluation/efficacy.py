@@ -55,6 +55,14 @@ COLUMNS: list[tuple[str, str | None]] = [
 ]
 JUDGES = ["style_accuracy", "style", "denoise_loss"]
 
+# The two splits of the artist's work (issue 15): knobs are tuned on the "tuning" split, other renders of
+# the held-out style with other seeds for the protection and the mimics; the "final" table is measured on
+# images and seeds that no tuning saw (the "final" artist images are the ones the sanity bar's mimic
+# learns from: that is the mimic shown to work).
+SPLITS = ("final", "tuning")
+TUNING_RENDER_OFFSET = 1000  # the tuning split's artist renders: 'artist' seeds + 1000 ...
+TUNING_SEED_OFFSET = 100  # ... and protection / mimic seeds + 100
+
 
 def _sanity():
     from engine.proxy.sanity import SanitySettings
@@ -94,8 +102,16 @@ class EfficacySettings:
     guidance: float = field(default_factory=lambda: _sanity().guidance)
     purify_steps: int | None = None
     seed: int = 0
+    split: str = "final"  # or "tuning" (SPLITS)
     rows: list[tuple[str, str, dict[str, Any]]] = field(default_factory=lambda: list(ROWS))
     columns: list[tuple[str, str | None]] = field(default_factory=lambda: list(COLUMNS))
+
+
+def split_offsets(split: str) -> tuple[int, int]:
+    """(render offset of the artist's images, seed offset) of a split."""
+    if split not in SPLITS:
+        raise ArtveilError("config", f"unknown split {split!r}: {' or '.join(SPLITS)}")
+    return (0, 0) if split == "final" else (TUNING_RENDER_OFFSET, TUNING_SEED_OFFSET)
 
 
 def slug(label: str) -> str:
@@ -139,12 +155,13 @@ def validate_rows(rows: list[tuple[str, str, dict[str, Any]]]) -> None:
             raise ArtveilError("config", f"row {label!r}: {exc.message}") from None
 
 
-def write_artist_set(folder: Path, style: str, count: int, resolution: int) -> list[Path]:
-    """The artist's images: renders of the held-out style from the 'artist' seeds, each with a caption file."""
+def write_artist_set(folder: Path, style: str, count: int, resolution: int, offset: int = 0) -> list[Path]:
+    """The artist's images: renders of the held-out style from the 'artist' seeds (+ offset), each with a
+    caption file."""
     from engine.images import save_image
     from engine.proxy.data import render_set
 
-    art = render_set([style], count, resolution, use="artist")
+    art = render_set([style], count, resolution, use="artist", offset=offset)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, (img, text) in enumerate(zip(art.images, art.captions)):
@@ -160,6 +177,7 @@ def row_config(settings: EfficacySettings, artist: Path, resolution: int, style:
     from engine.evaluation.run import EvalConfig
     from engine.proxy.styles import CONTENTS, prompt_for
 
+    seed = settings.seed + split_offsets(settings.split)[1]
     return EvalConfig(
         images=[str(artist)], method=method, strength_levels=settings.strength_levels, steps=settings.steps,
         method_params=dict(params), timesteps_per_step=settings.timesteps_per_step,
@@ -169,8 +187,8 @@ def row_config(settings: EfficacySettings, artist: Path, resolution: int, style:
         lora_rank=settings.lora_rank,
         lora_lr=settings.lora_lr, lora_steps=settings.lora_steps, lora_batch=settings.lora_batch,
         lora_repeats=settings.lora_repeats, lora_schedule=settings.lora_schedule, lora_augment=settings.lora_augment,
-        gen_steps=settings.gen_steps, guidance=settings.guidance, style=style, judges=list(JUDGES), seed=settings.seed,
-        mimic_seeds=[settings.seed + m for m in settings.mimic_seeds], clean_control=method == "none",
+        gen_steps=settings.gen_steps, guidance=settings.guidance, style=style, judges=list(JUDGES), seed=seed,
+        mimic_seeds=[seed + m for m in settings.mimic_seeds], clean_control=method == "none",
     )
 
 
@@ -236,9 +254,16 @@ def run_efficacy(model, model_dir: Path, out: Path, settings: EfficacySettings, 
     validate_rows(settings.rows)
     resolution = int(world["resolution"])
     style = world.get("held_out_style", HELD_OUT_STYLE)
+    render_offset, _ = split_offsets(settings.split)
+    earlier = out / "efficacy.json"
+    if earlier.is_file():
+        was = json.loads(earlier.read_text()).get("settings", {}).get("split", "final")
+        if was != settings.split:
+            raise ArtveilError("config", f"{out} holds the {was} split's table; run the {settings.split} split "
+                                         "in another --out folder")
     out.mkdir(parents=True, exist_ok=True)
     artist = out / "artist"
-    write_artist_set(artist, style, settings.train_images + settings.heldout, resolution)
+    write_artist_set(artist, style, settings.train_images + settings.heldout, resolution, render_offset)
     rows: list[dict] = []
     started = time.perf_counter()
 
@@ -351,6 +376,10 @@ def render_markdown(table: dict, command: str | None = None) -> str:
     s = table["settings"]
     seeds = len(s.get("mimic_seeds") or [0])
     lines = ["# Efficacy on the proxy world", ""]
+    if s.get("split", "final") != "final":
+        renders, seeds_off = split_offsets(s["split"])
+        lines += [f"**Tuning split**: the artist's renders from seed offset {renders}, protection and mimic seeds "
+                  f"from {s['seed'] + seeds_off}; not the final table, whose images and seeds no tuning sees.", ""]
     if not table["sanity_passed"]:
         lines += ["**UNCHECKED MODEL: it has not passed the sanity bar, so these numbers measure nothing.**", ""]
     lines += [
@@ -458,6 +487,9 @@ def register(subparsers) -> None:
     e.add_argument("--allow-unchecked", action="store_true", help="run on a model without a passed sanity bar")
     e.add_argument("--device", default="auto")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--split", choices=SPLITS, default="final",
+                   help="tuning: other renders of the artist's style and other seeds, for choosing a method's "
+                        "settings; final (default): the table, on images and seeds no tuning saw")
     e.set_defaults(func=run_efficacy_cli)
 
 
@@ -473,7 +505,7 @@ def run_efficacy_cli(args: argparse.Namespace) -> int:
               "python -m engine.proxy.train, docs/proxy-world.md); pass --model with the folder of a trained proxy model.", file=sys.stderr)
         return 2
     settings = EfficacySettings(strength_levels=args.strength, steps=args.steps, seed=args.seed,
-                                purify_steps=args.purify_steps)
+                                purify_steps=args.purify_steps, split=args.split)
     overrides = {"lora_steps": args.lora_steps, "lora_lr": args.lora_lr, "k": args.k, "gen_steps": args.gen_steps}
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     try:
