@@ -227,3 +227,35 @@ def test_a_cell_is_inside_the_noise_only_when_its_interval_overlaps_the_none_row
     base = {"ci": (0.45, 0.68)}
     assert E.inside_noise({"ci": (0.28, 0.50)}, base) and E.inside_noise({"ci": (0.60, 0.80)}, base)
     assert not E.inside_noise({"ci": (0.16, 0.36)}, base) and not E.inside_noise({"ci": (0.70, 0.90)}, base)
+
+
+def _table(rows):
+    from dataclasses import asdict
+
+    settings = {k: v for k, v in asdict(E.EfficacySettings()).items() if k not in ("rows", "columns")}
+    E.kept_damage(rows, ["none", "SDEdit 0.2"])
+    return {"model_dir_name": "model", "device": "cpu", "date": "2026-12-03", "style": "swirl", "resolution": 64,
+            "sanity_passed": True, "sanity": None, "settings": settings, "columns": ["none", "SDEdit 0.2"],
+            "rows": rows, "rows_planned": [r["label"] for r in rows], "seconds": 1.0}
+
+
+def _row(label, method, cells, psnr=None):
+    n = 72
+    return {"label": label, "method": method, "psnr": psnr, "ssim": None, "seconds": 1.0,
+            "cells": {c: {"style_accuracy": a, "ci": E.wilson(round(a * n), n), "style": a} for c, a in cells.items()}}
+
+
+def test_kept_damage_is_not_reported_for_a_row_whose_damage_is_inside_the_noise():
+    # AntiPure's unpurified accuracy (0.62) is inside the clean mimic's noise (0.66); its "kept" ratio would be
+    # (1 - 0.30/0.66) / (1 - 0.62/0.66) ≈ 9: noise over noise, which must not read as a protection that survives,
+    # nor meet the goal, even at 33 dB and ahead of the baseline.
+    table = _table([_row("none", "none", {"none": 0.66, "SDEdit 0.2": 0.66}),
+                    _row("AntiPure", "antipure", {"none": 0.62, "SDEdit 0.2": 0.30}, psnr=33.0),
+                    _row("ASPL", "aspl", {"none": 0.20, "SDEdit 0.2": 0.50}, psnr=31.0)])
+    assert table["rows"][1]["kept"]["SDEdit 0.2"] > 0.7  # the raw ratio stays in the json
+    text = E.render_markdown(table)
+    kept_lines = {line.split(" | ")[0]: line for line in text.split("## Kept damage")[1].split("## Second figure")[0].splitlines() if line.startswith("| ")}
+    assert "n/a" in kept_lines["| AntiPure"] and "≈" in kept_lines["| AntiPure"]
+    assert "n/a" not in kept_lines["| ASPL"]  # 0.20 is outside the noise: its kept damage is a number
+    assert kept_lines["| ASPL"] == "| ASPL | 0.70 | 0.35 |"  # (1 - 0.50/0.66) / (1 - 0.20/0.66) = 0.35
+    assert "Goal" in text and "not met" in text and "kept damage n/a" in text

@@ -238,6 +238,12 @@ def kept_damage(table_rows: list[dict], columns: list[str]) -> None:
             row["kept"][col] = None if d is None or first is None or abs(first) < 1e-9 else d / first
 
 
+def no_damage_to_keep(row: dict, base: dict, first_column: str) -> bool:
+    """True when a row's accuracy with no purifier is inside the noise of the clean mimic's: its kept damage
+    (a ratio to that damage) then means nothing."""
+    return inside_noise(row["cells"][first_column], base["cells"][first_column])
+
+
 def inside_noise(cell: dict, base: dict) -> bool:
     """True when a cell's interval overlaps the "none" row's interval in the same column."""
     a, b = cell.get("ci"), base.get("ci")
@@ -360,10 +366,14 @@ def goal_verdict(table: dict) -> list[str]:
     beaten = [r["label"] for r in rivals if acc is not None and acc < r["cells"][col]["style_accuracy"]]
     clear = [r["label"] for r in rivals if acc is not None and r["cells"][col].get("ci") and ap["cells"][col].get("ci")
              and ap["cells"][col]["ci"][1] < r["cells"][col]["ci"][0]]
-    ok = (kept is not None and kept >= 0.7 and psnr is not None and psnr >= 32 and len(beaten) == len(rivals))
+    base = next((r for r in table["rows"] if r["method"] == "none"), None)
+    nothing = base is not None and no_damage_to_keep(ap, base, table["columns"][0])
+    ok = (not nothing and kept is not None and kept >= 0.7 and psnr is not None and psnr >= 32
+          and len(beaten) == len(rivals))
+    kept_text = ("n/a (with no purifier its damage is already inside the noise)" if nothing else _cell(kept))
     return [
         f"Worst purifier of the table (highest mean accuracy over the protected rows): **{col}**. AntiPure there: "
-        f"accuracy {_cell(acc)}, kept damage {_cell(kept)}, PSNR {_cell(psnr)} dB; lower accuracy than "
+        f"accuracy {_cell(acc)}, kept damage {kept_text}, PSNR {_cell(psnr)} dB; lower accuracy than "
         f"{len(beaten)} of {len(rivals)} baselines ({', '.join(beaten) or 'none'}), with non-overlapping intervals "
         f"against {len(clear)} ({', '.join(clear) or 'none'}).",
         "",
@@ -416,11 +426,17 @@ def render_markdown(table: dict, command: str | None = None) -> str:
                      f"{'–' if ssim is None else f'{ssim:.3f}'} | {cells} |")
     lines += ["", "## Kept damage", "",
               "damage = 1 − accuracy ÷ the *none* row's accuracy under the same purifier; kept = damage under the "
-              "purifier ÷ damage with none (1.00: the purifier removed nothing of the protection).", "",
+              "purifier ÷ damage with none (1.00: the purifier removed nothing of the protection). **n/a**: the "
+              "row's damage with no purifier is inside the noise (≈), so there is no damage to keep and a ratio to "
+              "it would only divide noise by noise.", "",
               "| protection | damage (none) | " + " | ".join(f"kept: {c}" for c in cols[1:]) + " |",
               "|---|---|" + "---|" * (len(cols) - 1)]
     for r in table["rows"]:
         if r["method"] == "none":
+            continue
+        if base is not None and no_damage_to_keep(r, base, cols[0]):
+            lines.append(f"| {r['label']} | {_cell(r['damage'].get(cols[0]))} ≈ | "
+                         + " | ".join("n/a" for _ in cols[1:]) + " |")
             continue
         lines.append(f"| {r['label']} | {_cell(r['damage'].get(cols[0]))} | "
                      + " | ".join(_cell(r["kept"].get(c)) for c in cols[1:]) + " |")
