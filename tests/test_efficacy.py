@@ -137,6 +137,43 @@ def test_efficacy_table_cells_are_the_eval_runs_numbers(proxy_copy, tmp_path, ca
     assert "done in" not in err and "skipped" in err
 
 
+def test_a_row_can_set_its_own_budget_and_a_cell_its_number_of_mimics(proxy_copy, tmp_path, capsys):
+    """A dose-response row (`strength=`, `steps=`) is protected at its own budget, checked on the saved
+    8-bit files, and --mimic-seeds N trains N mimics per cell."""
+    out = tmp_path / "run"
+    args = ["efficacy", "--model", str(proxy_copy), "--out", str(out), "--allow-unchecked", "--only", "none",
+            "--row", "AdvDM ε 3", "advdm", "strength=3", "steps=3", "--column", "none", "--mimic-seeds", "3",
+            *TOY_ARGS]
+    assert cli_main(args) == 0
+    text = capsys.readouterr().out
+    table = json.loads((out / "efficacy.json").read_text())
+    row = table["rows"][1]
+    results = json.loads((out / row["run"] / "results.json").read_text())
+    assert results["config"]["strength_levels"] == 3 and results["config"]["steps"] == 3
+    assert results["config"]["method_params"] == {}  # the budget is the table's, not a method parameter
+    run = out / row["run"]
+    clean = sorted((run / "clean").glob("*.png"))  # the prepared clean images the protection started from
+    protected = sorted((run / "protected").glob("*.png"))
+    assert len(protected) == len(clean)
+    worst = max(int(np.abs(np.asarray(Image.open(p), dtype=np.int16) - np.asarray(Image.open(c), dtype=np.int16)).max())
+                for p, c in zip(protected, clean))
+    assert 0 < worst <= 3
+    assert row["linf_levels"] <= 3
+    for r in table["rows"]:
+        assert len(r["cells"]["none"]["by_seed"]) == 3 and r["cells"]["none"]["n"] == 3 * 6
+    assert "except where a row names its own: AdvDM ε 3 strength 3, steps 3" in text
+
+    for bad in (["strength=0"], ["strength=300"], ["steps=1.5"], ["strength=big"]):
+        code = cli_main(["efficacy", "--model", str(proxy_copy), "--out", str(tmp_path / "bad"), "--allow-unchecked",
+                         "--row", "AdvDM bad", "advdm", *bad, *TOY_ARGS])
+        err = capsys.readouterr().err
+        assert code == 2 and "row 'AdvDM bad'" in err and len(err.strip().splitlines()) == 1, (bad, err)
+    assert cli_main(["efficacy", "--model", str(proxy_copy), "--out", str(tmp_path / "bad"), "--allow-unchecked",
+                     "--mimic-seeds", "0", *TOY_ARGS]) == 2
+    assert "--mimic-seeds 0" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_the_none_row_trains_the_mimic_once_on_the_clean_images(proxy_copy, tmp_path):
     model = load_model(str(proxy_copy), device="cpu")
     settings = E.EfficacySettings(steps=2, lora_steps=2, k=1, gen_steps=2, rows=[("none", "none", {})],

@@ -136,6 +136,23 @@ def check_proxy_model(model_dir: Path, allow_unchecked: bool) -> tuple[dict, dic
     return world, sanity
 
 
+# Row parameters that are the table's, not the method's: a row may set its own budget (levels) or steps,
+# e.g. a dose-response on the tuning split: --row 'AntiPure ε 32' antipure strength=32
+ROW_SETTINGS = ("strength", "steps")
+
+
+def split_row_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the method's parameters, the row's own settings among ROW_SETTINGS) of a row."""
+    own = {k: params[k] for k in ROW_SETTINGS if k in params}
+    return {k: v for k, v in params.items() if k not in own}, own
+
+
+def row_budget(settings: "EfficacySettings", params: dict[str, Any]) -> tuple[float, int]:
+    """(ε in levels, steps) of a row: its own where it names them, else the table's."""
+    _, own = split_row_params(params)
+    return float(own.get("strength", settings.strength_levels)), int(own.get("steps", settings.steps))
+
+
 def validate_rows(rows: list[tuple[str, str, dict[str, Any]]]) -> None:
     """Every row's method and parameters, checked before the first row runs (a typo must not cost hours)."""
     from engine.evaluation.run import NO_PROTECTION
@@ -149,6 +166,12 @@ def validate_rows(rows: list[tuple[str, str, dict[str, Any]]]) -> None:
             if params:
                 raise ArtveilError("config", f"row {label!r}: the 'none' row takes no parameters")
             continue
+        params, own = split_row_params(params)
+        for key, value in own.items():
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= (255 if key == "strength" else 100_000)
+            if not ok or (key == "steps" and value != int(value)):
+                raise ArtveilError("config", f"row {label!r}: {key}={value!r} is not a valid "
+                                             + ("budget in levels (0 < ε ≤ 255)" if key == "strength" else "step count"))
         try:
             get_method(method, params)
         except ArtveilError as exc:
@@ -178,9 +201,10 @@ def row_config(settings: EfficacySettings, artist: Path, resolution: int, style:
     from engine.proxy.styles import CONTENTS, prompt_for
 
     seed = settings.seed + split_offsets(settings.split)[1]
+    strength, steps = row_budget(settings, params)
     return EvalConfig(
-        images=[str(artist)], method=method, strength_levels=settings.strength_levels, steps=settings.steps,
-        method_params=dict(params), timesteps_per_step=settings.timesteps_per_step,
+        images=[str(artist)], method=method, strength_levels=strength, steps=steps,
+        method_params=split_row_params(params)[0], timesteps_per_step=settings.timesteps_per_step,
         purifiers=[spec for _, spec in settings.columns if spec], purify_steps=settings.purify_steps,
         size=resolution, heldout=settings.heldout, instance_prompt=prompt_for(style), captions="files",
         prompts=[prompt_for(style, c) for c in CONTENTS], k=settings.k, customize_mode=settings.mimic_mode,
@@ -395,8 +419,12 @@ def render_markdown(table: dict, command: str | None = None) -> str:
     lines += [
         f"Model `{table['model_dir_name']}` on {table['device']}, {table['date']}; artist style **{table['style']}** "
         f"(held out of the model's training), {table['resolution']} px, {s['train_images']} training images.",
-        f"Every protection at ε = {s['strength_levels']:g}/255 and {s['steps']} steps, the set protected through "
-        "engine.batch as the window and the CLI do. Mimic: "
+        f"Every protection at ε = {s['strength_levels']:g}/255 and {s['steps']} steps"
+        + (" (except where a row names its own: " + "; ".join(
+            f"{r['label']} " + ", ".join(f"{k} {v:g}" for k, v in split_row_params(r.get("params") or {})[1].items())
+            for r in table["rows"] if split_row_params(r.get("params") or {})[1]) + ")"
+           if any(split_row_params(r.get("params") or {})[1] for r in table["rows"]) else "")
+        + ", the set protected through engine.batch as the window and the CLI do. Mimic: "
         + ("a DreamBooth-style fine-tune of the whole UNet" if s.get("mimic_mode") == "full"
            else f"LoRA rank {s['lora_rank']}")
         + f", {s['lora_steps']} steps of {s['lora_batch']} images"
@@ -498,6 +526,8 @@ def register(subparsers) -> None:
     e.add_argument("--lora-steps", type=int, default=None)
     e.add_argument("--lora-lr", type=float, default=None)
     e.add_argument("--k", type=int, default=None, help="samples per content prompt")
+    e.add_argument("--mimic-seeds", type=int, default=None, metavar="N",
+                   help="mimics per cell, each its own fine-tune and samples (default 2); more narrow the intervals")
     e.add_argument("--gen-steps", type=int, default=None)
     e.add_argument("--purify-steps", type=int, default=None)
     e.add_argument("--allow-unchecked", action="store_true", help="run on a model without a passed sanity bar")
@@ -525,6 +555,10 @@ def run_efficacy_cli(args: argparse.Namespace) -> int:
     overrides = {"lora_steps": args.lora_steps, "lora_lr": args.lora_lr, "k": args.k, "gen_steps": args.gen_steps}
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     try:
+        if args.mimic_seeds is not None:
+            if not 1 <= args.mimic_seeds <= 64:
+                raise ArtveilError("config", f"--mimic-seeds {args.mimic_seeds}: give 1 to 64 mimics per cell")
+            settings.mimic_seeds = tuple(range(args.mimic_seeds))
         rows = list(ROWS)
         if args.only:
             known = {label.lower(): (label, m, p) for label, m, p in ROWS}
