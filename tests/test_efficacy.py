@@ -296,3 +296,57 @@ def test_kept_damage_is_not_reported_for_a_row_whose_damage_is_inside_the_noise(
     assert "n/a" not in kept_lines["| ASPL"]  # 0.20 is outside the noise: its kept damage is a number
     assert kept_lines["| ASPL"] == "| ASPL | 0.70 | 0.35 |"  # (1 - 0.50/0.66) / (1 - 0.20/0.66) = 0.35
     assert "Goal" in text and "not met" in text and "kept damage n/a" in text
+
+
+def test_t_quantile_matches_students_t():
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 3, 9, 30, 31, 45, 63, 200, 7.5):
+        assert E.t975(df) == pytest.approx(stats.t.ppf(0.975, df), abs=2e-3), df
+
+
+def _seeded(accs_by_seed, samples=36):
+    per_seed = [{"seed": i, "style_accuracy": a, "style": a, "denoise_loss": None, "samples": samples}
+                for i, a in enumerate(accs_by_seed)]
+    return E.cell_from_seeds(per_seed)
+
+
+def test_a_cell_interval_counts_mimic_seeds_not_samples():
+    # Hand-computed: seeds 0.5/0.6 and 0.5/0.5: pooled sum of squares 0.005 over 2 degrees of freedom,
+    # sd 0.05; the first cell's mean 0.55 ± t(2) 4.3027 · 0.05 / √2 = ± 0.1521.
+    rows = [{"cells": {"none": _seeded([0.5, 0.6])}}, {"cells": {"none": _seeded([0.5, 0.5])}}]
+    spread = E.seed_intervals(rows, ["none"])
+    assert spread["df"] == 2 and spread["sd"] == pytest.approx(0.05)
+    lo, hi = rows[0]["cells"]["none"]["ci"]
+    assert lo == pytest.approx(0.55 - 0.1521, abs=1e-4) and hi == pytest.approx(0.55 + 0.1521, abs=1e-4)
+    assert rows[0]["cells"]["none"]["ci_wilson"] == E.wilson(40, 72)  # kept beside it, for the record
+    # Seeds that agree exactly: the interval is still no narrower than the samples' own (Wilson).
+    same = [{"cells": {"none": _seeded([0.5, 0.5])}}]
+    assert E.seed_intervals(same, ["none"])["sd"] == 0.0 and same[0]["cells"]["none"]["ci"] == E.wilson(36, 72)
+    # One seed per cell: nothing to pool; the Wilson interval of the samples stays, and the table says so.
+    single = [{"cells": {"none": _seeded([0.5])}}]
+    assert E.seed_intervals(single, ["none"]) is None and single[0]["cells"]["none"]["ci"] == E.wilson(18, 36)
+
+
+def test_two_mimics_that_disagree_do_not_make_a_difference_outside_the_noise():
+    # The clean mimic's seeds drew the style 0.90 and 0.30 of the time, a protected row's 0.40 and 0.20: with
+    # 72 samples each counted as independent (Wilson) the rows look apart (0.60 vs 0.30), but one seed alone
+    # moved the clean mimic by 0.6, so the difference is inside the noise and the table must say ≈.
+    none, protected = _seeded([0.9, 0.3]), _seeded([0.4, 0.2])
+    assert not E.inside_noise(protected, none)  # what the Wilson intervals alone said
+    rows = [_seeded_row("none", "none", none), _seeded_row("AntiPure", "antipure", protected)]
+    table = _table(rows)
+    table["seed_spread"] = E.seed_intervals(rows, ["none", "SDEdit 0.2"])
+    assert E.inside_noise(rows[1]["cells"]["none"], rows[0]["cells"]["none"])
+    text = E.render_markdown(table)
+    line = next(ln for ln in text.splitlines() if ln.startswith("| AntiPure |"))
+    assert line.split(" | ")[3].endswith("≈")
+    assert "counts seeds" in text and f"sd {table['seed_spread']['sd']:.3f}" in text
+    # Seeds that agree as closely as their samples allow: then 0.60 against 0.30 is a difference.
+    rows = [_seeded_row("none", "none", _seeded([0.62, 0.58])), _seeded_row("AntiPure", "antipure", _seeded([0.28, 0.32]))]
+    E.seed_intervals(rows, ["none", "SDEdit 0.2"])
+    assert not E.inside_noise(rows[1]["cells"]["none"], rows[0]["cells"]["none"])
+
+
+def _seeded_row(label, method, cell):
+    return {"label": label, "method": method, "psnr": None, "ssim": None, "seconds": 1.0,
+            "cells": {"none": cell, "SDEdit 0.2": dict(cell)}}

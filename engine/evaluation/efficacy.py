@@ -228,13 +228,72 @@ def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
 
 def cell_from_seeds(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     """One cell from its mimics (one per seed): each judge's mean over the seeds, the style judge's hits
-    over all samples pooled, their 95 % interval, and each seed's accuracy."""
+    over all samples pooled with their 95 % Wilson interval, and each seed's accuracy. The cell's "ci" starts
+    as that Wilson interval; seed_intervals() replaces it once the table knows the seed-to-seed spread."""
     cell: dict[str, Any] = {j: _mean([m.get(j) for m in per_seed]) for j in JUDGES}
     counted = [m for m in per_seed if m.get("style_accuracy") is not None]
     hits = sum(round(m["style_accuracy"] * m["samples"]) for m in counted)
     n = sum(m["samples"] for m in counted)
-    cell.update(hits=hits, n=n, ci=wilson(hits, n), by_seed=[m.get("style_accuracy") for m in per_seed])
+    cell.update(hits=hits, n=n, ci=wilson(hits, n), ci_wilson=wilson(hits, n),
+                by_seed=[m.get("style_accuracy") for m in per_seed])
     return cell
+
+
+# Two-sided 95 % quantiles of Student's t for 1-30 degrees of freedom; above 30, the Cornish-Fisher
+# expansion around the normal quantile (error < 1e-4 there).
+_T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788,
+         2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687, 2.0639,
+         2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)
+
+
+def t975(df: float) -> float:
+    """The 97.5 % quantile of Student's t with df degrees of freedom (df ≥ 1)."""
+    if df < 1:
+        raise ValueError("t975 needs at least one degree of freedom")
+    if df <= len(_T975) and float(df).is_integer():
+        return _T975[int(df) - 1]
+    z = 1.959963984540054
+    return (z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
+
+
+def seed_intervals(table_rows: list[dict], columns: list[str]) -> dict[str, float] | None:
+    """Give every cell (in place) a 95 % interval for its mean over mimic seeds, with the seed-to-seed
+    spread pooled over every cell of the table; returns {"sd", "df"} of that spread, or None (one seed
+    per cell: the cells keep the Wilson interval of their pooled samples).
+
+    Why not the Wilson interval of all samples pooled: the samples of one mimic are not independent draws.
+    A mimic's seed (its fine-tune noise) moves its accuracy by ±0.2 and more, far beyond what 36 samples
+    explain, so an interval that counts samples as independent is several times too narrow and calls noise
+    a difference. The spread is pooled because two seeds per cell alone give one degree of freedom (a t
+    quantile of 12.7); how far a seed moves the mimic is a property of the mimic, much the same in every cell.
+    """
+    cells = [r["cells"][c] for r in table_rows for c in columns if c in r.get("cells", {})]
+    ss, df = 0.0, 0
+    for cell in cells:
+        vals = [v for v in cell.get("by_seed") or [] if v is not None]
+        if len(vals) >= 2:
+            m = sum(vals) / len(vals)
+            ss += sum((v - m) ** 2 for v in vals)
+            df += len(vals) - 1
+    if df < 1:
+        return None
+    sd = math.sqrt(ss / df)
+    q = t975(df)
+    controls = [r["clean_control"] for r in table_rows if r.get("clean_control")]  # the none cell's own mimics
+    for cell in cells + controls:
+        vals = [v for v in cell.get("by_seed") or [] if v is not None]
+        if not vals:
+            cell["ci"] = None
+            continue
+        m = sum(vals) / len(vals)
+        half = q * sd / math.sqrt(len(vals))
+        lo, hi = max(0.0, m - half), min(1.0, m + half)
+        wil = cell.get("ci_wilson")
+        if wil:  # never narrower than the samples alone allow (seeds that happen to agree exactly)
+            lo, hi = min(lo, wil[0]), max(hi, wil[1])
+        cell["ci"] = (lo, hi)
+    return {"sd": sd, "df": df}
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -300,6 +359,7 @@ def run_efficacy(model, model_dir: Path, out: Path, settings: EfficacySettings, 
     def table_so_far() -> dict:
         done = [dict(r) for r in rows]
         kept_damage(done, [c for c, _ in settings.columns])
+        spread = seed_intervals(done, [c for c, _ in settings.columns])
         return {
             "model": model.name, "model_dir_name": model_dir.name, "device": str(model.device),
             "date": time.strftime("%Y-%m-%d"), "style": style, "resolution": resolution,
@@ -307,7 +367,7 @@ def run_efficacy(model, model_dir: Path, out: Path, settings: EfficacySettings, 
             "sanity": {k: sanity.get(k) for k in ("text_to_image", "held_out_without_lora", "held_out_with_lora",
                                                   "sdedit_keeps_style")} if sanity else None,
             "settings": {k: v for k, v in asdict(settings).items() if k not in ("rows", "columns")},
-            "columns": [c for c, _ in settings.columns], "rows": done,
+            "columns": [c for c, _ in settings.columns], "rows": done, "seed_spread": spread,
             "rows_planned": [label for label, _, _ in settings.rows],
             # compute: the seconds every stage of every row took when it ran (a resumed stage keeps its
             # first time); seconds: this invocation's wall time
@@ -438,9 +498,17 @@ def render_markdown(table: dict, command: str | None = None) -> str:
         "## Held-out style accuracy of the mimic's samples",
         "",
         "The fraction of the mimic's generations that the style judge calls the artist's style (**lower is better** "
-        "for the artist), after training on the protected images passed through the column's purifier; all seeds' "
-        "samples pooled, with the 95 % Wilson interval. **≈**: the interval overlaps the *none* row's in that "
-        "column, so the difference is inside the noise.",
+        "for the artist), after training on the protected images passed through the column's purifier: the mean "
+        "over the mimic seeds, with "
+        + (f"its 95 % interval (Student's t, the seed-to-seed spread pooled over every cell of this table: "
+           f"sd {table['seed_spread']['sd']:.3f} per seed, {table['seed_spread']['df']} degrees of freedom). A mimic's "
+           "seed moves its accuracy far more than its number of samples explains, so the interval counts seeds, "
+           "not samples (the Wilson interval of the pooled samples, which earlier tables printed, is in "
+           "`efficacy.json` as `ci_wilson`)."
+           if table.get("seed_spread") else
+           "the 95 % Wilson interval of all its samples pooled (one mimic seed per cell: the seed-to-seed spread, "
+           "which is larger, is not measured, so these intervals are too narrow).")
+        + " **≈**: the interval overlaps the *none* row's in that column, so the difference is inside the noise.",
         "",
     ]
     cols = table["columns"]
