@@ -350,3 +350,31 @@ def test_two_mimics_that_disagree_do_not_make_a_difference_outside_the_noise():
 def _seeded_row(label, method, cell):
     return {"label": label, "method": method, "psnr": None, "ssim": None, "seconds": 1.0,
             "cells": {"none": cell, "SDEdit 0.2": dict(cell)}}
+
+
+def test_rows_run_side_by_side_in_worker_processes_and_resume_in_one(proxy_copy, tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["efficacy", "--model", str(proxy_copy), "--out", str(out), "--allow-unchecked", "--only", "none",
+            "--only", "AdvDM", "--column", "none", "--mimic-seeds", "1", *TOY_ARGS]
+    assert cli_main(base + ["--jobs", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "[none]" in err and "[AdvDM]" in err and "in a worker of" in err  # each row ran in a worker
+    table = json.loads((out / "efficacy.json").read_text())
+    assert table["jobs"] == 2 and [r["label"] for r in table["rows"]] == ["none", "AdvDM"]
+    assert all((out / r["run"] / "results.json").is_file() for r in table["rows"])
+    assert "side by side in 2 processes" in (out / "efficacy.md").read_text()
+    # The same table again in one process: every stage is found done, nothing is recomputed.
+    assert cli_main(base) == 0
+    assert "done in" not in capsys.readouterr().err
+    assert cli_main(base + ["--jobs", "99"]) == 2 and "--jobs 99" in capsys.readouterr().err
+
+
+def test_a_worker_that_cannot_start_stops_the_table_with_a_message(proxy_copy, tmp_path):
+    from engine.errors import ArtveilError
+
+    model = load_model(str(proxy_copy), device="cpu")
+    settings = E.EfficacySettings(steps=2, lora_steps=2, k=1, gen_steps=2, mimic_seeds=(0,),
+                                  rows=[("none", "none", {}), ("AdvDM", "advdm", {})], columns=[("none", None)])
+    with pytest.raises(ArtveilError, match="could not load the model"):
+        E.run_efficacy(model, proxy_copy, tmp_path / "run", settings, allow_unchecked=True, log=lambda m: None,
+                       jobs=2, source=str(tmp_path / "no-such-model"))

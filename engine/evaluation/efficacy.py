@@ -333,9 +333,86 @@ def inside_noise(cell: dict, base: dict) -> bool:
     return a is None or b is None or (a[0] <= b[1] and b[0] <= a[1])
 
 
+def _row_worker(source: str, device: str, out: str, settings: EfficacySettings, resolution: int, style: str,
+                threads: int, todo, messages) -> None:
+    """One of --jobs processes: loads the model itself and runs whole rows from `todo` until it reads None.
+    Every stage lands in the row's run folder, where the parent's pass afterwards finds it done."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from engine.evaluation.run import run_evaluation
+    from engine.models import load_model
+
+    try:
+        model = load_model(source, device=device)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops the table
+        messages.put(("error", "model", f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"))
+        return
+    artist = Path(out) / "artist"
+    while (index := todo.get()) is not None:
+        label, method, params = settings.rows[index]
+        try:
+            messages.put(("log", label, f"== {label} ({method} {params or ''}) in a worker of {threads} thread(s)"))
+            run_evaluation(model, row_config(settings, artist, resolution, style, method, params),
+                           Path(out) / "rows" / slug(label), log=lambda m, label=label: messages.put(("log", label, "   " + m)))
+            messages.put(("done", label, ""))
+        except Exception as exc:  # noqa: BLE001
+            messages.put(("error", label, f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"))
+            return
+
+
+def _rows_in_workers(source: str, device: str, out: Path, settings: EfficacySettings, resolution: int, style: str,
+                     jobs: int, log: Callable[[str], None]) -> None:
+    """Run the rows in `jobs` processes side by side (CPU cores split between them), each row whole in one."""
+    import multiprocessing as mp
+    import queue as queue_mod
+
+    ctx = mp.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    todo, messages = ctx.Queue(), ctx.Queue()
+    for i in range(len(settings.rows)):
+        todo.put(i)
+    for _ in range(jobs):
+        todo.put(None)
+    workers = [ctx.Process(target=_row_worker, args=(source, device, str(out), settings, resolution, style, threads,
+                                                     todo, messages), daemon=True) for _ in range(jobs)]
+    for w in workers:
+        w.start()
+    error = None
+    try:
+        while error is None and (any(w.is_alive() for w in workers) or not messages.empty()):
+            try:
+                kind, label, text = messages.get(timeout=1.0)
+            except queue_mod.Empty:
+                continue
+            if kind == "log":
+                log(f"[{label}] {text}" if text.startswith("   ") else text)
+            elif kind == "error":
+                error = f"row {label!r} stopped in its worker: {text}" if label != "model" else f"a worker could not load the model: {text}"
+    finally:
+        if error is not None:
+            for w in workers:
+                w.terminate()
+        for w in workers:
+            w.join()
+    if error is not None:
+        raise ArtveilError("internal", error + " (the finished stages are kept: run the same command to resume)")
+    bad = [w.exitcode for w in workers if w.exitcode]
+    if bad:
+        raise ArtveilError("internal", f"a row worker ended with exit code {bad[0]} (out of memory?); the finished "
+                                       "stages are kept: run the same command to resume")
+
+
 def run_efficacy(model, model_dir: Path, out: Path, settings: EfficacySettings, allow_unchecked: bool = False,
-                 log: Callable[[str], None] = print) -> dict:
-    """Run (or resume) every row; returns the table as a dict, also written to out/efficacy.json and .md."""
+                 log: Callable[[str], None] = print, jobs: int = 1, source: str | None = None) -> dict:
+    """Run (or resume) every row; returns the table as a dict, also written to out/efficacy.json and .md.
+
+    jobs > 1: the rows first run in that many processes side by side, each loading the model from `source`
+    (default: model_dir) with the CPU's cores split between them, then this process assembles the table from
+    their run folders (every stage found done). On a 2-core CPU the mimic's small batches leave one process's
+    two threads half idle (docs/benchmarks.md). The numbers equal a one-process table's only up to rounding
+    (one thread per process sums in another order), which the mimic's 400 steps amplify, so a table records
+    its jobs, and a table is best resumed with the jobs it started with."""
     from engine.evaluation.run import condition_name, run_evaluation
     from engine.proxy.styles import HELD_OUT_STYLE
 
@@ -355,6 +432,9 @@ def run_efficacy(model, model_dir: Path, out: Path, settings: EfficacySettings, 
     write_artist_set(artist, style, settings.train_images + settings.heldout, resolution, render_offset)
     rows: list[dict] = []
     started = time.perf_counter()
+    if jobs > 1 and len(settings.rows) > 1:
+        _rows_in_workers(source or str(model_dir), str(model.device), out, settings, resolution, style,
+                         min(jobs, len(settings.rows)), log)
 
     def table_so_far() -> dict:
         done = [dict(r) for r in rows]
@@ -367,7 +447,7 @@ def run_efficacy(model, model_dir: Path, out: Path, settings: EfficacySettings, 
             "sanity": {k: sanity.get(k) for k in ("text_to_image", "held_out_without_lora", "held_out_with_lora",
                                                   "sdedit_keeps_style")} if sanity else None,
             "settings": {k: v for k, v in asdict(settings).items() if k not in ("rows", "columns")},
-            "columns": [c for c, _ in settings.columns], "rows": done, "seed_spread": spread,
+            "columns": [c for c, _ in settings.columns], "rows": done, "seed_spread": spread, "jobs": jobs,
             "rows_planned": [label for label, _, _ in settings.rows],
             # compute: the seconds every stage of every row took when it ran (a resumed stage keeps its
             # first time); seconds: this invocation's wall time
@@ -556,6 +636,9 @@ def render_markdown(table: dict, command: str | None = None) -> str:
         lines += [f"**Partial table: {len(table['rows'])} of {len(planned)} rows finished** (still to run: "
                   + ", ".join(planned[len(table["rows"]):]) + ").", ""]
     compute = table.get("compute_seconds", table["seconds"])
+    if table.get("jobs", 1) > 1:
+        lines.append(f"Rows ran side by side in {table['jobs']} processes (`--jobs {table['jobs']}`); wall time of "
+                     f"the last invocation {table['seconds'] / 60:.1f} min, the compute below summed over the processes.")
     lines.append(f"Compute time {compute / 60:.1f} min; per row: " +
                  ", ".join(f"{r['label']} {r['seconds'] / 60:.1f}" for r in table["rows"]) + " min. Every number, "
                  "with the files it came from, is in each row's `results.json`.")
@@ -600,6 +683,9 @@ def register(subparsers) -> None:
     e.add_argument("--purify-steps", type=int, default=None)
     e.add_argument("--allow-unchecked", action="store_true", help="run on a model without a passed sanity bar")
     e.add_argument("--device", default="auto")
+    e.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="rows side by side in N processes, the CPU cores split between them (2 on a 2-core CPU "
+                        "is faster: docs/benchmarks.md); the numbers then differ from --jobs 1 by rounding")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--split", choices=SPLITS, default="final",
                    help="tuning: other renders of the artist's style and other seeds, for choosing a method's "
@@ -623,6 +709,8 @@ def run_efficacy_cli(args: argparse.Namespace) -> int:
     overrides = {"lora_steps": args.lora_steps, "lora_lr": args.lora_lr, "k": args.k, "gen_steps": args.gen_steps}
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     try:
+        if not 1 <= args.jobs <= max(1, os.cpu_count() or 1):
+            raise ArtveilError("config", f"--jobs {args.jobs}: give 1 to {os.cpu_count() or 1} (this machine's cores)")
         if args.mimic_seeds is not None:
             if not 1 <= args.mimic_seeds <= 64:
                 raise ArtveilError("config", f"--mimic-seeds {args.mimic_seeds}: give 1 to 64 mimics per cell")
@@ -659,7 +747,7 @@ def run_efficacy_cli(args: argparse.Namespace) -> int:
     out = Path(args.out)
     try:
         table = run_efficacy(model, model_dir, out, settings, args.allow_unchecked,
-                             log=lambda m: print(m, file=sys.stderr, flush=True))
+                             log=lambda m: print(m, file=sys.stderr, flush=True), jobs=args.jobs, source=str(model_dir))
     except ArtveilError as exc:
         print(f"artveil: {exc.message}", file=sys.stderr)
         return 2
