@@ -378,3 +378,13 @@ def test_a_worker_that_cannot_start_stops_the_table_with_a_message(proxy_copy, t
     with pytest.raises(ArtveilError, match="could not load the model"):
         E.run_efficacy(model, proxy_copy, tmp_path / "run", settings, allow_unchecked=True, log=lambda m: None,
                        jobs=2, source=str(tmp_path / "no-such-model"))
+
+
+def test_the_mimic_benchmark_times_fine_tune_steps_in_side_by_side_processes(toy_proxy_model, capsys):
+    from engine.evaluation import mimic_bench
+
+    assert mimic_bench.main(["--model", str(toy_proxy_model), "--steps", "2", "--procs", "2", "--threads", "1",
+                             "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["procs"] == 2 and result["threads"] == 1 and len(result["s_per_step"]) == 2
+    assert all(s > 0 for s in result["s_per_step"]) and result["throughput_steps_per_s"] > 0
