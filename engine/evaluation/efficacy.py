@@ -548,6 +548,11 @@ def goal_verdict(table: dict) -> list[str]:
 
 def render_markdown(table: dict, command: str | None = None) -> str:
     s = table["settings"]
+    own_budgets = []  # rows that set their own ε or steps (a dose response)
+    for r in table["rows"]:
+        own = split_row_params(r.get("params") or {})[1]
+        if own:
+            own_budgets.append(f"{r['label']} " + ", ".join(f"{k} {v:g}" for k, v in own.items()))
     seeds = len(s.get("mimic_seeds") or [0])
     lines = ["# Efficacy on the proxy world", ""]
     if s.get("split", "final") != "final":
@@ -560,10 +565,7 @@ def render_markdown(table: dict, command: str | None = None) -> str:
         f"Model `{table['model_dir_name']}` on {table['device']}, {table['date']}; artist style **{table['style']}** "
         f"(held out of the model's training), {table['resolution']} px, {s['train_images']} training images.",
         f"Every protection at ε = {s['strength_levels']:g}/255 and {s['steps']} steps"
-        + (" (except where a row names its own: " + "; ".join(
-            f"{r['label']} " + ", ".join(f"{k} {v:g}" for k, v in split_row_params(r.get("params") or {})[1].items())
-            for r in table["rows"] if split_row_params(r.get("params") or {})[1]) + ")"
-           if any(split_row_params(r.get("params") or {})[1] for r in table["rows"]) else "")
+        + (" (except where a row names its own: " + "; ".join(own_budgets) + ")" if own_budgets else "")
         + ", the set protected through engine.batch as the window and the CLI do. Mimic: "
         + ("a DreamBooth-style fine-tune of the whole UNet" if s.get("mimic_mode") == "full"
            else f"LoRA rank {s['lora_rank']}")

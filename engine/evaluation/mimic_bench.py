@@ -17,6 +17,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from dataclasses import replace
 
 
 def _one(model_dir: str, steps: int, threads: int, seed: int, start, queue) -> None:
@@ -40,9 +41,7 @@ def _one(model_dir: str, steps: int, threads: int, seed: int, start, queue) -> N
     C.customize(model, list(art.images), list(art.captions), settings)  # warm-up: allocation, first calls
     start.wait()
     t0 = time.perf_counter()
-    C.customize(model, list(art.images), list(art.captions),
-                C.CustomizeSettings(mode=s.mimic_mode, rank=s.lora_rank, lr=s.lora_lr, steps=steps, seed=seed,
-                                    batch_size=s.lora_images))
+    C.customize(model, list(art.images), list(art.captions), replace(settings, steps=steps))
     queue.put((seed, time.perf_counter() - t0))
 
 
