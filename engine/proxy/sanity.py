@@ -118,13 +118,13 @@ def sdedit(pipe, images: np.ndarray, strength: float, steps: int, seed: int, bat
 
 
 def mimic_lora(model_dir: Path, device: str, images: np.ndarray, captions: list[str], settings: SanitySettings,
-               style: str, seeds: tuple[int, ...] | None = None) -> tuple[np.ndarray, list[np.ndarray], list[list[float]], float]:
+               style: str) -> tuple[np.ndarray, list[np.ndarray], list[list[float]], float]:
     """The efficacy table's mimic on clean images: (samples before it, samples after it per mimic seed, each
     seed's losses, seconds of fine-tuning in all).
 
     The model is loaded as every engine path loads it (engine.models.load_model), fine-tuned by
     engine.evaluation.customize (mode, rank, steps, lr, a batch of all the images per step, per-image captions)
-    once per seed of `seeds` (default settings.mimic_seeds, offset by settings.seed) and sampled by
+    once per mimic seed (settings.seed + each of settings.mimic_seeds) and sampled by
     engine.evaluation.generate with that seed, exactly as `artveil efficacy` does.
     """
     from engine.evaluation import generate as G
@@ -143,7 +143,7 @@ def mimic_lora(model_dir: Path, device: str, images: np.ndarray, captions: list[
 
     before = samples(None, settings.seed)
     after, losses, seconds = [], [], 0.0
-    for seed in seeds if seeds is not None else tuple(settings.seed + m for m in settings.mimic_seeds):
+    for seed in (settings.seed + m for m in settings.mimic_seeds):
         cs = CustomizeSettings(mode=settings.mimic_mode, rank=settings.lora_rank, lr=settings.lora_lr,
                                steps=settings.lora_steps, seed=seed, batch_size=len(images),
                                repeats=settings.mimic_repeats, schedule=settings.mimic_schedule,
