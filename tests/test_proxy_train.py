@@ -146,3 +146,30 @@ def test_a_fresh_machine_resumes_from_the_exported_model_alone(toy_model, tmp_pa
     fresh = train.build_unet(train.TOY, train.latent_size(train.TOY)).state_dict()
     distance_to_fresh = max((checkpoint["unet"][k].float() - v).abs().max().item() for k, v in fresh.items())
     assert drift < distance_to_fresh
+
+
+def test_the_learning_rate_warms_up_holds_and_cools_down_to_zero_at_the_end_of_the_budget():
+    warm, cool = 100, 0.25
+    assert train.lr_factor(0, 0.0, warm, cool) == pytest.approx(0.01)
+    assert train.lr_factor(49, 0.01, warm, cool) == pytest.approx(0.5)
+    assert train.lr_factor(500, 0.5, warm, cool) == 1.0
+    assert train.lr_factor(500, 0.75, warm, cool) == 1.0  # the cool-down starts at 1 - cooldown
+    assert train.lr_factor(500, 0.875, warm, cool) == pytest.approx(0.5)
+    assert train.lr_factor(500, 1.0, warm, cool) == 0.0
+    assert train.lr_factor(500, 1.2, warm, cool) == 0.0  # a step past the budget never goes negative
+    assert train.lr_factor(500, 0.99, warm, 0.0) == 1.0  # no cool-down: constant to the end, as before
+
+
+def test_a_run_with_a_cooldown_ends_its_loss_curve_near_zero_lr(tmp_path):
+    """The schedule the run really used, read back from its own loss.csv: peak after the warm-up, then down."""
+    out = tmp_path / "toy"
+    train.main(["--out", str(out), "--toy", "--device", "cpu", "--stage", "vae"])
+    train.main(["--out", str(out), "--toy", "--device", "cpu", "--stage", "unet", "--unet-steps", "40",
+                "--cooldown", "0.5", "--unet-lr", "1e-3", "--eval-every", "0"])
+    rows = [r for r in csv.DictReader((out / "loss.csv").open()) if r["stage"] == "unet"]
+    lrs = {int(r["step"]): float(r["lr"]) for r in rows}
+    assert max(lrs.values()) == pytest.approx(1e-3)
+    assert lrs[20] == pytest.approx(1e-3)  # the stable phase: the step budget's first half
+    assert lrs[40] < 0.06e-3  # the last step's lr, (1 - 39/40) / 0.5 of the peak
+    after_peak = [lrs[s] for s in sorted(lrs) if s >= 20]
+    assert after_peak == sorted(after_peak, reverse=True)
