@@ -609,7 +609,8 @@ def train_unet(run: _Run, budget_s: float, max_steps: int | None, resume: bool) 
 def lr_factor(step: int, progress: float, warmup_steps: int, cooldown: float) -> float:
     """The UNet's learning rate as a fraction of its peak: a linear warm-up over `warmup_steps`, constant, then
     a linear decay to zero over the last `cooldown` of the sitting's budget (progress: 0 at its start, 1 at its
-    end). A resumed sitting warms up from its own step count and cools down at its own end."""
+    end). The warm-up counts the run's steps, so a sitting resumed past it does not warm up again; the cool-down
+    comes at the end of each sitting's own budget."""
     warm = min(1.0, (step + 1) / max(warmup_steps, 1))
     if cooldown <= 0:
         return warm
