@@ -7,6 +7,7 @@ and the bookkeeping (which numbers land in which cell, what is refused), never e
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -363,9 +364,21 @@ def test_rows_run_side_by_side_in_worker_processes_and_resume_in_one(proxy_copy,
     assert table["jobs"] == 2 and [r["label"] for r in table["rows"]] == ["none", "AdvDM"]
     assert all((out / r["run"] / "results.json").is_file() for r in table["rows"])
     assert "side by side in 2 processes" in (out / "efficacy.md").read_text()
-    # The same table again in one process: every stage is found done, nothing is recomputed.
+    first = json.loads((out / "invocations.json").read_text())
+    assert len(first) == 1 and first[0]["jobs"] == 2 and first[0]["seconds"] > 0
+    assert f"{os.cpu_count()} cores" in first[0]["machine"]
+    # The same table again in one process: every stage is found done, nothing is recomputed, and the wall
+    # time is both invocations' (the first's as it recorded it).
     assert cli_main(base) == 0
     assert "done in" not in capsys.readouterr().err
+    table = json.loads((out / "efficacy.json").read_text())
+    runs = json.loads((out / "invocations.json").read_text())
+    assert runs[0] == first[0] and len(runs) == 2 and runs[1]["jobs"] == 1
+    assert table["invocations"] == runs
+    assert table["wall_seconds"] == pytest.approx(first[0]["seconds"] + runs[1]["seconds"], abs=0.11)
+    text = (out / "efficacy.md").read_text()
+    assert f"**Wall time {table['wall_seconds'] / 60:.1f} min** in 2 invocation(s)" in text
+    assert first[0]["machine"] in text
     assert cli_main(base + ["--jobs", "99"]) == 2 and "--jobs 99" in capsys.readouterr().err
 
 

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from engine import machine
 from engine.errors import ArtveilError
 
 # (label, method, method parameters): the table of the issue, in its order.
@@ -361,8 +362,46 @@ def _row_worker(source: str, device: str, out: str, settings: EfficacySettings, 
             return
 
 
+class WallClock:
+    """The wall time of a table's invocations, kept in OUT/invocations.json: a table stopped and resumed
+    counts the time every invocation ran, on which machine, with how many jobs. Rewritten at least once a
+    minute while rows run, so a killed invocation loses at most that much of its time."""
+
+    EVERY_S = 60.0
+
+    def __init__(self, out: Path, jobs: int, machine: str):
+        self.path = out / "invocations.json"
+        try:
+            earlier = json.loads(self.path.read_text()) if self.path.is_file() else []
+        except (OSError, ValueError):
+            earlier = []  # an unreadable record only loses the earlier time, never the rows
+        self.earlier = [e for e in earlier if isinstance(e, dict) and isinstance(e.get("seconds"), (int, float))] \
+            if isinstance(earlier, list) else []
+        self.record = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": 0.0, "jobs": jobs, "machine": machine}
+        self._t0 = time.perf_counter()
+        self._written = -math.inf
+        self.tick(force=True)
+
+    @property
+    def invocations(self) -> list[dict]:
+        return self.earlier + [dict(self.record)]
+
+    @property
+    def total_seconds(self) -> float:
+        return round(sum(e["seconds"] for e in self.invocations), 1)
+
+    def tick(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        self.record["seconds"] = round(now - self._t0, 1)
+        if force or now - self._written >= self.EVERY_S:
+            self._written = now
+            tmp = self.path.with_suffix(".json.part")
+            tmp.write_text(json.dumps(self.invocations, indent=1) + "\n")
+            os.replace(tmp, self.path)
+
+
 def _rows_in_workers(source: str, device: str, out: Path, settings: EfficacySettings, resolution: int, style: str,
-                     jobs: int, log: Callable[[str], None]) -> None:
+                     jobs: int, log: Callable[[str], None], tick: Callable[[], None] = lambda: None) -> None:
     """Run the rows in `jobs` processes side by side (CPU cores split between them), each row whole in one."""
     import multiprocessing as mp
     import queue as queue_mod
@@ -381,6 +420,7 @@ def _rows_in_workers(source: str, device: str, out: Path, settings: EfficacySett
     error = None
     try:
         while error is None and (any(w.is_alive() for w in workers) or not messages.empty()):
+            tick()
             try:
                 kind, label, text = messages.get(timeout=1.0)
             except queue_mod.Empty:
@@ -432,9 +472,10 @@ def run_efficacy(model, model_dir: Path, out: Path, settings: EfficacySettings, 
     write_artist_set(artist, style, settings.train_images + settings.heldout, resolution, render_offset)
     rows: list[dict] = []
     started = time.perf_counter()
+    clock = WallClock(out, jobs, machine.describe(model.device))
     if jobs > 1 and len(settings.rows) > 1:
         _rows_in_workers(source or str(model_dir), str(model.device), out, settings, resolution, style,
-                         min(jobs, len(settings.rows)), log)
+                         min(jobs, len(settings.rows)), log, tick=clock.tick)
 
     def table_so_far() -> dict:
         done = [dict(r) for r in rows]
@@ -450,9 +491,10 @@ def run_efficacy(model, model_dir: Path, out: Path, settings: EfficacySettings, 
             "columns": [c for c, _ in settings.columns], "rows": done, "seed_spread": spread, "jobs": jobs,
             "rows_planned": [label for label, _, _ in settings.rows],
             # compute: the seconds every stage of every row took when it ran (a resumed stage keeps its
-            # first time); seconds: this invocation's wall time
+            # first time); seconds: this invocation's wall time; wall_seconds: every invocation's
             "compute_seconds": round(sum(r["seconds"] for r in done), 1),
             "seconds": round(time.perf_counter() - started, 1),
+            "wall_seconds": clock.total_seconds, "invocations": clock.invocations,
         }
 
     def write(table: dict) -> None:
@@ -480,7 +522,9 @@ def run_efficacy(model, model_dir: Path, out: Path, settings: EfficacySettings, 
                      "cells": cells,
                      "run": (Path("rows") / slug(label)).as_posix(),
                      "seconds": round(sum(e.get("seconds", 0.0) for e in stages.values()), 1)})
+        clock.tick()
         write(table_so_far())  # a stopped table still has every finished row on disk
+    clock.tick(force=True)
     table = table_so_far()
     write(table)
     return table
@@ -638,6 +682,13 @@ def render_markdown(table: dict, command: str | None = None) -> str:
         lines += [f"**Partial table: {len(table['rows'])} of {len(planned)} rows finished** (still to run: "
                   + ", ".join(planned[len(table["rows"]):]) + ").", ""]
     compute = table.get("compute_seconds", table["seconds"])
+    runs = table.get("invocations")
+    if runs:
+        machines = sorted({r.get("machine", "?") for r in runs})
+        lines.append(f"**Wall time {table['wall_seconds'] / 60:.1f} min** in {len(runs)} invocation(s)"
+                     + (" (" + ", ".join(f"{r['seconds'] / 60:.1f} min with --jobs {r.get('jobs', 1)}" for r in runs) + ")"
+                        if len(runs) > 1 else "")
+                     + f" on {'; '.join(machines)}.")
     if table.get("jobs", 1) > 1:
         lines.append(f"Rows ran side by side in {table['jobs']} processes (`--jobs {table['jobs']}`); wall time of "
                      f"the last invocation {table['seconds'] / 60:.1f} min, the compute below summed over the processes.")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.machine import cpu_name
 from engine.proxy.data import render_set, to_tensor
 from engine.proxy.styles import STYLES
 
@@ -252,7 +252,7 @@ def train(out: Path, per_style: int, holdout_per_style: int, steps: int, batch_s
             "seeds": "judge_train (0 ..), judge_holdout (1,000,000 ..)",
         },
         "timing_s": {"render": round(render_seconds, 1), "train": round(train_seconds, 1)},
-        "machine": f"{_cpu_name()}, torch threads {torch.get_num_threads()}",
+        "machine": f"{cpu_name()}, torch threads {torch.get_num_threads()}",
         "accuracy": summary,
         "accuracy_per_style": evaluations,
         "final_loss": float(np.mean(losses[-100:])),
@@ -261,16 +261,6 @@ def train(out: Path, per_style: int, holdout_per_style: int, steps: int, batch_s
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (out / "README.md").write_text(_card(config))
     return config
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _card(c: dict) -> str:

@@ -747,9 +747,9 @@ def model_card(run: _Run, size: int) -> str:
     if run.cuda:
         device = torch.cuda.get_device_name(run.device)
     else:
-        import platform
+        from engine.machine import cpu_name
 
-        device = (f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        device = (f"CPU ({cpu_name()}, {os.cpu_count()} cores, "
                   f"{torch.get_num_threads()} torch threads, torch {torch.__version__})")
     if cfg.autoencoder == "taef2":
         vae_line = ("- Autoencoder: TAEF2 (Ollin Boer Bohan, MIT licence in `vae/LICENSE`), pretrained and never "
