@@ -690,8 +690,9 @@ def render_markdown(table: dict, command: str | None = None) -> str:
                         if len(runs) > 1 else "")
                      + f" on {'; '.join(machines)}.")
     if table.get("jobs", 1) > 1:
-        lines.append(f"Rows ran side by side in {table['jobs']} processes (`--jobs {table['jobs']}`); wall time of "
-                     f"the last invocation {table['seconds'] / 60:.1f} min, the compute below summed over the processes.")
+        lines.append(f"Rows ran side by side in {table['jobs']} processes (`--jobs {table['jobs']}`)"
+                     + ("" if runs else f"; wall time of the last invocation {table['seconds'] / 60:.1f} min")
+                     + ", the compute below summed over the processes.")
     lines.append(f"Compute time {compute / 60:.1f} min; per row: " +
                  ", ".join(f"{r['label']} {r['seconds'] / 60:.1f}" for r in table["rows"]) + " min. Every number, "
                  "with the files it came from, is in each row's `results.json`.")
