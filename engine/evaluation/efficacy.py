@@ -369,7 +369,7 @@ class WallClock:
 
     EVERY_S = 60.0
 
-    def __init__(self, out: Path, jobs: int, machine: str):
+    def __init__(self, out: Path, jobs: int, machine_name: str):
         self.path = out / "invocations.json"
         try:
             earlier = json.loads(self.path.read_text()) if self.path.is_file() else []
@@ -377,7 +377,7 @@ class WallClock:
             earlier = []  # an unreadable record only loses the earlier time, never the rows
         self.earlier = [e for e in earlier if isinstance(e, dict) and isinstance(e.get("seconds"), (int, float))] \
             if isinstance(earlier, list) else []
-        self.record = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": 0.0, "jobs": jobs, "machine": machine}
+        self.record = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": 0.0, "jobs": jobs, "machine": machine_name}
         self._t0 = time.perf_counter()
         self._written = -math.inf
         self.tick(force=True)
@@ -387,12 +387,17 @@ class WallClock:
         return self.earlier + [dict(self.record)]
 
     @property
+    def seconds(self) -> float:
+        """This invocation's wall time so far."""
+        return round(time.perf_counter() - self._t0, 1)
+
+    @property
     def total_seconds(self) -> float:
         return round(sum(e["seconds"] for e in self.invocations), 1)
 
     def tick(self, force: bool = False) -> None:
         now = time.perf_counter()
-        self.record["seconds"] = round(now - self._t0, 1)
+        self.record["seconds"] = self.seconds
         if force or now - self._written >= self.EVERY_S:
             self._written = now
             tmp = self.path.with_suffix(".json.part")
@@ -471,7 +476,6 @@ def run_efficacy(model, model_dir: Path, out: Path, settings: EfficacySettings, 
     artist = out / "artist"
     write_artist_set(artist, style, settings.train_images + settings.heldout, resolution, render_offset)
     rows: list[dict] = []
-    started = time.perf_counter()
     clock = WallClock(out, jobs, machine.describe(model.device))
     if jobs > 1 and len(settings.rows) > 1:
         _rows_in_workers(source or str(model_dir), str(model.device), out, settings, resolution, style,
@@ -493,7 +497,7 @@ def run_efficacy(model, model_dir: Path, out: Path, settings: EfficacySettings, 
             # compute: the seconds every stage of every row took when it ran (a resumed stage keeps its
             # first time); seconds: this invocation's wall time; wall_seconds: every invocation's
             "compute_seconds": round(sum(r["seconds"] for r in done), 1),
-            "seconds": round(time.perf_counter() - started, 1),
+            "seconds": clock.seconds,
             "wall_seconds": clock.total_seconds, "invocations": clock.invocations,
         }
 
