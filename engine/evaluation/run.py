@@ -236,10 +236,11 @@ def run_evaluation(model: ModelBundle, config: EvalConfig, run_dir: str | os.Pat
     unknown = set(config.judges) - set(J.JUDGES)
     if unknown:
         raise ArtveilError("config", f"unknown judge(s) {sorted(unknown)}; known: {', '.join(J.JUDGES)}")
-    from engine.methods import METHODS
+    from engine.methods import CONTROLS, METHODS
 
-    if config.method != NO_PROTECTION and config.method not in METHODS:
-        raise ArtveilError("config", f"unknown method {config.method!r}; known: {NO_PROTECTION}, {', '.join(sorted(METHODS))}")
+    if config.method != NO_PROTECTION and config.method not in METHODS and config.method not in CONTROLS:
+        raise ArtveilError("config", f"unknown method {config.method!r}; known: {NO_PROTECTION}, "
+                                     f"{', '.join(sorted(METHODS) + sorted(CONTROLS))}")
     if config.captions not in ("instance", "files"):
         raise ArtveilError("config", f"captions must be 'instance' or 'files', not {config.captions!r}")
     inputs = collect_inputs(config.images)

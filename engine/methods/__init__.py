@@ -17,19 +17,22 @@ from engine.methods.aspl import ASPL
 from engine.methods.base import MethodContext, ProtectionMethod
 from engine.methods.mist import Mist
 from engine.methods.photoguard import PhotoGuard
+from engine.methods.random_sign import RandomSign
 from engine.methods.sds import SDSMinus
 
 METHODS: dict[str, type[ProtectionMethod]] = {
     cls.name: cls for cls in (AntiPure, AdvDM, PhotoGuard, Mist, SDSMinus, AntiDiffusion, ASPL)
 }
+# Controls for the evaluation (not protections, so not in the artist's menu): what a method must beat.
+CONTROLS: dict[str, type[ProtectionMethod]] = {cls.name: cls for cls in (RandomSign,)}
 
 
 def get_method(name: str, params: dict[str, Any] | None = None) -> ProtectionMethod:
     try:
-        cls = METHODS[name]
+        cls = METHODS[name] if name in METHODS else CONTROLS[name]
     except KeyError:
         raise ArtveilError("config", f"unknown method '{name}'; choose one of: {', '.join(METHODS)}") from None
     return cls(params)
 
 
-__all__ = ["METHODS", "MethodContext", "ProtectionMethod", "get_method"]
+__all__ = ["CONTROLS", "METHODS", "MethodContext", "ProtectionMethod", "get_method"]

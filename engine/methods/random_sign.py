@@ -1,0 +1,33 @@
+"""Random ±ε: the control every protection must beat (issue 27), not a protection.
+
+δ = ε · s with s a random sign per pixel and channel, drawn once per image from the job's seed. It is
+declared as a loss so that it runs through the very pipeline the protections run through (budget, 8-bit
+export, the budget check on the file): the loss ⟨s, x⟩ has the constant gradient s, so every sign-gradient
+step moves δ by α·s and δ sits on the corner ε·s of the L∞ ball once steps · α ≥ ε (100 steps of 1 level
+reach 32 levels). Pixels that would leave [0, 1] are clipped, as for every method.
+
+Kept out of engine.methods.METHODS (the artist's menu); engine.methods.get_method finds it among CONTROLS.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from engine.methods.base import MethodContext, ProtectionMethod
+
+
+class RandomSign(ProtectionMethod):
+    name = "random"
+    label = "Random ±ε (control)"
+    summary = "Random sign noise at the full budget: what a protection must beat. Protects nothing by design."
+
+    def setup(self, ctx: MethodContext) -> None:
+        g = ctx.fresh_generator(int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator, device=ctx.generator.device)))
+        signs = torch.randint(0, 2, ctx.x_clean.shape, generator=g, device=g.device).to(ctx.x_clean) * 2 - 1
+        ctx.cache["random_signs"] = signs.to(ctx.x_clean.device)
+
+    def loss(self, ctx, x, generator):
+        signs = ctx.cache["random_signs"]
+        if signs.shape != x.shape:  # an EOT transform or a tile changed the shape: follow the image's own signs
+            signs = torch.nn.functional.interpolate(signs, size=x.shape[-2:], mode="nearest")
+        return (signs * x).sum(), {}
