@@ -334,10 +334,25 @@ def inside_noise(cell: dict, base: dict) -> bool:
     return a is None or b is None or (a[0] <= b[1] and b[0] <= a[1])
 
 
-def _row_worker(source: str, device: str, out: str, settings: EfficacySettings, resolution: int, style: str,
-                threads: int, todo, messages) -> None:
-    """One of --jobs processes: loads the model itself and runs whole rows from `todo` until it reads None.
-    Every stage lands in the row's run folder, where the parent's pass afterwards finds it done."""
+def _watch_parent(parent_pid: int, every_s: float = 1.0) -> None:
+    """In a worker: end this process as soon as its parent is gone (killed, even with -9), so no worker
+    outlives the command and writes into the run folder on its own."""
+    import threading
+
+    def watch():
+        while True:
+            time.sleep(every_s)
+            if os.getppid() != parent_pid:
+                os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="artveil-parent-watch").start()
+
+
+def _row_worker(source: str, device: str, threads: int, parent_pid: int, todo, messages) -> None:
+    """One of --jobs processes: loads the model itself and runs whole rows (label, EvalConfig, run folder)
+    from `todo` until it reads None. Every stage lands in the row's run folder, where the parent's pass
+    afterwards finds it done."""
+    _watch_parent(parent_pid)
     import torch
 
     torch.set_num_threads(threads)
@@ -349,17 +364,26 @@ def _row_worker(source: str, device: str, out: str, settings: EfficacySettings, 
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops the table
         messages.put(("error", "model", f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"))
         return
-    artist = Path(out) / "artist"
-    while (index := todo.get()) is not None:
-        label, method, params = settings.rows[index]
+    while (item := todo.get()) is not None:
+        label, config, run_dir = item
         try:
-            messages.put(("log", label, f"== {label} ({method} {params or ''}) in a worker of {threads} thread(s)"))
-            run_evaluation(model, row_config(settings, artist, resolution, style, method, params),
-                           Path(out) / "rows" / slug(label), log=lambda m, label=label: messages.put(("log", label, "   " + m)))
+            messages.put(("log", label, f"== {label} ({config.method} {config.method_params or ''}) in a worker of {threads} thread(s)"))
+            run_evaluation(model, config, Path(run_dir), log=lambda m, label=label: messages.put(("log", label, "   " + m)))
             messages.put(("done", label, ""))
         except Exception as exc:  # noqa: BLE001
             messages.put(("error", label, f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"))
             return
+
+
+class Interrupted(ArtveilError):
+    """SIGTERM or SIGINT reached a table's parent process: its workers were stopped, the finished stages kept."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__("cancelled", f"stopped by {signal.Signals(signum).name}; the row workers were stopped and "
+                                      "the finished stages kept: run the same command to resume")
+        self.signum = signum
 
 
 class WallClock:
@@ -405,24 +429,36 @@ class WallClock:
             os.replace(tmp, self.path)
 
 
-def _rows_in_workers(source: str, device: str, out: Path, settings: EfficacySettings, resolution: int, style: str,
-                     jobs: int, log: Callable[[str], None], tick: Callable[[], None] = lambda: None) -> None:
-    """Run the rows in `jobs` processes side by side (CPU cores split between them), each row whole in one."""
+def _rows_in_workers(source: str, device: str, items: list[tuple[str, Any, Path]], jobs: int,
+                     log: Callable[[str], None], tick: Callable[[], None] = lambda: None) -> None:
+    """Run whole rows, items of (label, EvalConfig, run folder), in `jobs` processes side by side (the CPU's
+    cores split between them). SIGTERM or SIGINT to this process stops every worker before it returns
+    (raising Interrupted); a worker whose parent is gone stops by itself (_watch_parent)."""
     import multiprocessing as mp
     import queue as queue_mod
+    import signal
+    import threading
 
     ctx = mp.get_context("spawn")
     threads = max(1, (os.cpu_count() or 1) // jobs)
     todo, messages = ctx.Queue(), ctx.Queue()
-    for i in range(len(settings.rows)):
-        todo.put(i)
+    for label, config, run_dir in items:
+        todo.put((label, config, str(run_dir)))
     for _ in range(jobs):
         todo.put(None)
-    workers = [ctx.Process(target=_row_worker, args=(source, device, str(out), settings, resolution, style, threads,
-                                                     todo, messages), daemon=True) for _ in range(jobs)]
+    workers = [ctx.Process(target=_row_worker, args=(source, device, threads, os.getpid(), todo, messages), daemon=True)
+               for _ in range(jobs)]
+
+    def stop(signum, _frame):
+        raise Interrupted(signum)
+
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            handlers[sig] = signal.signal(sig, stop)
     for w in workers:
         w.start()
-    error = None
+    error, finished = None, False
     try:
         while error is None and (any(w.is_alive() for w in workers) or not messages.empty()):
             tick()
@@ -434,12 +470,15 @@ def _rows_in_workers(source: str, device: str, out: Path, settings: EfficacySett
                 log(f"[{label}] {text}" if text.startswith("   ") else text)
             elif kind == "error":
                 error = f"row {label!r} stopped in its worker: {text}" if label != "model" else f"a worker could not load the model: {text}"
+        finished = error is None
     finally:
-        if error is not None:
+        if not finished:  # an error, a signal or any exception here: no worker may go on alone
             for w in workers:
                 w.terminate()
         for w in workers:
             w.join()
+        for sig, old in handlers.items():
+            signal.signal(sig, old)
     if error is not None:
         raise ArtveilError("internal", error + " (the finished stages are kept: run the same command to resume)")
     bad = [w.exitcode for w in workers if w.exitcode]
@@ -478,8 +517,10 @@ def run_efficacy(model, model_dir: Path, out: Path, settings: EfficacySettings, 
     rows: list[dict] = []
     clock = WallClock(out, jobs, machine.describe(model.device))
     if jobs > 1 and len(settings.rows) > 1:
-        _rows_in_workers(source or str(model_dir), str(model.device), out, settings, resolution, style,
-                         min(jobs, len(settings.rows)), log, tick=clock.tick)
+        items = [(label, row_config(settings, artist, resolution, style, method, params), out / "rows" / slug(label))
+                 for label, method, params in settings.rows]
+        _rows_in_workers(source or str(model_dir), str(model.device), items, min(jobs, len(settings.rows)), log,
+                         tick=clock.tick)
 
     def table_so_far() -> dict:
         done = [dict(r) for r in rows]
@@ -744,6 +785,17 @@ def register(subparsers) -> None:
     e.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="rows side by side in N processes, the CPU cores split between them (2 on a 2-core CPU "
                         "is faster: docs/benchmarks.md); the numbers then differ from --jobs 1 by rounding")
+    e.add_argument("--strengths", default=None, metavar="LIST",
+                   help="the efficacy curves instead of the table: every row at these strengths in levels (e.g. "
+                        "4,8,16,32; the Random ±ε control added), under none, JPEG 75, SDEdit 0.2 and GrIDPure, "
+                        "with several measures (docs/efficacy.md)")
+    e.add_argument("--full-strengths", default="8,16", metavar="LIST",
+                   help="curves: the strengths measured under every purifier (the others: unpurified and after "
+                        "SDEdit 0.2, and not for the ablations)")
+    e.add_argument("--curve-dir", default=None, metavar="DIR",
+                   help="curves: where curve.csv, curves.png, curve.md and the contact sheets go (default OUT/curve)")
+    e.add_argument("--assemble-only", action="store_true",
+                   help="curves: run nothing, measure and draw what is finished in OUT (a partial curve says so)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--split", choices=SPLITS, default="final",
                    help="tuning: other renders of the artist's style and other seeds, for choosing a method's "
@@ -798,14 +850,31 @@ def run_efficacy_cli(args: argparse.Namespace) -> int:
             settings.columns = cols
         check_proxy_model(model_dir, args.allow_unchecked)
         validate_rows(settings.rows)
+        plan = None
+        if args.strengths is not None:
+            from engine.evaluation import curve as CV
+
+            if args.column:
+                raise ArtveilError("config", "--column is the table's; the curves have their own purifiers")
+            strengths = CV.parse_strengths(args.strengths)
+            full = CV.parse_strengths(args.full_strengths)
+            plan = CV.CurvePlan(strengths=strengths, full_strengths=full)
+            if args.only is not None or args.row:  # a subset still has its clean mimic and its Random control
+                plan.rows = [ROWS[0], CV.RANDOM_ROW] + [r for r in settings.rows if r[1] != "none"]
+            CV.validate_plan(plan, settings.steps)
     except ArtveilError as exc:
         print(f"artveil: {exc.message}", file=sys.stderr)
         return 2
     model = load_model_or_exit(str(model_dir), args.device)
+    if plan is not None:
+        return _run_curve_cli(args, model, model_dir, settings, plan)
     out = Path(args.out)
     try:
         table = run_efficacy(model, model_dir, out, settings, args.allow_unchecked,
                              log=lambda m: print(m, file=sys.stderr, flush=True), jobs=args.jobs, source=str(model_dir))
+    except Interrupted as exc:
+        print(f"artveil: {exc.message}", file=sys.stderr)
+        return 128 + exc.signum
     except ArtveilError as exc:
         print(f"artveil: {exc.message}", file=sys.stderr)
         return 2
@@ -819,6 +888,28 @@ def run_efficacy_cli(args: argparse.Namespace) -> int:
         tmp.write_text(text)
         os.replace(tmp, target)
     print(text)
+    return 0
+
+
+def _run_curve_cli(args, model, model_dir: Path, settings: EfficacySettings, plan) -> int:
+    from engine.evaluation import curve as CV
+
+    out = Path(args.out)
+    try:
+        curve = CV.run_curve(model, model_dir, out, settings, plan, args.allow_unchecked,
+                             log=lambda m: print(m, file=sys.stderr, flush=True), jobs=args.jobs,
+                             source=str(model_dir), assemble_only=args.assemble_only)
+    except Interrupted as exc:
+        print(f"artveil: {exc.message}", file=sys.stderr)
+        return 128 + exc.signum
+    except ArtveilError as exc:
+        print(f"artveil: {exc.message}", file=sys.stderr)
+        return 2
+    command = "artveil " + " ".join(_quote(a) for a in getattr(args, "argv", []) if a != "--assemble-only")
+    folder = Path(args.curve_dir) if args.curve_dir else out / "curve"
+    for path in CV.write_outputs(curve, out, plan, folder, command):
+        print(path, file=sys.stderr)
+    print((folder / "curve.md").read_text())
     return 0
 
 

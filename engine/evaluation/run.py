@@ -408,7 +408,9 @@ def score_run(model, config: EvalConfig, run_dir: Path, clean_files, heldout_fil
         "imperceptibility_mean": {k: _mean([r[k] for r in imperceptibility]) for k in ("psnr", "ssim", "ms_ssim", "linf_levels")},
         "judges": judges_used,
         "customization": customization,
-        "files": {c: {"train": v["train"], "lora": v["lora"], "generated": v["generated"]} for c, v in customized.items()},
+        "files": {c: {"train": v["train"], "lora": v["lora"], "generated": v["generated"],
+                      "mimics": [{"seed": m["seed"], "generated": m["generated"]} for m in v["mimics"]]}
+                  for c, v in customized.items()},
         "heldout": heldout_files,
         "reference": list(clean_files),
     }

@@ -89,6 +89,18 @@ class StyleJudge:
             out.append(self.net(x).softmax(-1).float().cpu())
         return torch.cat(out).numpy()
 
+    @torch.no_grad()
+    def features(self, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        """The penultimate features N x 224 (mean and max pooling of the last stage, what the head reads) of
+        uint8 N x H x W x 3 images: the feature space of the efficacy curves' Fréchet distance."""
+        self.net.eval()
+        out = []
+        for start in range(0, len(images), batch_size):
+            x = _to_input(images[start : start + batch_size]).to(self.device)
+            f = self.net.features(x.contiguous(memory_format=torch.channels_last))
+            out.append(torch.cat([f.mean((2, 3)), f.amax((2, 3))], 1).float().cpu())
+        return torch.cat(out).numpy()
+
     def classify(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
         """Labels N (int64 indices into self.styles) for uint8 N x H x W x 3 images (0-255)."""
         return self.probabilities(images).argmax(-1)
