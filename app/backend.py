@@ -47,10 +47,14 @@ class EngineInfo:
 
 @dataclass(frozen=True)
 class ModelSummary:
+    """A loaded model. native_size: the side in pixels it was trained at (64 for the demo, 512 for SD 1.5);
+    the window's speed/detail choice works from it (app.viewmodel.detail)."""
+
     source: str
     name: str
     description: str
     is_demo: bool
+    native_size: int = 512
 
 
 @dataclass(frozen=True)
@@ -181,6 +185,15 @@ def purifier_choices() -> tuple[Choice, ...]:
     return tuple(Choice(p.name, p.label, p.summary, p.defaults, p.knob, tuple(p.levels or ())) for p in PURIFIERS.values())
 
 
+def native_size(model) -> int:
+    """The side in pixels a model was trained at: its UNet's latent sample size times the VAE's factor."""
+    try:
+        side = int(model.unet.config.sample_size) * int(model.vae_scale_factor)
+    except (AttributeError, TypeError, ValueError):
+        return 512
+    return side if side >= 32 else 512
+
+
 class RealBackend:
     """The engine itself. Holds the one loaded model; created on the engine thread."""
 
@@ -213,7 +226,7 @@ class RealBackend:
         self.model = None
         model = load_model(source)
         self.model = model
-        return ModelSummary(source, model.name, model.description, bool(model.is_demo))
+        return ModelSummary(source, model.name, model.description, bool(model.is_demo), native_size(model))
 
     def _require_model(self):
         from engine.errors import ArtveilError

@@ -75,6 +75,7 @@ class Settings(QObject):
     export_format_changed = Signal(object)
     model_source_changed = Signal(object)
     last_image_dir_changed = Signal(object)
+    detail_changed = Signal(object)
 
     method = _Persisted("antipure", str)
     strength_levels = _Persisted(STRENGTH_PRESETS["default"], float)
@@ -85,6 +86,7 @@ class Settings(QObject):
     export_format = _Persisted("png", str)
     model_source = _Persisted("", str)
     last_image_dir = _Persisted("", str)  # where Add images / Add folder opened last
+    detail = _Persisted("standard", str)  # speed/detail: a key of app.viewmodel.detail (the model's own size)
 
     def __init__(self, path: Path | None = None, parent: QObject | None = None):
         super().__init__(parent)

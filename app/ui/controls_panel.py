@@ -35,6 +35,10 @@ BUDGET_TIP = (
     "at the same strength; the time grows with it."
 )
 SHORT_NAMES = {"maximum": "Max", "thorough": "Long", "default": "Default"}  # fit four to a row at 1366 px
+DETAIL_TIP = (
+    "The size the protection is computed at before it is scaled to your image. Larger gives a finer grain "
+    "on big images and takes longer; each choice shows its time on this machine."
+)
 JPEG_WARNING = "JPEG re-compresses the image and weakens the protection. Prefer PNG or WebP."
 FORMATS = (("png", "PNG (lossless)"), ("webp", "WebP (lossless, smaller)"), ("jpeg", "JPEG (smaller, weaker)"))
 
@@ -80,6 +84,12 @@ class ControlsPanel(QWidget):
             labels={k: f"{v}" for k, v in BUDGET_PRESETS.items()},
         )
 
+        # Speed and detail: the working size, per model (app.viewmodel.detail)
+        self.detail_combo = QComboBox()
+        self.detail_combo.setToolTip(DETAIL_TIP)
+        self.detail_note = caption("")
+        self.detail_note.setWordWrap(True)
+
         # Export
         self.output_label = caption("")
         self.output_button = QPushButton("Change…")
@@ -116,7 +126,7 @@ class ControlsPanel(QWidget):
         self.purifier_level_value = caption("")
         self.preview_button = QPushButton("Preview purification")
         self.preview_note = caption(PREVIEW_NOTE)
-        for combo in (self.method_combo, self.format_combo, self.purifier_combo):
+        for combo in (self.method_combo, self.format_combo, self.purifier_combo, self.detail_combo):
             # Long labels must not widen the panel past a 1366-px screen; the popup shows them whole.
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(12)
@@ -140,6 +150,10 @@ class ControlsPanel(QWidget):
         layout.addWidget(self.budget_slider)
         layout.addLayout(self._preset_row(self.budget_presets))
         layout.addWidget(self.budget_estimate)
+        layout.addSpacing(6)
+        layout.addWidget(section_title("Speed and detail"))
+        layout.addWidget(self.detail_combo)
+        layout.addWidget(self.detail_note)
         layout.addSpacing(6)
         layout.addWidget(section_title("Save to"))
         layout.addWidget(self.output_label)
@@ -185,6 +199,7 @@ class ControlsPanel(QWidget):
         self.strength_slider.valueChanged.connect(lambda v: setattr(settings, "strength_levels", float(v)))
         self.budget_slider.valueChanged.connect(lambda v: setattr(settings, "steps", int(v) * BUDGET_STEP))
         self.method_combo.currentIndexChanged.connect(self._method_picked)
+        self.detail_combo.activated.connect(self._detail_picked)
         self.purifier_combo.currentIndexChanged.connect(self._purifier_picked)
         self.purifier_level.valueChanged.connect(lambda v: setattr(settings, "purifier_level", int(v)))
         self.format_combo.currentIndexChanged.connect(
@@ -315,6 +330,7 @@ class ControlsPanel(QWidget):
 
     def _show_estimate(self) -> None:
         ws = self.workspace
+        self._show_detail()
         per_image = ws.estimate_seconds()
         if per_image is None:
             self.budget_estimate.setText(
@@ -334,6 +350,34 @@ class ControlsPanel(QWidget):
             text = (f"≈ {format_duration(total)} for the {len(pending)} waiting images "
                     f"(≈ {format_duration(total / len(pending))} each) on this machine")
         self.budget_estimate.setText(text)
+
+    def _detail_picked(self, index: int) -> None:
+        key = self.detail_combo.itemData(index)
+        if key:
+            self.workspace.settings.detail = key
+
+    def _show_detail(self) -> None:
+        """Each speed/detail choice with its time on this machine, and what the chosen one does."""
+        ws = self.workspace
+        pending = [i for i in ws.queue.items if i.protected is None and not i.unreadable]
+        current = ws.detail_level
+        self.detail_combo.blockSignals(True)
+        self.detail_combo.clear()
+        for level in ws.detail_levels:
+            seconds, measured = ws.estimate_for_level(level, pending[:1] or None)
+            when = "" if seconds is None else f" · ≈ {format_duration(seconds)}" + ("" if measured else " (rough)")
+            self.detail_combo.addItem(f"{level.label} · {level.working_size} px{when}", level.key)
+            self.detail_combo.setItemData(self.detail_combo.count() - 1, level.summary.capitalize() + ".",
+                                          Qt.ItemDataRole.ToolTipRole)
+        self.detail_combo.setCurrentIndex(max(0, self.detail_combo.findData(current.key)))
+        self.detail_combo.blockSignals(False)
+        per = "the waiting image" if pending else "one image"
+        note = f"{current.summary.capitalize()}; the times are for {per}."
+        if ws.model is not None and ws.model.is_demo:
+            note = (f"The demo model was trained at {ws.native_size} px: the protection is {current.summary}, "
+                    f"so a demo job takes about a minute or less on a CPU. It shows how the app works; "
+                    f"it does not protect against real models.")
+        self.detail_note.setText(note)
 
     def _show_output(self, path: str) -> None:
         if path:
@@ -403,7 +447,8 @@ class ControlsPanel(QWidget):
         self.stop_button.setText("Stopping…" if ws.stopping else "Stop")
         selected = ws.selected
         self.preview_button.setEnabled(ready and selected is not None and selected.protected is not None)
-        for widget in (self.method_combo, self.strength_slider, self.budget_slider, self.format_combo, self.output_button):
+        for widget in (self.method_combo, self.strength_slider, self.budget_slider, self.format_combo, self.output_button,
+                       self.detail_combo):
             widget.setEnabled(not busy)
         for b in self.strength_presets + self.budget_presets:
             b.setEnabled(not busy)

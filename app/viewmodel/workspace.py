@@ -25,6 +25,7 @@ from ..bridge import EngineBridge
 from ..settings import Settings
 from ..signals import emit
 from .batch_run import BatchRun
+from .detail import DetailLevel, detail_levels, level_for
 from .estimates import TimeEstimates
 from .export import batch_options, export_items, plan_outputs
 from .preview import PreviewRun, preview_key, purifier_request
@@ -60,7 +61,8 @@ class Workspace(QObject):
         self.bridge = bridge
         self.prompts = prompts
         self.queue = QueueModel(self)
-        self.estimates = TimeEstimates(settings, changed=lambda: emit(self.estimate_changed))
+        self.estimates = TimeEstimates(settings, changed=lambda: emit(self.estimate_changed),
+                                       working_size=lambda: self.detail_level.working_size)
         self.engine_info: EngineInfo | None = None
         self.model: ModelSummary | None = None
         self.model_status = "No model loaded"
@@ -80,6 +82,7 @@ class Workspace(QObject):
         bridge.job_progress.connect(self._on_progress)
         settings.steps_changed.connect(lambda _: emit(self.estimate_changed))
         settings.method_changed.connect(lambda _: self._on_method_changed())
+        settings.detail_changed.connect(lambda _: self._on_method_changed())
         settings.strength_levels_changed.connect(lambda _: emit(self.estimate_changed))
 
     # ---- actions ------------------------------------------------------------------------------
@@ -193,6 +196,27 @@ class Workspace(QObject):
         sizes = None if items is None else [i.pixel_size for i in items if not i.unreadable]
         return self.estimates.seconds(sizes, settings)
 
+    @property
+    def native_size(self) -> int:
+        """The side in pixels the loaded model was trained at (512 until one is loaded)."""
+        return self.model.native_size if self.model is not None else 512
+
+    @property
+    def detail_levels(self) -> tuple[DetailLevel, ...]:
+        """The speed/detail choices for the loaded model, fastest first."""
+        return detail_levels(self.native_size)
+
+    @property
+    def detail_level(self) -> DetailLevel:
+        return level_for(self.native_size, self.settings.detail)
+
+    def estimate_for_level(self, level: DetailLevel, items: Iterable[QueueItem] | None = None) -> tuple[float | None, bool]:
+        """(seconds for ``items`` at this speed/detail choice, whether a whole job here measured it)."""
+        settings = replace(self.job_settings(), working_size=level.working_size)
+        sizes = None if items is None else [i.pixel_size for i in items if not i.unreadable]
+        _, measured = self.estimates.times_for(level.working_size)
+        return self.estimates.seconds(sizes, settings), measured
+
     def job_settings(self) -> ProtectSettings:
         """Everything a protection job needs besides the image, from the current controls."""
         steps = int(self.settings.steps)
@@ -200,6 +224,7 @@ class Workspace(QObject):
             method=self.settings.method,
             strength_levels=float(self.settings.strength_levels),
             steps=steps,
+            working_size=self.detail_level.working_size,
             # Previews every few steps keep the compare view alive without slowing short runs.
             preview_every=max(1, min(10, steps // 10)),
             # The method's objective before and after (several model passes: most of a short job's time
