@@ -302,7 +302,7 @@ class PurifyPreview(QWidget):
             "protection a mimic's clean-up would leave."
         )
 
-    def show_report(self, report, chosen: str) -> None:
+    def show_report(self, report, chosen: str, model_name: str | None = None) -> None:
         rows = list(getattr(report, "rows", []) or [])
         row = next((r for r in rows if getattr(r, "name", None) == chosen), rows[0] if rows else None)
         if row is None:
@@ -311,7 +311,7 @@ class PurifyPreview(QWidget):
         label = getattr(row, "label", chosen)
         self.original_pane.set_image(image_from_array(row.purified_original), f"Original after {label}")
         self.protected_pane.set_image(image_from_array(row.purified_protected), f"Protected after {label}")
-        self.summary.setText(describe_robustness(report, getattr(row, "name", chosen)))
+        self.summary.setText(describe_robustness(report, getattr(row, "name", chosen), model_name))
 
 
 class CompareArea(QWidget):
@@ -413,7 +413,8 @@ class CompareArea(QWidget):
 
     def _on_report(self, item: QueueItem) -> None:
         if item is self.workspace.selected:
-            self.purify.show_report(item.report, item.report_purifier)
+            self.purify.show_report(item.report, item.report_purifier,
+                                        self.workspace.model.name if self.workspace.model else None)
             self.show_purification()
 
     def _show_item(self, item: QueueItem | None) -> None:
@@ -445,7 +446,8 @@ class CompareArea(QWidget):
             after = image_from_array(source)
         self.canvas.set_images(before, after, label)
         if item.report is not None:
-            self.purify.show_report(item.report, item.report_purifier)
+            self.purify.show_report(item.report, item.report_purifier,
+                                        self.workspace.model.name if self.workspace.model else None)
         else:
             self.purify.clear()
         self.info.setText(_item_info(item))

@@ -45,33 +45,36 @@ def _field(obj, name, default=None):
     return getattr(obj, name, default)
 
 
-def describe_robustness(report, chosen: str) -> str:
-    """The robustness report in words an artist reads at a glance.
+# What the project's own efficacy measurements say per model (docs/efficacy.md). A model not named here
+# has no measured curve: the preview's figure then says how much of the change survives, nothing more.
+EFFICACY_FINDINGS = {
+    "proxy": ("The project's measurements on this demo model (docs/efficacy.md) find that no protection yet "
+              "keeps a mimic from learning the style, even without any clean-up."),
+}
 
-    survival is the fraction (0..1) of the protection's effect left after a purifier.
+
+def describe_robustness(report, chosen: str, model_name: str | None = None) -> str:
+    """The preview's result in words an artist reads at a glance, and no more than it shows.
+
+    survival is the fraction (0..1) of the protection's change, in the model's latent space, left after
+    a purifier. That is how much of the *change* survives, not how well the image is protected: only an
+    efficacy measurement on the model (a mimic trained on protected images) says that. The engine's
+    own verdict line is not repeated: it speaks of "the strongest clean-up tried" even when one ran.
     """
     rows = list(_field(report, "rows", []) or [])
     row = next((r for r in rows if _field(r, "name") == chosen), rows[0] if rows else None)
-    parts = []
-    if row is not None:
-        survival = float(_field(row, "survival", 0.0))
-        parts.append(
-            f"After {_field(row, 'label', chosen)}, about {_percent(survival)} of the protection survives: "
-            f"it {survival_words(survival)}."
-        )
-    worst = _field(report, "worst")
-    if isinstance(worst, (int, float)):
-        worst_row = min(rows, key=lambda r: float(_field(r, "survival", 1.0)), default=None)
-        worst_value = float(worst)
-    else:
-        worst_row = worst
-        worst_value = float(_field(worst, "survival", 0.0)) if worst is not None else None
-    verdict = _field(report, "verdict")
-    worst_is_chosen = worst_row is not None and _field(worst_row, "name") == _field(row, "name")
-    # The engine's verdict already quotes the worst number; name the purifier only when it differs.
-    if worst_value is not None and len(rows) > 1 and not (verdict and worst_is_chosen):
-        label = _field(worst_row, "label", "the strongest purifier") if worst_row is not None else "the strongest purifier"
-        parts.append(f"Worst case of the {len(rows)} purifiers tried ({label}): {_percent(worst_value)} survives.")
-    if verdict:
-        parts.append(str(verdict))
-    return " ".join(parts) if parts else "No purifier was run."
+    if row is None:
+        return "No purifier was run."
+    label = _field(row, "label", chosen)
+    survival = float(_field(row, "survival", 0.0))
+    parts = [f"After {label} (the only clean-up this preview ran), about {_percent(survival)} of the change "
+             f"Artveil made to the image is still there: it {survival_words(survival)}."]
+    if len(rows) > 1:
+        worst = min(rows, key=lambda r: float(_field(r, "survival", 1.0)))
+        parts[0] = (f"After {label}, about {_percent(survival)} of the change Artveil made is still there. "
+                    f"Of the {len(rows)} clean-ups tried, {_field(worst, 'label', 'one')} left the least: "
+                    f"{_percent(float(_field(worst, 'survival', 0.0)))}.")
+    parts.append("This measures how much of the change survives, not how well the image is protected.")
+    finding = EFFICACY_FINDINGS.get(model_name or "")
+    parts.append(finding or "How well protection works on this model has not been measured.")
+    return " ".join(parts)
