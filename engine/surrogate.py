@@ -28,6 +28,7 @@ from engine.errors import ArtveilError
 from engine.models import ModelBundle
 
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+SURROGATE_MODES = ("lora", "full")
 _ADAPTER = "artveil_surrogate"
 
 
@@ -65,7 +66,7 @@ class Surrogate:
     def __init__(self, model: ModelBundle, params: SurrogateParams | None = None, seed: int = 0):
         self.model = model
         self.params = params or SurrogateParams()
-        if self.params.mode not in ("lora", "full"):
+        if self.params.mode not in SURROGATE_MODES:
             raise ArtveilError("config", f"surrogate mode must be 'lora' or 'full', got {self.params.mode!r}")
         self.tuned_steps = 0
         self._active = False

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 import torch
 
 from engine import diffusion as D
-from engine.methods.base import MethodContext, ProtectionMethod
+from engine.methods.base import MethodContext, ProtectionMethod, setting
 
 
 @dataclass
 class AdvDMParams:
-    t_min: int = 0
-    t_max: int | None = None  # None: the model's whole training range
+    t_min: int = setting(0, "first training timestep drawn", int, 0, 999)
+    t_max: int | None = setting(None, "training timesteps drawn stop below it; none: the model's whole range",
+                                int, 1, 1000, optional=True)
 
 
 def semantic_loss(ctx: MethodContext, z: torch.Tensor, generator: torch.Generator, t_min: int = 0, t_max: int | None = None) -> torch.Tensor:
@@ -32,3 +33,9 @@ class AdvDM(ProtectionMethod):
     def loss_from_latent(self, ctx, z, x, generator):
         loss = semantic_loss(ctx, z, generator, self.params.t_min, self.params.t_max)
         return loss, {"semantic": float(loss.detach())}
+
+    def params_problem(self):
+        p = self.params
+        if p.t_max is not None and p.t_min >= p.t_max:
+            return f"t_min ({p.t_min}) must be below t_max ({p.t_max})"
+        return None

@@ -31,28 +31,31 @@ import torch.nn.functional as F
 
 from engine import diffusion as D
 from engine.errors import ArtveilError
-from engine.methods.base import MethodContext, ProtectionMethod
-from engine.surrogate import SurrogateParams, applied_if_tuned, surrogate_for, tuning_set
+from engine.methods.base import MethodContext, ProtectionMethod, setting
+from engine.surrogate import SURROGATE_MODES, SurrogateParams, applied_if_tuned, surrogate_for, tuning_set
 
 
 @dataclass
 class AntiDiffusionParams:
-    pt_steps: int = 30
-    pt_lr: float = 1e-3
-    rounds: int = 5
-    sdl_weight: float = 1.0
-    sdl_scale: float = 100.0
+    pt_steps: int = setting(30, "prompt-tuning steps per tuning", int, 0, 10_000)
+    pt_lr: float = setting(1e-3, "prompt-tuning learning rate", float, 0.0, 1.0, low_open=True)
+    rounds: int = setting(5, "re-tunings of the prompt and the surrogate over the steps", int, 1, 1000)
+    sdl_weight: float = setting(1.0, "weight of the semantic disturbance loss", float, 0.0, 1e6)
+    sdl_scale: float = setting(100.0, "scale inside the semantic disturbance loss", float, 0.0, 1e6)
     # Largest kept attention map, as a fraction of the latent's side. None: 1/4 on a UNet with four
     # resolution levels (SD: 16×16 of a 64×64 latent, the published rule); on shallower UNets such as
     # the tiny test model (two levels, cross-attention only at half the latent's side) 1/2, so that
     # some maps are kept at all.
-    sdl_max_fraction: float | None = None
-    surrogate: str = "lora"  # "lora" or "full"
-    surrogate_rank: int = 4
-    surrogate_lr: float | None = None  # None: 1e-4 (LoRA) or 5e-7 (full UNet, published)
-    surrogate_steps: int = 20
-    surrogate_weight_decay: float = 1e-2
-    surrogate_grad_clip: float = 1.0
+    sdl_max_fraction: float | None = setting(None, "largest kept attention map, as a fraction of the latent's side; "
+                                             "none: by the UNet's depth", float, 0.0, 1.0, low_open=True, optional=True)
+    surrogate: str = setting("lora", "what the surrogate tunes: LoRA adapters or the full UNet", str,
+                             choices=SURROGATE_MODES)
+    surrogate_rank: int = setting(4, "LoRA rank of the surrogate", int, 1, 256)
+    surrogate_lr: float | None = setting(None, "the surrogate's learning rate; none: 1e-4 (LoRA) or 5e-7 (full UNet, "
+                                         "published)", float, 0.0, 1.0, low_open=True, optional=True)
+    surrogate_steps: int = setting(20, "optimizer steps per surrogate tuning", int, 0, 10_000)
+    surrogate_weight_decay: float = setting(1e-2, "the surrogate's AdamW weight decay", float, 0.0, 1.0)
+    surrogate_grad_clip: float = setting(1.0, "the surrogate's largest gradient norm", float, 0.0, 1e6, low_open=True)
 
 
 # ------------------------------------------------------------------------------------------ attention maps

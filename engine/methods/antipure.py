@@ -33,32 +33,36 @@ import torch
 import torch.nn.functional as F
 
 from engine import diffusion as D
-from engine.errors import ArtveilError
-from engine.methods.base import MethodContext, ProtectionMethod
+from engine.methods.base import MethodContext, ProtectionMethod, setting
 from engine.surrogate import applied_if_tuned, aspl_between_steps
+
+
+PFG_VARIANTS = ("match", "contrast")
+ETG_VARIANTS = ("wrong_timestep", "band_error")
 
 
 @dataclass
 class AntiPureParams:
-    use_pfg: bool = True
-    use_etg: bool = True
-    lambda_pfg: float = 1.0
-    lambda_etg: float = 1.0
-    normalize: bool = True
-    normalize_draws: int = 8  # (t, noise, s) draws the step-0 gradient norms are averaged over
-    normalize_seed: int = 7
-    pfg_variant: str = "match"  # "match" or "contrast"
-    pfg_stop_gradient: bool = True  # match: sg[x'] (see the module docstring); False for the ablation
-    etg_variant: str = "wrong_timestep"  # "wrong_timestep" or "band_error"
-    patch_size: int = 8
-    high_band_k: int | None = None  # None: patch_size // 2
-    etg_offset: int = 500  # Δ, in training timesteps
-    purify_strength_min: float = 0.05
-    purify_strength_max: float = 0.3
+    use_pfg: bool = setting(True, "the purification-surviving frequency term (PFG)", bool)
+    use_etg: bool = setting(True, "the erroneous-timestep term (ETG)", bool)
+    lambda_pfg: float = setting(1.0, "weight λ_f of PFG, relative to the semantic term", float, 0.0, 1000.0)
+    lambda_etg: float = setting(1.0, "weight λ_t of ETG, relative to the semantic term", float, 0.0, 1000.0)
+    normalize: bool = setting(True, "scale each term's gradient to the semantic term's first", bool)
+    normalize_draws: int = setting(8, "(t, noise, s) draws the step-0 gradient norms are averaged over", int, 1, 1000)
+    normalize_seed: int = setting(7, "seed of those draws", int, 0, 2**31 - 1)
+    pfg_variant: str = setting("match", "what PFG compares (module docstring)", str, choices=PFG_VARIANTS)
+    pfg_stop_gradient: bool = setting(True, "match: sg[x'] (module docstring); false for the ablation", bool)
+    etg_variant: str = setting("wrong_timestep", "what ETG pulls toward (module docstring)", str, choices=ETG_VARIANTS)
+    patch_size: int = setting(8, "px of PFG's DCT patches", int, 2, 64)
+    high_band_k: int | None = setting(None, "PFG keeps DCT bands u + v ≥ k; none: patch_size // 2", int, 0, 126,
+                                      optional=True)
+    etg_offset: int = setting(500, "Δ of ETG's wrong timestep, in training timesteps", int, 1, 999)
+    purify_strength_min: float = setting(0.05, "weakest SDEdit strength the purifier model draws", float, 0.0, 1.0)
+    purify_strength_max: float = setting(0.3, "strongest SDEdit strength the purifier model draws", float, 0.0, 1.0)
     # Optional ASPL mode (methods.md §2): this many LoRA tunings of the surrogate on the protected image(s),
     # evenly spaced over the steps, each of aspl_tune_steps optimizer steps (engine.surrogate). 0: off.
-    aspl_rounds: int = 0
-    aspl_tune_steps: int = 3
+    aspl_rounds: int = setting(0, "LoRA tunings of a surrogate on the protected images (ASPL mode); 0: off", int, 0, 1000)
+    aspl_tune_steps: int = setting(3, "optimizer steps of each of those tunings", int, 0, 1000)
 
 
 def dct_matrix(n: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -70,8 +74,6 @@ def dct_matrix(n: int, device=None, dtype=torch.float32) -> torch.Tensor:
     return c.to(device=device, dtype=dtype)
 
 
-PFG_VARIANTS = ("match", "contrast")
-ETG_VARIANTS = ("wrong_timestep", "band_error")
 
 
 def patch_dct(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -121,15 +123,15 @@ class AntiPure(ProtectionMethod):
     summary = "Built to survive the clean-up tricks mimics use (light SDEdit, noise, JPEG) before training."
     Params = AntiPureParams
 
-    def __init__(self, params=None):
-        super().__init__(params)
+    def params_problem(self):
         p = self.params
-        if p.pfg_variant not in PFG_VARIANTS:
-            raise ArtveilError("config", f"antipure: pfg_variant must be one of {', '.join(PFG_VARIANTS)}, got {p.pfg_variant!r}")
-        if p.etg_variant not in ETG_VARIANTS:
-            raise ArtveilError("config", f"antipure: etg_variant must be one of {', '.join(ETG_VARIANTS)}, got {p.etg_variant!r}")
-        if p.patch_size < 2:
-            raise ArtveilError("config", f"antipure: patch_size must be at least 2, got {p.patch_size}")
+        if p.purify_strength_min > p.purify_strength_max:
+            return (f"purify_strength_min ({p.purify_strength_min:g}) must not be above purify_strength_max "
+                    f"({p.purify_strength_max:g})")
+        if p.high_band_k is not None and p.high_band_k > 2 * (p.patch_size - 1):
+            return (f"high_band_k ({p.high_band_k}) must be at most {2 * (p.patch_size - 1)} for {p.patch_size}-px "
+                    "patches (no DCT band lies beyond it)")
+        return None
 
     def _terms(self, ctx: MethodContext, x: torch.Tensor, generator: torch.Generator, z: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         p = self.params

@@ -16,20 +16,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.methods.advdm import semantic_loss
-from engine.methods.base import MethodContext, ProtectionMethod
-from engine.surrogate import SurrogateParams, surrogate_for, tuning_set
+from engine.methods.base import MethodContext, ProtectionMethod, setting
+from engine.surrogate import SURROGATE_MODES, SurrogateParams, surrogate_for, tuning_set
 
 
 @dataclass
 class ASPLParams:
-    pgd_per_round: int = 6
-    clean_tune_steps: int = 3
-    protected_tune_steps: int = 3
-    surrogate: str = "lora"  # "lora" or "full"
-    surrogate_rank: int = 4
-    surrogate_lr: float | None = None  # None: 1e-4 (LoRA) or 5e-7 (full UNet)
-    weight_decay: float = 1e-2
-    grad_clip: float = 1.0
+    pgd_per_round: int = setting(6, "protection steps between two surrogate tunings", int, 1, 100_000)
+    clean_tune_steps: int = setting(3, "surrogate steps on the clean images per round", int, 0, 10_000)
+    protected_tune_steps: int = setting(3, "surrogate steps on the protected images per round", int, 0, 10_000)
+    surrogate: str = setting("lora", "what the surrogate tunes: LoRA adapters or the full UNet", str,
+                             choices=SURROGATE_MODES)
+    surrogate_rank: int = setting(4, "LoRA rank of the surrogate", int, 1, 256)
+    surrogate_lr: float | None = setting(None, "the surrogate's learning rate; none: 1e-4 (LoRA) or 5e-7 (full UNet)",
+                                         float, 0.0, 1.0, low_open=True, optional=True)
+    weight_decay: float = setting(1e-2, "the surrogate's AdamW weight decay", float, 0.0, 1.0)
+    grad_clip: float = setting(1.0, "the surrogate's largest gradient norm", float, 0.0, 1e6, low_open=True)
 
 
 class ASPL(ProtectionMethod):

@@ -6,6 +6,10 @@ tiling, EOT, progress and cancel. A new method is one module here plus one line 
 A method declares its loss once, in one of two forms: `loss_from_latent(ctx, z, x, generator)` when the
 loss reads the image through its latent z = E(x) (then `loss` follows from it, and the loop may run the
 two-pass backward), or `loss(ctx, x, generator)` itself when it does not.
+
+Its parameters are the fields of its `Params` dataclass, each declared with `setting(default, unit, kind, low,
+high)`: one declaration (engine.params.Param, the purifiers' kind) that the constructor checks every value
+against, so a wrong name, kind or range (NaN, a string for a number) is refused before any work starts.
 """
 
 from __future__ import annotations
@@ -20,6 +24,28 @@ import torch
 from engine import diffusion as D
 from engine.errors import ArtveilError
 from engine.models import ModelBundle
+from engine.params import REFUSED, Param
+
+_DECLARATION = "artveil_param"
+
+
+def setting(default: Any, unit: str, kind: type = float, low: float | None = None, high: float | None = None, *,
+            low_open: bool = False, choices: tuple[str, ...] = (), optional: bool = False):
+    """A field of a method's Params dataclass with its declaration: the field's name and default are the
+    Param's; kind, range, choices and optional (None accepted) are checked for every value a caller gives."""
+    return field(default=default, metadata={_DECLARATION: dict(unit=unit, kind=kind, low=low, high=high,
+                                                               low_open=low_open, choices=choices, optional=optional)})
+
+
+def declared_params(params_class: type) -> tuple[Param, ...]:
+    """The Param of each field of a method's Params dataclass; TypeError for a field declared without setting()."""
+    out = []
+    for f in dataclasses.fields(params_class):
+        spec = f.metadata.get(_DECLARATION)
+        if spec is None:
+            raise TypeError(f"{params_class.__name__}.{f.name} has no declaration; give it with setting(...)")
+        out.append(Param(f.name, f.default, **spec))
+    return tuple(out)
 
 
 @dataclass
@@ -72,13 +98,39 @@ class ProtectionMethod:
     objective_batch: ClassVar[int] = 64
 
     def __init__(self, params: dict[str, Any] | None = None):
-        known = {f.name for f in dataclasses.fields(self.Params)}
-        unknown = set(params or {}) - known
+        self.params = self.Params(**self.resolve(params or {}))
+        problem = self.params_problem()
+        if problem:
+            raise ArtveilError("config", f"{self.name}: {problem}")
+
+    @classmethod
+    def declared(cls) -> tuple[Param, ...]:
+        """Every parameter of the method, as declared in its Params (name, kind, range, unit, default)."""
+        return declared_params(cls.Params)
+
+    @classmethod
+    def resolve(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """params, each checked against its declaration and given in its kind (an int 1 for a float is 1.0);
+        ArtveilError("config") on an unknown name or a value outside its kind or range."""
+        declared = {p.name: p for p in cls.declared()}
+        unknown = sorted(set(params) - set(declared))
         if unknown:
-            raise ArtveilError(
-                "config", f"{self.name}: unknown parameter(s) {sorted(unknown)}; known: {sorted(known)}"
-            )
-        self.params = self.Params(**(params or {}))
+            if not declared:
+                raise ArtveilError("config", f"{cls.name} takes no parameters; got {unknown}")
+            raise ArtveilError("config", f"{cls.name}: unknown parameter(s) {unknown}; known: {sorted(declared)}")
+        resolved = {}
+        for key, value in params.items():
+            accepted = declared[key].accepts(value)
+            if accepted is REFUSED:
+                raise ArtveilError("config", f"{cls.name}: {key}={value!r} is not {declared[key].expects()}; "
+                                             f"{declared[key].describe()}")
+            resolved[key] = accepted
+        return resolved
+
+    def params_problem(self) -> str | None:
+        """Why these parameters do not fit together (one line), or None. Each value alone is already checked
+        against its declaration; a method whose parameters depend on each other (a range's two ends) says so here."""
+        return None
 
     def setup(self, ctx: MethodContext) -> None:
         """Precompute what the loss needs (targets, normalizers). Called once per image or tile."""

@@ -15,13 +15,13 @@ import torch
 
 from engine import diffusion as D
 from engine.methods.advdm import semantic_loss
-from engine.methods.base import MethodContext, ProtectionMethod
+from engine.methods.base import MethodContext, ProtectionMethod, setting
 
 
 @dataclass
 class MistParams:
-    semantic_weight: float = 1e4
-    pattern_period: int = 16  # pixels
+    semantic_weight: float = setting(1e4, "weight of the semantic term against the texture term", float, 0, 1e9)
+    pattern_period: int = setting(16, "px of the target texture's period", int, 2, 1024)
 
 
 def target_pattern(height: int, width: int, period: int = 16) -> np.ndarray:

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 import torch
 
 from engine import diffusion as D
-from engine.methods.base import MethodContext, ProtectionMethod
+from engine.methods.base import MethodContext, ProtectionMethod, setting
 
 
 @dataclass
 class PhotoGuardParams:
-    target_gray: float = 0.5  # target image value in [0, 1]
+    target_gray: float = setting(0.5, "grey the encoder is pushed toward, in [0, 1]", float, 0.0, 1.0)
 
 
 class PhotoGuard(ProtectionMethod):

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import torch
 
 from engine import diffusion as D
-from engine.methods.base import ProtectionMethod, measuring
+from engine.methods.base import ProtectionMethod, measuring, setting
 
 
 @dataclass
 class SDSParams:
-    descend: bool = True  # SDS(-); False gives SDS(+), which ascends like AdvDM
+    descend: bool = setting(True, "SDS(−); false gives SDS(+), which ascends like AdvDM", bool)
 
 
 class SDSMinus(ProtectionMethod):
