@@ -17,14 +17,31 @@ class DeviceInfo:
     warning: str | None
 
 
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+
+
 def pick_device(device: str = "auto") -> torch.device:
+    """The torch device a --device value names; ArtveilError("config") in one line for a name torch does
+    not know, a kind Artveil does not run on, or a GPU this machine does not have."""
+    from engine.errors import ArtveilError
+
     if device in ("auto", None, ""):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        from engine.errors import ArtveilError
-
-        raise ArtveilError("config", "CUDA was asked for, but no NVIDIA GPU is usable by this torch build.")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ArtveilError("config", f"unknown device {device!r}; use {DEVICE_CHOICES}.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ArtveilError("config", "CUDA was asked for, but no NVIDIA GPU is usable by this torch build.")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ArtveilError("config", f"device {device!r}: this machine has {count} GPU(s), numbered from 0.")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ArtveilError("config", "mps was asked for, but this machine has no usable Apple GPU.")
+    elif dev.type != "cpu":
+        raise ArtveilError("config", f"device {device!r} is not one Artveil runs on; use {DEVICE_CHOICES}.")
     return dev
 
 

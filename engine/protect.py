@@ -60,12 +60,42 @@ def default_step_levels(strength_levels: float, steps: int) -> float:
     return 1.0
 
 
+# Seeds feed torch generators, offset per tile and per purpose (seed + 1000·tile, ...): 32 bits leave room.
+SEED_RANGE = (0, 2**32 - 1)
+# Timesteps batched into one UNet call per step: more than the schedule has only costs memory.
+TIMESTEPS_PER_STEP_RANGE = (1, 1000)
+
+
+def _is_number(value, whole: bool = False) -> bool:
+    """A finite int or float (not a bool); with whole, an int."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    return (isinstance(value, (int, np.integer)) if whole else math.isfinite(value))
+
+
 def validate_settings(settings: ProtectSettings) -> None:
+    """Every setting checked before any work starts: ArtveilError("config") with one line naming it.
+
+    The method's parameters are checked by engine.methods.get_method against their declarations."""
     top = STRENGTH_RANGE[1]
-    if not (0 < settings.strength_levels <= top):
-        raise ArtveilError("config", f"strength must be between 0 and {top:g} pixel levels, got {settings.strength_levels:g}.")
-    if settings.steps < 1:
+    strength = settings.strength_levels
+    if not _is_number(strength) or not (0 < strength <= top):
+        got = f"{strength:g}" if isinstance(strength, (int, float)) else repr(strength)
+        raise ArtveilError("config", f"strength must be between 0 and {top:g} pixel levels, got {got}.")
+    if not _is_number(settings.steps, whole=True) or settings.steps < 1:
         raise ArtveilError("config", f"steps must be at least 1, got {settings.steps}.")
+    alpha = settings.step_levels
+    if alpha is not None and not (_is_number(alpha) and 0 < alpha <= 255):
+        # 0 would never move δ (and once read as "automatic"); a negative step optimizes the wrong way.
+        raise ArtveilError("config", f"step size must be more than 0 and at most 255 pixel levels (or automatic), got {alpha!r}.")
+    low, high = TIMESTEPS_PER_STEP_RANGE
+    if not _is_number(settings.timesteps_per_step, whole=True) or not low <= settings.timesteps_per_step <= high:
+        raise ArtveilError("config", f"timesteps per step must be a whole number from {low} to {high}, got {settings.timesteps_per_step!r}.")
+    low, high = SEED_RANGE
+    if not _is_number(settings.seed, whole=True) or not low <= settings.seed <= high:
+        raise ArtveilError("config", f"seed must be a whole number from {low} to {high}, got {settings.seed!r}.")
+    if not _is_number(settings.eot_samples, whole=True) or settings.eot_samples < 1:
+        raise ArtveilError("config", f"EOT samples must be at least 1, got {settings.eot_samples!r}.")
     if settings.large_image not in ("resize", "tiles"):
         raise ArtveilError("config", f"large_image must be 'resize' or 'tiles', got {settings.large_image!r}.")
     unknown = set(settings.eot) - set(EOT_TRANSFORMS)
@@ -73,7 +103,7 @@ def validate_settings(settings: ProtectSettings) -> None:
         raise ArtveilError("config", f"unknown EOT transform(s) {sorted(unknown)}; known: {', '.join(EOT_TRANSFORMS)}.")
     if settings.precision not in PRECISIONS:
         raise ArtveilError("config", f"precision must be one of {', '.join(PRECISIONS)}, got {settings.precision!r}.")
-    if settings.working_size < 64:
+    if not _is_number(settings.working_size, whole=True) or settings.working_size < 64:
         raise ArtveilError("config", f"working size must be at least 64 px, got {settings.working_size}.")
 
 
@@ -240,7 +270,8 @@ def _optimize_region(
     m = model.vae_scale_factor
     x_pad, h, w = pad_to_multiple(x.to(dev), m)
     eps = settings.strength_levels / 255.0
-    alpha = (settings.step_levels or default_step_levels(settings.strength_levels, settings.steps)) / 255.0
+    alpha = (default_step_levels(settings.strength_levels, settings.steps) if settings.step_levels is None
+             else settings.step_levels) / 255.0
     gen = _make_generator(dev, seed)
     eot_gen = _make_generator(torch.device("cpu") if dev.type == "cpu" else dev, seed + 1)
     ctx = MethodContext(
