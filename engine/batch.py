@@ -58,7 +58,7 @@ class PlannedImage:
         return self.problem is None and self.exists and not self.done_before
 
 
-def _file_key(path: Path) -> tuple[int, int] | None:
+def file_key(path: Path) -> tuple[int, int] | None:
     try:
         st = path.stat()
     except OSError:
@@ -83,7 +83,7 @@ def plan_batch(inputs: list[Path], out_dir: Path, fmt: str, fingerprint: str | N
 
     out_dir = Path(out_dir)
     entries = BatchJournal.read_entries(out_dir) if fingerprint is not None and not redo else []
-    originals = {k for k in (_file_key(Path(p)) for p in inputs) if k is not None}
+    originals = {k for k in (file_key(Path(p)) for p in inputs) if k is not None}
     names: set[str] = set()
     plan = []
     for index, source in enumerate(inputs):
@@ -93,8 +93,8 @@ def plan_batch(inputs: list[Path], out_dir: Path, fmt: str, fingerprint: str | N
         except ArtveilError as exc:
             plan.append(PlannedImage(index, source, None, problem=exc.message))
             continue
-        target = _batch_name(target, names, originals)
-        key = _file_key(target)
+        target = batch_name(target, names, originals)
+        key = file_key(target)
         exists = key is not None or target.is_symlink()
         done = False
         if exists and entries:
@@ -106,11 +106,11 @@ def plan_batch(inputs: list[Path], out_dir: Path, fmt: str, fingerprint: str | N
     return plan
 
 
-def _batch_name(target: Path, names: set[str], originals: set[tuple[int, int]]) -> Path:
+def batch_name(target: Path, names: set[str], originals: set[tuple[int, int]]) -> Path:
     """target, or its first `-N` variant that no earlier input of the batch got and that is not one of
     the inputs themselves (an original is never written): decided by the batch alone, not by the disk."""
     candidate, n = target, 1
-    while candidate.name.lower() in names or _file_key(candidate) in originals:
+    while candidate.name.lower() in names or file_key(candidate) in originals:
         n += 1
         candidate = _numbered(target, n)
     names.add(candidate.name.lower())
@@ -238,7 +238,7 @@ def one_line(text: str, limit: int = 400) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _failure_message(source: Path, exc: BaseException) -> str:
+def failure_message(source: Path, exc: BaseException) -> str:
     if isinstance(exc, ArtveilError):
         message = exc.message
     else:
@@ -356,21 +356,26 @@ def protect_batch(model, inputs: list[Path], settings: ProtectSettings, options:
                         result = item
                     else:
                         yield ImageStep(i, item)
+                note = None
+                if target.suffix.lower() != ".png":
+                    result, note = _as_written(result, target, settings)
                 yield ImageSaving(i)
-                problems: list[str | None] = []
 
                 def record_committing(tmp: Path, target=target) -> None:
+                    # An export the journal does not know would be refused by a re-run as someone else's file
+                    # ("already exists"): without its line it is not written at all, and a re-run protects it.
                     if journal is not None and identity is not None:
-                        problems.append(journal.record("committing", identity, fingerprint, target, tmp))
+                        problem = journal.record("committing", identity, fingerprint, target, tmp)
+                        if problem:
+                            raise ArtveilError("output", f"{target.name}: not written: {problem}; a re-run protects it.")
 
                 save(result.protected, target, icc_profile=image.icc_profile, overwrite=overwrite,
                      before_replace=record_committing)
                 if journal is not None and identity is not None:
-                    problems.append(journal.record("done", identity, fingerprint, target, target))
+                    # Without this line the "committing" one (same file, same hash) still resumes it.
+                    journal.record("done", identity, fingerprint, target, target)
                 if pool is not None:
                     pool.images[i] = _pool_tensor(model, result.protected, settings.working_size)
-                problem = next((p for p in problems if p), None)
-                note = f"exported, but {problem}; a re-run would protect it again." if problem else None
                 done += 1
                 yield ImageDone(i, source, target, result=result, note=note)
             except Cancelled:
@@ -379,11 +384,34 @@ def protect_batch(model, inputs: list[Path], settings: ProtectSettings, options:
                 break
             except Exception as exc:  # one file's failure is a line of the report, not the batch's end
                 failed += 1
-                yield ImageFailed(i, source, _failure_message(source, exc))
+                yield ImageFailed(i, source, failure_message(source, exc))
     finally:
         if journal is not None:
             journal.close()
     yield BatchDone(done, skipped, failed, stopped or job.cancelled, time.perf_counter() - started)
+
+
+def _as_written(result: ProtectResult, target: Path, settings: ProtectSettings) -> tuple[ProtectResult, str | None]:
+    """The result as the file at target's format holds it, measured there (JPEG moves pixels again), and a
+    note for what the format loses. ArtveilError("output") when the file would break the budget: nothing is
+    written then, rather than a file whose noise is larger than the artist allowed."""
+    from dataclasses import replace
+
+    from engine.images import pixels_as_written
+    from engine.metrics import image_metrics
+
+    written = pixels_as_written(result.protected, target.suffix)
+    original = result.original[..., : written.shape[2]]
+    metrics = image_metrics(original, written)
+    linf, budget = metrics["linf_levels"], settings.strength_levels
+    if linf > budget:
+        raise ArtveilError("output", f"{target.name}: as {target.suffix.lstrip('.').upper()} it would differ from the "
+                                     f"original by up to {linf:.0f} levels (PSNR {metrics['psnr']:.1f} dB), beyond the "
+                                     f"{budget:g}-level budget; not written (PNG and WebP keep the protection exactly).")
+    note = None
+    if written.shape[2] < result.protected.shape[2]:
+        note = f"{target.suffix.lstrip('.').upper()} has no transparency: the alpha channel was dropped."
+    return replace(result, metrics=metrics), note
 
 
 def _identity(source: Path, input_identity) -> dict | None:

@@ -15,7 +15,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 from engine.cli_args import MODEL_HELP, default_model_source, load_model_or_exit, parse_param, parse_steps, parse_strength
 from engine.errors import ArtveilError, Cancelled
@@ -49,14 +48,10 @@ class ProgressLine:
         self.stream.flush()
 
 
-def _fail(path: Path, exc: BaseException) -> None:
-    message = exc.message if isinstance(exc, ArtveilError) else f"{path.name}: {type(exc).__name__}: {exc}"
-    print(f"error: {message}", file=sys.stderr)
-
-
 def run_protect(args: argparse.Namespace) -> int:
     """A face over engine.batch.protect_batch: one line per image, one per failed file, a bar on a terminal."""
     from engine import batch as B
+    from engine.device import pick_device
     from engine.images import collect_inputs, validate_user_path
     from engine.methods import get_method
     from engine.protect import validate_settings
@@ -65,15 +60,6 @@ def run_protect(args: argparse.Namespace) -> int:
         out_dir = validate_user_path(args.out, must_exist=False, kind="folder")
     except ArtveilError as exc:
         print(f"artveil: output folder: {B.one_line(exc.message)}", file=sys.stderr)
-        return 2
-    try:
-        B.prepare_output_folder(out_dir)  # before the model loads: a bad folder is said at once
-    except ArtveilError as exc:
-        print(f"artveil: {B.one_line(exc.message)}", file=sys.stderr)
-        return 2
-    inputs = collect_inputs(args.inputs)
-    if not inputs:
-        print("artveil: no images found in the given inputs.", file=sys.stderr)
         return 2
     settings = ProtectSettings(
         method=args.method,
@@ -90,11 +76,22 @@ def run_protect(args: argparse.Namespace) -> int:
         # Only --json reports the objective; measuring it costs two extra passes per image.
         measure_objective=bool(args.json),
     )
+    # Every argument is checked before anything is created or loaded: a bad one is one line and exit 2.
     try:
         validate_settings(settings)
         get_method(settings.method, settings.method_params)
+        pick_device(args.device)
     except ArtveilError as exc:
-        print(f"artveil: {exc.message}", file=sys.stderr)
+        print(f"artveil: {B.one_line(exc.message)}", file=sys.stderr)
+        return 2
+    inputs = collect_inputs(args.inputs, output_folder=out_dir)
+    if not inputs:
+        print("artveil: no images found in the given inputs.", file=sys.stderr)
+        return 2
+    try:
+        B.prepare_output_folder(out_dir)  # before the model loads: a bad folder is said at once
+    except ArtveilError as exc:
+        print(f"artveil: {B.one_line(exc.message)}", file=sys.stderr)
         return 2
     model = load_model_or_exit(args.model, args.device)
     options = B.BatchOptions(out_dir, fmt=args.format, model_source=args.model or default_model_source(),
@@ -165,29 +162,50 @@ def _print_done(event, settings: ProtectSettings, as_json: bool) -> None:
 
 
 def run_purify(args: argparse.Namespace) -> int:
-    from engine.images import collect_inputs, load_image, safe_stem, save_image
+    """Purify each input into --out as `{stem}.purified-{name}.png`; the output checks of protect apply: the
+    folder is checked before any work, an original is never written, and two inputs of one stem get -2."""
+    from engine import batch as B
+    from engine.device import pick_device
+    from engine.images import collect_inputs, load_image, safe_stem, save_image, validate_user_path
     from engine.purify import PURIFIERS, parse_purifier, purify
 
     try:
-        name, params = parse_purifier(args.purifier)
+        out_dir = validate_user_path(args.out, must_exist=False, kind="folder")
     except ArtveilError as exc:
-        print(f"artveil: {exc.message}", file=sys.stderr)
+        print(f"artveil: output folder: {B.one_line(exc.message)}", file=sys.stderr)
         return 2
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        name, params = parse_purifier(args.purifier)
+        if PURIFIERS[name].needs_model:
+            pick_device(args.device)
+    except ArtveilError as exc:
+        print(f"artveil: {B.one_line(exc.message)}", file=sys.stderr)
+        return 2
+    inputs = collect_inputs(args.inputs, output_folder=out_dir)
+    if not inputs:
+        print("artveil: no images found in the given inputs.", file=sys.stderr)
+        return 2
+    try:
+        B.prepare_output_folder(out_dir)
+    except ArtveilError as exc:
+        print(f"artveil: {B.one_line(exc.message)}", file=sys.stderr)
+        return 2
     model = load_model_or_exit(args.model, args.device) if PURIFIERS[name].needs_model else None
     failed = 0
-    inputs = collect_inputs(args.inputs)
+    names: set[str] = set()
+    originals = {k for k in (B.file_key(p) for p in inputs) if k is not None}
     for path in inputs:
         try:
+            target = B.batch_name(out_dir / f"{safe_stem(path.stem)}.purified-{name}.png", names, originals)
             image = load_image(path)
             out = purify(model, image.pixels, name, seed=args.seed, **params)
-            target = out_dir / f"{safe_stem(path.stem)}.purified-{name}.png"
             save_image(out, target, icc_profile=image.icc_profile, overwrite=args.overwrite)
             print(f"{path.name} -> {target}", flush=True)
-        except ArtveilError as exc:
+        except Exception as exc:  # one file's failure is a line, and the others are still done
             failed += 1
-            _fail(path, exc)
+            print(f"error: {B.failure_message(path, exc)}", file=sys.stderr)
+    if failed:
+        print(f"artveil: {failed} of {len(inputs)} file(s) failed.", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -8,6 +8,7 @@ crash or a full disk never leaves a partial output and an existing file is never
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -68,6 +69,8 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
     name = path.name
     if not path.exists():
         if path.is_symlink():
+            if _link_loops(path):
+                raise ArtveilError("input", f"{name}: a link that loops back on itself ({os.readlink(path)} leads back here).")
             raise ArtveilError("input", f"{name}: a link to a file that does not exist ({os.readlink(path)}).")
         raise ArtveilError("input", f"{name}: file not found.")
     if path.is_dir():
@@ -197,10 +200,18 @@ def output_path_for(input_path: str | os.PathLike, out_dir: str | os.PathLike, f
     # samefile also catches case-insensitive disks and hard links, where resolve() differs. A name
     # with a NUL byte cannot be on disk, so it cannot be the original either (and resolve() rejects it).
     if "\x00" not in os.fspath(input_path) and (
-        out.resolve() == Path(input_path).resolve() or (out.exists() and _same_file(out, input_path))
+        _resolved(out) == _resolved(input_path) or (out.exists() and _same_file(out, input_path))
     ):
         raise ArtveilError("output", f"{Path(input_path).name}: output would overwrite the original.")
     return out
+
+
+def _link_loops(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
 
 
 def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -232,22 +243,7 @@ def save_image(
         raise ArtveilError("output", f"{path.name}: already exists in the output folder (not overwritten).")
     if not folder.is_dir():
         raise ArtveilError("output", f"{folder}: output folder does not exist.")
-    suffix = path.suffix.lower()
-    mode = "RGBA" if pixels.shape[2] == 4 else "RGB"
-    img = Image.fromarray(np.ascontiguousarray(pixels), mode)
-    kwargs: dict = {}
-    if icc_profile:
-        kwargs["icc_profile"] = icc_profile
-    if suffix in (".jpg", ".jpeg"):
-        fmt = "JPEG"
-        if mode == "RGBA":
-            img = img.convert("RGB")
-        kwargs.update(quality=jpeg_quality, subsampling=0)
-    elif suffix == ".webp":
-        fmt = "WEBP"
-        kwargs.update(lossless=True)
-    else:
-        fmt = "PNG"
+    img, fmt, kwargs = _encoder(pixels, path.suffix, icc_profile, jpeg_quality)
     tmp_name = None
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem[:40]}.", suffix=".part", dir=folder)
@@ -277,6 +273,41 @@ def save_image(
     return path
 
 
+def _encoder(pixels: np.ndarray, suffix: str, icc_profile: bytes | None, jpeg_quality: int) -> tuple[Image.Image, str, dict]:
+    """(image, Pillow format, save options) that save_image writes for a file name's suffix."""
+    mode = "RGBA" if pixels.shape[2] == 4 else "RGB"
+    img = Image.fromarray(np.ascontiguousarray(pixels), mode)
+    kwargs: dict = {}
+    if icc_profile:
+        kwargs["icc_profile"] = icc_profile
+    suffix = suffix.lower()
+    if suffix in (".jpg", ".jpeg"):
+        if mode == "RGBA":
+            img = img.convert("RGB")
+        kwargs.update(quality=jpeg_quality, subsampling=0)
+        return img, "JPEG", kwargs
+    if suffix == ".webp":
+        # exact: lossless WebP otherwise rewrites the colour under fully transparent pixels
+        kwargs.update(lossless=True, exact=True)
+        return img, "WEBP", kwargs
+    return img, "PNG", kwargs
+
+
+def pixels_as_written(pixels: np.ndarray, suffix: str, jpeg_quality: int = 95) -> np.ndarray:
+    """The pixels (HxWxC uint8) a file that save_image writes with this suffix holds when read back: the
+    same for PNG and WebP (lossless), JPEG's own for .jpg (lossy; no alpha, so HxWx3)."""
+    import io
+
+    img, fmt, kwargs = _encoder(pixels, suffix, None, jpeg_quality)
+    if fmt == "PNG":
+        return pixels
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt, **kwargs)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return np.array(decoded.convert(img.mode), dtype=np.uint8)
+
+
 def _read_umask() -> int:
     mask = os.umask(0o022)  # the only portable way to read it is to set it; put it straight back
     os.umask(mask)
@@ -303,19 +334,46 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def collect_inputs(items: list[str | os.PathLike]) -> list[Path]:
-    """Expand folders (non-recursive into hidden files) into image files, keeping the given order."""
+# What Artveil writes: `{stem}.protected.{fmt}`, `{stem}.protected-2.{fmt}` (engine.batch), and
+# `{stem}.purified-{purifier}.png` (-2, ...) from `artveil purify`. A folder scan never takes them for originals.
+_OUTPUT_NAME = re.compile(r"\.(protected|purified-[a-z0-9_]+)(-\d+)?\.[A-Za-z0-9]+$")
+
+
+def is_artveil_output_name(name: str) -> bool:
+    """True for a name Artveil gives its exports (a.protected.png, a.protected-2.jpg, a.purified-jpeg.png)."""
+    return bool(_OUTPUT_NAME.search(name))
+
+
+def collect_inputs(items: list[str | os.PathLike], output_folder: str | os.PathLike | None = None) -> list[Path]:
+    """Expand folders (non-recursive into hidden files) into image files, keeping the given order.
+
+    A folder scan leaves out Artveil's own exports (by name) and, when output_folder lies inside a scanned
+    folder, everything in it: a re-run must not take the last run's exports for new originals. A file given
+    by name is always an input.
+    """
+    skip = _resolved(output_folder) if output_folder is not None else None
     found: list[Path] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
+            root = _resolved(p)
+            inner = skip if skip is not None and skip != root and skip.is_relative_to(root) else None
             found.extend(
-                # a dangling link is listed too, so that it is named with its reason rather than skipped
+                # a dangling or looping link is listed too, so that it is named with its reason rather than skipped
                 sorted(q for q in p.rglob("*") if (q.is_file() or (q.is_symlink() and not q.exists()))
                        and q.suffix.lower() in IMAGE_SUFFIXES
                        and not any(part.startswith(".") for part in q.relative_to(p).parts)
-                       and ".protected." not in q.name)
+                       and ".protected." not in q.name and not is_artveil_output_name(q.name)
+                       and not (inner is not None and _resolved(q.parent).is_relative_to(inner)))
             )
         else:
             found.append(p)
     return found
+
+
+def _resolved(path: str | os.PathLike) -> Path:
+    """The absolute path with links followed as far as they go (a link loop stays as written)."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))

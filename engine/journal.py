@@ -9,6 +9,9 @@ same, so an edited original, other settings or a damaged output are protected ag
 Each image gets two lines: "committing" (its finished temporary file, just before the rename) and
 "done" (after it). A run killed between the rename and the "done" line still resumes correctly: the
 output on disk hashes to what "committing" recorded. A torn last line (killed mid-append) is ignored.
+
+Lines are written unbuffered: a line that cannot be written (a full disk) is cut back off at once, so
+nothing is left in a buffer to fail again when the journal closes, and no torn line glues onto the next.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 from pathlib import Path
 
 from engine.errors import ArtveilError
+from engine.faults import maybe_fail
 
 JOURNAL_NAME = ".artveil-journal.jsonl"
 FORMAT_VERSION = 1
@@ -69,13 +73,20 @@ class BatchJournal:
         folder = Path(folder)
         path = folder / JOURNAL_NAME
         try:
-            handle = open(path, "a+", encoding="utf-8")
+            handle = open(path, "a+b", buffering=0)
         except OSError as exc:
             raise ArtveilError("output", f"{folder}: output folder is not writable ({exc.strerror or exc}).") from None
         try:
             _lock(handle, folder)
             handle.seek(0)
-            text = handle.read()
+            data = handle.readall()
+            if data and not data.endswith(b"\n"):
+                # A line torn by a kill mid-append: cut it off, or the next line would be glued onto it and lost.
+                os.ftruncate(handle.fileno(), data.rfind(b"\n") + 1)
+            text = data.decode("utf-8", "replace")
+        except OSError as exc:
+            handle.close()
+            raise ArtveilError("output", f"{path}: the batch journal cannot be read ({exc.strerror or exc}).") from None
         except BaseException:
             handle.close()
             raise
@@ -132,9 +143,11 @@ class BatchJournal:
     def record(self, state: str, identity: dict, fingerprint: str, target: Path, written: Path) -> str | None:
         """Append and fsync one line for `written` (the temp file or the final output).
 
-        Returns None, or a one-line reason when the line could not be written: the export itself is
-        fine then, the image would merely be protected again by a re-run.
+        Returns None, or a one-line reason when the line could not be written; the journal is then as it
+        was before the call (a partly written line is cut off again).
         """
+        fd = self._fh.fileno()
+        start = None
         try:
             entry = {
                 "v": FORMAT_VERSION,
@@ -145,10 +158,19 @@ class BatchJournal:
                 "output_sha256": file_sha256(written),
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
-            self._fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
+            line = (json.dumps(entry, ensure_ascii=False) + "\n").encode("utf-8")
+            start = os.lseek(fd, 0, os.SEEK_END)
+            maybe_fail("journal")
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
         except OSError as exc:
+            if start is not None:
+                try:
+                    os.ftruncate(fd, start)
+                except OSError:
+                    pass  # a torn last line is ignored when read (_parse)
             return f"could not record it in the batch journal ({exc.strerror or exc})"
         self._entries.append(entry)
         return None
