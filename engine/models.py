@@ -329,33 +329,59 @@ def build_tiny_model(seed: int = 0, device: str = "auto") -> ModelBundle:
     return freeze(bundle)
 
 
-def _refuse_unsafe_pickle(path: Path) -> None:
-    """A pickle can run code when loaded: accept it only if torch's weights_only loader can read it."""
+def _refuse_unsafe_pickle(path: Path, label: str | None = None) -> None:
+    """A pickle can run code when loaded: accept it only if torch's weights_only loader can read it.
+    label: how the refusal names the file (default its name)."""
     try:
         torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, or anything a hostile file raises
         raise ArtveilError(
             "model",
-            f"{path.name}: refused: a pickled checkpoint that does not load with weights_only=True "
+            f"{label or path.name}: refused: a pickled checkpoint that does not load with weights_only=True "
             f"(it may contain code). Convert it to .safetensors. ({type(exc).__name__})",
         ) from None
 
 
-def _check_diffusers_folder(folder: Path) -> None:
+# The weight files diffusers (unet, vae) and transformers (text_encoder) load from a part's folder, by kind:
+# safetensors first, then the pickle; `{stem}.{variant}.{ext}` for a variant; an index for sharded weights.
+_WEIGHT_STEMS = {"unet": ("diffusion_pytorch_model",), "vae": ("diffusion_pytorch_model",),
+                 "text_encoder": ("model", "pytorch_model")}
+
+
+def _loaded_safetensors(part_dir: Path, part: str, variant: str | None) -> bool:
+    """True when the part holds the safetensors weights its loader looks for (not just any .safetensors file,
+    such as a LoRA dropped in beside a pickled model)."""
+    tail = f".{variant}" if variant else ""
+    return any((part_dir / f"{stem}{tail}.safetensors").is_file() or (part_dir / f"{stem}{tail}.safetensors.index.json").is_file()
+               for stem in _WEIGHT_STEMS[part])
+
+
+def _check_diffusers_folder(folder: Path, variant: str | None = None) -> bool | None:
+    """Check a diffusers folder before loading it; returns from_pretrained's use_safetensors: True when every
+    part loads from safetensors (then no pickle is ever opened), False when none does, None for a mix. A part
+    that would load pickled weights has each pickle in it checked with weights_only first: ArtveilError("model")
+    names the one refused."""
     if not (folder / "model_index.json").is_file():
         raise ArtveilError("model", f"{folder}: not a diffusers model folder (no model_index.json).")
     missing = [part for part in ("unet", "vae", "text_encoder", "tokenizer", "scheduler") if not (folder / part).is_dir()]
     if missing:
         raise ArtveilError("model", f"{folder}: model folder is missing {', '.join(missing)}.")
+    safe_parts = 0
     for part in ("unet", "vae", "text_encoder"):
-        files = [p for p in (folder / part).iterdir() if p.is_file()]
-        if any(p.suffix == ".safetensors" for p in files):
+        if _loaded_safetensors(folder / part, part, variant):
+            safe_parts += 1
             continue
+        files = [p for p in (folder / part).iterdir() if p.is_file()]
         pickles = [p for p in files if p.suffix in PICKLE_SUFFIXES]
         if not pickles:
+            if any(p.suffix == ".safetensors" for p in files):
+                names = " or ".join(f"{stem}.safetensors" for stem in _WEIGHT_STEMS[part])
+                raise ArtveilError("model", f"{folder}: {part}/ has no {names} (its .safetensors files are "
+                                            "not the part's weights).")
             raise ArtveilError("model", f"{folder}: {part}/ has no weights.")
         for p in pickles:
-            _refuse_unsafe_pickle(p)
+            _refuse_unsafe_pickle(p, f"{part}/{p.name}")
+    return True if safe_parts == 3 else False if safe_parts == 0 else None
 
 
 # Autoencoder classes of Artveil's own that a model folder may name in model_index.json. diffusers imports no
@@ -449,11 +475,12 @@ def load_model(source: str, device: str = "auto", seed: int = 0) -> ModelBundle:
     path = Path(os.path.expanduser(source))
     try:
         if path.is_dir():
-            _check_diffusers_folder(path)
+            variant = _weights_variant(path)
+            safe = _check_diffusers_folder(path, variant)  # use_safetensors: True, False or None (a mix)
             import_known_components(path)
             pipe = StableDiffusionPipeline.from_pretrained(
                 path, local_files_only=True, safety_checker=None, requires_safety_checker=False,
-                variant=_weights_variant(path), torch_dtype=dtype,
+                variant=variant, torch_dtype=dtype, use_safetensors=safe,
             )
             return _bundle_from_pipeline(pipe, path.name, dev, dtype)
         if path.suffix in PICKLE_SUFFIXES and path.is_file():
