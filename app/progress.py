@@ -21,6 +21,9 @@ from typing import Callable
 # Within a phase the clock runs linearly to this share of the phase at its expected end, then creeps
 # towards the phase's end (never reaching it) until the phase is reported over.
 LINEAR_SHARE = 0.9
+# However wrong the plan, the bar closes at least this share of its remaining gap per second (about 2 % of
+# the gap in 10 s): it never stands still while work runs.
+MIN_CREEP_PER_S = 0.002
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class JobClock:
         self.phase_starts: dict[str, float] = {self.phases[0].name: self.started}
         self.done = False
         self._last_fraction = 0.0
+        self._last_fraction_at = self.started
         self._last_step_at = self.started
         self._first_step: int | None = None
 
@@ -155,7 +159,13 @@ class JobClock:
         return _creep(now - self.phase_started, phase.expected_s)
 
     def fraction(self) -> float:
-        """0..1 for the whole job; 1 only after finish(). Never decreases."""
+        """0..1 for the whole job; 1 only after finish(). Never decreases, and never stands still.
+
+        Within the planned times it follows the phases; when a phase runs past its expected end, the bar
+        follows the time so far against the revised time left (elapsed / (elapsed + remaining)), and in
+        any case closes at least MIN_CREEP_PER_S of the remaining gap each second, so it keeps moving
+        while the status says the phase is taking longer than expected.
+        """
         if self.done:
             self._last_fraction = 1.0
             return 1.0
@@ -163,9 +173,27 @@ class JobClock:
         before = sum(p.weight for p in self.phases[: self.index])
         current = self.phases[self.index]
         value = before + current.weight * self._within(current, now)
-        value = min(value, 1.0 - 1e-6)
+        elapsed, left = now - self.started, self.remaining()
+        if elapsed > 0 and elapsed + left > 0:
+            value = max(value, elapsed / (elapsed + left)) if self.overrunning() else value
+        dt = max(0.0, now - self._last_fraction_at)
+        floor = self._last_fraction + (1 - self._last_fraction) * (1 - math.exp(-MIN_CREEP_PER_S * dt))
+        value = min(max(value, floor), 1.0 - 1e-6)
         self._last_fraction = max(self._last_fraction, value)
+        self._last_fraction_at = now
         return self._last_fraction
+
+    def overrunning(self) -> bool:
+        """The current phase has run past its expected end (or the steps are slower than expected)."""
+        if self.done:
+            return False
+        now = self._clock()
+        current = self.phases[self.index]
+        if current.name == self.steps_phase and self.steps:
+            per_step = self._expected_per_step()
+            measured = self.measured_step_s()
+            return bool(per_step and measured and measured > 1.15 * per_step)
+        return now - self.phase_started > current.expected_s * 1.05 + 0.5
 
     def measured_step_s(self) -> float | None:
         """Seconds per step over the steps reported so far in the steps phase (None before two)."""
@@ -184,7 +212,9 @@ class JobClock:
             per_step = self.measured_step_s() or self._expected_per_step()
             rest = max(0.0, per_step * (self.steps - self.steps_done) - (now - self._last_step_at))
         else:
-            rest = max(current.expected_s - (now - self.phase_started), 0.1 * current.expected_s)
+            # Past its expected end a phase is expected to take a fifth longer again than it has so far.
+            in_phase = now - self.phase_started
+            rest = max(current.expected_s - in_phase, 0.2 * in_phase, 0.1 * current.expected_s)
         return rest + sum(p.expected_s for p in self.phases[self.index + 1 :])
 
 

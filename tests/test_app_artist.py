@@ -151,7 +151,7 @@ def test_estimate_after_the_first_image_is_within_1_5x_of_the_real_time(make_win
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     ws.add_paths([*paths, bad])
     broken = next(i for i in ws.queue.items if i.name == "broken.png")
-    assert broken.status_text.startswith("failed: ")  # said when added, not "waiting" until its turn
+    assert broken.status_text.startswith("can't be read: ")  # said when added, not "waiting" until its turn
     good = [i for i in ws.queue.items if i is not broken]
     assert ws.estimate_seconds(ws.queue.items) == pytest.approx(ws.estimate_seconds(good))  # not counted
     started, estimated, ended = {}, {}, {}

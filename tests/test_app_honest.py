@@ -101,3 +101,93 @@ def test_on_an_unmeasured_model_the_preview_says_efficacy_is_not_measured(make_w
     text = window.compare.purify.summary.text()
     assert "has not been measured" in text and "not how well the image is protected" in text
     assert "strongest" not in text
+
+
+# ---- 3. honest time ----------------------------------------------------------------------------------
+
+def _broken(path):
+    path.write_bytes(b"not an image at all")
+    return path
+
+
+def test_an_unreadable_file_is_neither_counted_nor_started(make_window, fake_engine, tmp_path, drive):
+    window, ws = make_window()
+    ws.add_paths([write_image(tmp_path / "a.png"), _broken(tmp_path / "b.png"), write_image(tmp_path / "c.png", seed=1)])
+    c, seen = window.controls, []
+    assert window.queue_panel.count_label.text() == "0 of 2 done · 1 can't be read"
+    assert "All (2 images): ≈" in c.run_estimate.text()
+    ws.batch_text_changed.connect(seen.append)
+
+    async def scenario():
+        c.protect_all_button.click()
+        await ws.idle()
+
+    drive(scenario())
+    assert len(fake_engine.jobs) == 2  # the broken file never reached the engine
+    assert any(t.startswith("2 of 2 ·") for t in seen) and not any(" of 3" in t for t in seen)
+    assert window.queue_panel.count_label.text() == "2 of 2 done · 1 can't be read"
+
+
+def test_protect_selected_shows_its_own_estimate(make_window, fake_engine, tmp_path, qtbot):
+    window, ws = make_window()
+    ws.add_paths([write_image(tmp_path / f"{n}.png", seed=i) for i, n in enumerate("abc")])
+    view = window.queue_panel.view
+    view.selectionModel().clearSelection()
+    view.setCurrentIndex(ws.queue.index(1))
+    text = window.controls.run_estimate.text()
+    assert "Selected (1 image): ≈" in text and "All (3 images): ≈" in text
+    one, three = ws.estimate_seconds([ws.queue.items[1]]), ws.estimate_seconds(ws.queue.items)
+    assert three == pytest.approx(3 * one)  # same-size images: the selection's estimate is its own
+
+
+def test_a_long_set_up_keeps_the_bar_moving_and_says_why_time_left_rose(make_window, fake_engine, tmp_path, drive):
+    window, ws = make_window()
+    fake_engine.setup_delay_s = 4.0  # far longer than the probe's set-up: the plan is wrong
+    ws.add_paths([write_image(tmp_path / "a.png")])
+    ws.settings.steps = 10
+    item, samples, texts = ws.queue.items[0], [], []
+    ws.batch_text_changed.connect(texts.append)
+
+    async def scenario():
+        import asyncio, time
+
+        window.controls.protect_all_button.click()
+        started = time.monotonic()
+        while time.monotonic() - started < 3.8:
+            samples.append((time.monotonic(), item.progress, item.status_text))
+            await asyncio.sleep(0.25)
+        await ws.idle()
+
+    drive(scenario())
+    # In every second of the set-up (10 s in the issue, scaled down here) the bar moved forward.
+    moving = [(t, p) for t, p, _ in samples if t - samples[0][0] > 0.5]
+    for (t0, p0), (t1, p1) in zip(moving, moving[4:]):
+        assert p1 > p0, f"the bar stood still from {t0 - samples[0][0]:.1f} s to {t1 - samples[0][0]:.1f} s"
+    assert any("set-up is taking longer than expected" in s for _, _, s in samples)
+    # Time left rose while the set-up ran long; each time the status bar said why.
+    assert any("revised up: set-up is taking longer than expected" in t for t in texts)
+    assert item.state is ItemState.DONE
+
+
+def test_after_one_image_a_batch_estimate_is_within_20_percent(make_window, fake_engine, tmp_path, drive):
+    import time
+
+    window, ws = make_window()
+    fake_engine.setup_delay_s, fake_engine.step_delay_s, fake_engine.save_delay_s = 0.6, 0.02, 0.2
+    ws.settings.steps = 30
+    ws.add_paths([write_image(tmp_path / f"{i}.png", size=(96, 96), seed=i) for i in range(4)])
+    c = window.controls
+
+    async def run(items):
+        ws.protect(items)
+        await ws.idle()
+
+    drive(run(ws.queue.items[:1]))  # the first image teaches this machine's whole-job times
+    rest = ws.queue.items[1:]
+    estimate = ws.estimate_seconds(rest)
+    assert "All (3 images)" in c.run_estimate.text()
+    started = time.monotonic()
+    drive(run(rest))
+    real = time.monotonic() - started
+    assert all(i.state is ItemState.DONE for i in rest)
+    assert 1 / 1.2 <= estimate / real <= 1.2, (estimate, real)

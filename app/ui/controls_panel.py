@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 from engine.jobs import BUDGET_PRESETS, BUDGET_RANGE, BUDGET_STEP, STRENGTH_PRESETS, STRENGTH_RANGE
 
 from ..backend import EngineInfo
-from ..viewmodel import LEVEL_NAMES, PREVIEW_NOTE, Workspace, format_duration
+from ..viewmodel import LEVEL_NAMES, PREVIEW_NOTE, ItemState, Workspace, format_duration
 from .common import caption, section_title
 from .model_dialog import tilde
 
@@ -111,6 +111,9 @@ class ControlsPanel(QWidget):
         self.stop_button = QPushButton("Stop")
         self.stop_button.setObjectName("Stop")
         self.stop_button.setToolTip("Stop after the current optimizer step (Esc)")
+        # What each Protect button would take: only the images it would actually protect.
+        self.run_estimate = caption("")
+        self.run_estimate.setWordWrap(True)
         # Why Protect is greyed out, in words, where the artist is looking.
         self.protect_reason = caption("")
         self.protect_reason.setVisible(False)
@@ -171,6 +174,7 @@ class ControlsPanel(QWidget):
         run_row.addWidget(self.protect_all_button, 0, 1)
         run_row.addWidget(self.stop_button, 1, 0, 1, 2)
         layout.addLayout(run_row)
+        layout.addWidget(self.run_estimate)
         layout.addWidget(self.protect_reason)
         line = QFrame()
         line.setFrameShape(QFrame.Shape.HLine)
@@ -328,9 +332,22 @@ class ControlsPanel(QWidget):
             b.setDown(b.property("preset_value") * BUDGET_STEP == steps)
         self._show_estimate()
 
+    def _show_run_estimate(self) -> None:
+        ws = self.workspace
+        parts = []
+        for label, items in (("Selected", ws.selected_for_protect()), ("All", ws.protectable())):
+            items = [i for i in items if i.state is not ItemState.DONE]
+            seconds = ws.estimate_seconds(items) if items else None
+            if seconds is not None:
+                n = len(items)
+                parts.append(f"{label} ({n} image{'s' if n != 1 else ''}): ≈ {format_duration(seconds)}")
+        self.run_estimate.setText(" · ".join(parts))
+        self.run_estimate.setVisible(bool(parts) and not ws.busy)
+
     def _show_estimate(self) -> None:
         ws = self.workspace
         self._show_detail()
+        self._show_run_estimate()
         per_image = ws.estimate_seconds()
         if per_image is None:
             self.budget_estimate.setText(
@@ -339,7 +356,7 @@ class ControlsPanel(QWidget):
             return
         # One clear figure for what the artist will wait for: the queue's own images when there are any
         # (their sizes, not the working size), else one image at the working size.
-        pending = [i for i in ws.queue.items if i.protected is None]
+        pending = [i for i in ws.queue.items if i.protected is None and not i.unreadable]
         if not pending:
             size = ws.job_settings().working_size
             text = f"≈ {format_duration(per_image)} per image (up to {size} px) on this machine"

@@ -200,6 +200,7 @@ class QueuePanel(QWidget):
         self.view.paths_dropped.connect(workspace.add_paths)
         self.view.delete_pressed.connect(self.remove_selected)
         self.view.selectionModel().currentChanged.connect(self._on_current_changed)
+        self.view.selectionModel().selectionChanged.connect(lambda *_: workspace.set_chosen(self.selected_items()))
         workspace.selection_changed.connect(self._on_selection_changed)
         workspace.summary_changed.connect(self._on_summary)
         model = workspace.queue
@@ -231,5 +232,10 @@ class QueuePanel(QWidget):
     def _update_count(self, *_args) -> None:
         items = self.workspace.queue.items
         done = sum(1 for i in items if i.state is ItemState.DONE)
-        self.count_label.setText(f"{done} of {len(items)} done" if items else "")
+        broken = sum(1 for i in items if i.unreadable)
+        # A file that cannot be read is never protected: it is not one of the images to do.
+        text = f"{done} of {len(items) - broken} done" if len(items) > broken else ""
+        if broken:
+            text += (" · " if text else "") + f"{broken} can't be read"
+        self.count_label.setText(text)
         self.view.viewport().update()

@@ -7,6 +7,7 @@ between them (app.progress.JobClock, from the times learned on this machine).
 
 from __future__ import annotations
 
+import time
 from typing import Iterable, Protocol
 
 from engine import batch
@@ -44,6 +45,10 @@ class BatchRun:
         self.position = (0, len(self.items))  # (1-based index of the active item, total)
         self.done = 0
         self.failed: list[QueueItem] = []
+        # The time left as last shown, and why it last rose: it never rises without the window saying why.
+        self._last_eta: tuple[float, float] | None = None  # (seconds left, when shown)
+        self._eta_reason = ""
+        self._eta_reason_until = 0.0
 
     def on_event(self, event) -> None:
         """One event of this batch (engine.batch)."""
@@ -53,6 +58,8 @@ class BatchRun:
         if not 0 <= getattr(event, "index", -1) < len(self.items):
             return
         item = self.items[event.index]
+        if isinstance(event, (batch.ImageDone, batch.ImageFailed, batch.ImageStopped)):
+            item.late = ""
         if isinstance(event, batch.ImageStarted):
             if item in self.remaining:
                 self.remaining.remove(item)
@@ -137,8 +144,20 @@ class BatchRun:
         if item is None or clock is None or item.state is not ItemState.PROTECTING:
             return
         item.progress = clock.fraction()
+        item.late = self._late_words(clock)
         self.host.touch(item)
         self.show_position()
+
+    @staticmethod
+    def _late_words(clock: JobClock) -> str:
+        """Why this item's bar is slower than planned, in words (empty when it is not)."""
+        if not clock.overrunning():
+            return ""
+        if clock.phase == "setup":
+            return "set-up is taking longer than expected"
+        if clock.phase == "steps":
+            return "the steps are slower than expected"
+        return f"{clock.phase} is taking longer than expected"
 
     def show_position(self) -> None:
         if self.host.stopping:
@@ -149,7 +168,24 @@ class BatchRun:
         rest = self.host.estimate_seconds(self.remaining)
         eta = None if current is None or rest is None else current + rest
         text = f"{position} of {total}"
-        text += f" · ETA {format_duration(eta)}" if eta is not None else " · ETA measuring…"
+        if eta is None:
+            self.host.set_batch_text(text + " · time left: measuring…")
+            return
+        now = time.monotonic()
+        late = self._late_words(self.clock) if self.clock is not None else ""
+        if late:  # a phase runs long: the time left is being revised up as it goes
+            self._eta_reason, self._eta_reason_until = late, now + 15.0
+        elif self._last_eta is not None:
+            shown, at = self._last_eta
+            if eta > shown - (now - at) + 1.0:  # it rose against the clock: say why, for a while
+                self._eta_reason = "this image is slower than the ones measured before"
+                self._eta_reason_until = now + 15.0
+        # The anchor moves only while the time left runs down as planned, so slow creeps add up and show.
+        if self._last_eta is None or eta <= self._last_eta[0] - (now - self._last_eta[1]) or late:
+            self._last_eta = (eta, now)
+        text += f" · time left ≈ {format_duration(eta)}"
+        if self._eta_reason and now < self._eta_reason_until:
+            text += f" (revised up: {self._eta_reason})"
         self.host.set_batch_text(text)
 
     def mark_stopping(self) -> None:

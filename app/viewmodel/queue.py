@@ -52,6 +52,7 @@ class QueueItem:
     report_purifier: str = ""
     size: tuple[int, int] | None = None  # (height, width) read from the file header
     unreadable: bool = False  # found broken when added: never counted in estimates
+    late: str = ""  # while protecting: why the bar is slower than planned ("set-up is taking longer …")
 
     @property
     def counts_for_estimate(self) -> bool:
@@ -73,9 +74,10 @@ class QueueItem:
         if self.state is ItemState.PROTECTING:
             if self.phase == "stopping":
                 return "stopping…"
-            return f"{PHASE_WORDS.get(self.phase, 'protecting')} {int(self.progress * 100)} %"
+            text = f"{PHASE_WORDS.get(self.phase, 'protecting')} {int(self.progress * 100)} %"
+            return text + (f" · {self.late}" if self.late else "")
         if self.state is ItemState.FAILED:
-            return f"failed: {self.error}"
+            return f"can't be read: {self.error}" if self.unreadable else f"not protected: {self.error}"
         if self.state is ItemState.DONE:
             return "done" + (f" · {self.note}" if self.note else "")
         if self.state is ItemState.STOPPED:

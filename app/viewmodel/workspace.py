@@ -70,6 +70,7 @@ class Workspace(QObject):
         self.batch_text = ""
         self.summary = ""
         self.selected: QueueItem | None = None
+        self.chosen: list[QueueItem] = []  # the queue's selected rows: what Protect selected starts on
         self.stopping = False
         self._heartbeat = QTimer(self)
         self._heartbeat.setInterval(HEARTBEAT_MS)
@@ -261,9 +262,21 @@ class Workspace(QObject):
             removed += 1
             if item is self.selected:
                 self.select(None)
+            if item in self.chosen:
+                self.chosen.remove(item)
         if removed:
             emit(self.estimate_changed)
         return removed
+
+    def set_chosen(self, items: Iterable[QueueItem]) -> None:
+        """The rows selected in the queue (Protect selected's images); its estimate follows them."""
+        self.chosen = [i for i in items if i in self.queue.items]
+        emit(self.estimate_changed)
+
+    def selected_for_protect(self) -> list[QueueItem]:
+        """What Protect selected would start on: the selected rows (else the current one) that can be done."""
+        chosen = self.chosen or ([self.selected] if self.selected is not None else [])
+        return [i for i in chosen if i in self.queue.items and not i.unreadable]
 
     def select(self, item: QueueItem | None) -> None:
         if item is not self.selected:
@@ -277,7 +290,8 @@ class Workspace(QObject):
 
         Returns the batch task, or None when nothing was started (no model, no folder, cancelled).
         """
-        items = [i for i in items if i in self.queue.items]
+        # A file found unreadable when added is never started: it would only fail again and count as work.
+        items = [i for i in items if i in self.queue.items and not i.unreadable]
         if self.busy or not items:
             return None
         if self.model is None:
@@ -297,7 +311,7 @@ class Workspace(QObject):
         return [i for i in self.queue.items if i.state is not ItemState.DONE and not i.unreadable]
 
     def protect_selected(self, items: Iterable[QueueItem] | None = None) -> asyncio.Future | None:
-        chosen = list(items) if items is not None else ([self.selected] if self.selected else [])
+        chosen = list(items) if items is not None else self.selected_for_protect()
         return self.protect(chosen)
 
     async def _run_batch(self, items: list[QueueItem], settings: ProtectSettings, out_dir: Path,
@@ -327,7 +341,12 @@ class Workspace(QObject):
             self.set_summary(problem)
             self.report_problem(problem)
             return
-        self.set_summary(run.summary(stopped or self._job.cancelled))
+        summary = run.summary(stopped or self._job.cancelled)
+        broken = [i.name for i in self.queue.items if i.unreadable]
+        if broken:
+            names = ", ".join(broken[:3]) + (" …" if len(broken) > 3 else "")
+            summary += f" {len(broken)} left out: can't be read ({names})."
+        self.set_summary(summary)
 
     # ---- Stop, and the running action's progress ----------------------------------------------
 
