@@ -39,7 +39,7 @@ PURIFIERS: list[tuple[str, str | None]] = [
     ("none", None),
     ("JPEG 75", "jpeg:75"),
     ("SDEdit 0.2", "sdedit:0.2"),
-    ("GrIDPure", "gridpure:rounds=40"),
+    ("GrIDPure", "gridpure:40"),
 ]
 ABLATIONS = ("AntiPure w/o PFG", "AntiPure w/o ETG")
 CSV_COLUMNS = ("method", "strength", "purifier", "measure", "direction", "mean", "lo", "hi", "seeds", "psnr", "ssim")
@@ -83,13 +83,14 @@ class CurvePlan:
     purifiers: list[tuple[str, str | None]] = field(default_factory=lambda: list(PURIFIERS))
 
     def runs(self) -> list[CurveRun]:
-        """The none row first, then strength by strength, Random first within a strength."""
+        """The none row first, then strength by strength from the strongest (where a proxy mimic reacts first,
+        so a curve stopped early has the informative end), Random first within a strength."""
         labels = [label for label, _ in self.purifiers]
         out = []
         for label, method, params in self.rows:
             if method == "none":
                 out.append(CurveRun(label, method, (), None, tuple(labels)))
-        for s in self.strengths:
+        for s in sorted(self.strengths, reverse=True):
             for label, method, params in self.rows:
                 if method == "none":
                     continue
@@ -115,6 +116,14 @@ def validate_plan(plan: CurvePlan, steps: int) -> None:
     for s in plan.strengths:
         if not isinstance(s, (int, float)) or isinstance(s, bool) or not math.isfinite(s):
             raise ArtveilError("config", f"strength {s!r} is not a number of levels")
+    from engine.purify import parse_purifier
+
+    for label, spec in plan.purifiers:
+        if spec:
+            try:
+                parse_purifier(spec)
+            except ArtveilError as exc:
+                raise ArtveilError("config", f"purifier column {label!r}: {exc.message}") from None
     known = {label for label, _ in plan.purifiers}
     for col in plan.edge_purifiers:
         if col not in known:

@@ -79,7 +79,7 @@ def paired_ssim(samples: list[np.ndarray], clean_samples: list[np.ndarray]) -> f
     """Mean SSIM of sample i against clean sample i (same prompt and seeds), data range [0, 1]."""
     from torchmetrics.functional.image import structural_similarity_index_measure
 
-    if len(samples) != len(clean_samples) or not samples:
+    if len(samples) != len(clean_samples) or len(samples) == 0:
         raise ValueError(f"paired_ssim needs pairs: {len(samples)} samples against {len(clean_samples)}")
     a = _as_batch(samples).float() / 255.0
     b = _as_batch(clean_samples).float() / 255.0

@@ -1,0 +1,266 @@
+"""The efficacy curves (issue 27): their measures on hand-made inputs, the Random control, the plan and its
+validation, and the outputs (CSV schema, plot, contact sheets) of a toy curve.
+
+Each measure must move in its stated direction when the mimic's samples are damaged. `responds` is that
+specification written once; the tests apply it to the real measures and to deliberately broken ones (one that
+ignores its input, one with its direction flipped), which it must reject.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.cli import main as cli_main
+from engine.errors import ArtveilError
+from engine.evaluation import curve as CV
+from engine.evaluation import measures as M
+from engine.evaluation.judges import load_style_judge
+from engine.proxy.data import render_set
+from engine.proxy.styles import HELD_OUT_STYLE
+
+pytestmark = pytest.mark.xdist_group("proxy_toy_model")
+
+
+@pytest.fixture(scope="module")
+def artist_renders():
+    """Clean renders of the artist's style: 48 'samples' of a perfect mimic and a reference set."""
+    ref = render_set([HELD_OUT_STYLE], 160, 64, use="artist", offset=CV.REFERENCE_OFFSET).images
+    return ref[:48], ref[48:]
+
+
+def _noisy(images, sigma: float, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [np.clip(img.astype(np.float64) + rng.normal(0, sigma * 255, img.shape), 0, 255).round().astype(np.uint8)
+            for img in images]
+
+
+def responds(score, direction: str, clean, damaged_levels) -> bool:
+    """The specification of a damage measure: score(clean) is on the mimic's side of score(damaged) and the
+    scores move monotonically toward the artist's side as the damage grows. score: images -> float."""
+    values = [score(clean)] + [score(d) for d in damaged_levels]
+    steps = zip(values, values[1:])
+    return all(M.better(direction, b, a) for a, b in steps)
+
+
+def _measures(judge, space, reference, clean):
+    return {
+        "accuracy": lambda imgs: judge.style_accuracy(np.stack(imgs), HELD_OUT_STYLE),
+        "frechet": lambda imgs: M.frechet(judge, space, imgs, reference),
+        "paired_ssim": lambda imgs: M.paired_ssim(imgs, clean),
+        "hf_ratio": lambda imgs: M.hf_ratio(imgs, clean),
+    }
+
+
+def test_every_measure_moves_in_its_stated_direction_as_the_samples_are_damaged(artist_renders):
+    clean, reference = artist_renders
+    judge = load_style_judge()
+    space = M.FeatureSpace.fit(judge.features(np.stack(reference)))
+    damaged = [_noisy(clean, s) for s in (0.05, 0.15, 0.3)]
+    for name, score in _measures(judge, space, reference, clean).items():
+        if name == "accuracy":  # the judge was trained on degraded renders: it shrugs off light noise
+            levels = [_noisy(clean, 0.3), [np.full_like(i, 128) for i in clean]]
+        elif name == "frechet":  # the same judge's features: light noise (σ 0.05) is inside their noise
+            levels = damaged[1:]
+        else:
+            levels = damaged
+        assert responds(score, M.DIRECTIONS[name], clean, levels), name
+
+
+def test_a_measure_that_ignores_its_input_or_has_its_direction_flipped_fails_the_specification(artist_renders):
+    clean, reference = artist_renders
+    damaged = [_noisy(clean, s) for s in (0.05, 0.15, 0.3)]
+    assert responds(lambda imgs: M.paired_ssim(imgs, clean), "lower", clean, damaged)
+    assert not responds(lambda imgs: 0.5, "lower", clean, damaged)  # ignores its input
+    assert not responds(lambda imgs: M.paired_ssim(imgs, clean), "higher", clean, damaged)  # flipped
+    assert not responds(lambda imgs: -M.hf_ratio(imgs, clean), "higher", clean, damaged)  # sign flipped
+
+
+def test_the_frechet_distance_of_a_set_with_itself_is_zero_and_grows_with_noise(artist_renders):
+    clean, reference = artist_renders
+    judge = load_style_judge()
+    space = M.FeatureSpace.fit(judge.features(np.stack(reference)))
+    assert M.frechet(judge, space, reference, reference) == pytest.approx(0.0, abs=1e-6)
+    d = [M.frechet(judge, space, _noisy(reference, s), reference) for s in (0.0, 0.1, 0.3)]
+    assert d[0] == pytest.approx(0.0, abs=1e-6) and d[0] < d[1] < d[2]
+    # A perfect mimic (other renders of the style) is far closer than noise-damaged renders.
+    assert M.frechet(judge, space, clean, reference) < d[2] / 4
+
+
+def test_paired_measures_are_exactly_neutral_for_the_clean_mimic_itself(artist_renders):
+    clean, _ = artist_renders
+    assert M.paired_ssim(clean, clean) == pytest.approx(1.0)
+    assert M.hf_ratio(clean, clean) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="pairs"):
+        M.paired_ssim(clean[:3], clean[:4])
+    flat = [np.full((64, 64, 3), 90, np.uint8)]
+    white = _noisy(flat, 0.3)
+    assert M.hf_share(flat) == 0.0 and 0.6 < M.hf_share(white) < 0.9  # white noise: about 3/4 outside
+
+
+def test_the_random_control_is_plus_or_minus_epsilon_on_the_exported_file(tiny_model, tmp_path):
+    from engine import batch as B
+    from engine.images import load_image, save_image
+    from engine.jobs import ProtectSettings
+
+    src = tmp_path / "in.png"
+    save_image(render_set([HELD_OUT_STYLE], 1, 64, use="artist").images[0], src)
+    for eps in (4, 32):
+        settings = ProtectSettings(method="random", strength_levels=eps, steps=100, working_size=64,
+                                   preview_every=0, measure_objective=False)
+        out = tmp_path / f"e{eps}"
+        events = list(B.protect_batch(tiny_model, [src], settings, B.BatchOptions(out, fmt="png", journal=False)))
+        assert not [e for e in events if isinstance(e, B.ImageFailed)]
+        a = load_image(src).pixels[..., :3].astype(int)
+        b = load_image(next(out.glob("*.png"))).pixels[..., :3].astype(int)
+        d = b - a
+        inside = (a >= eps) & (a <= 255 - eps)  # pixels the clip to [0, 255] cannot touch
+        assert set(np.unique(d[inside])) == {-eps, eps}
+        assert 0.45 < (d[inside] > 0).mean() < 0.55 and np.abs(d).max() == eps
+
+
+def test_the_random_control_is_not_offered_to_the_artist():
+    from engine.methods import CONTROLS, METHODS, get_method
+
+    assert "random" in CONTROLS and "random" not in METHODS
+    assert get_method("random").label.startswith("Random")
+
+
+def test_the_plan_keeps_the_cells_the_issue_names():
+    runs = CV.CurvePlan().runs()
+    cells = {(r.label, r.strength, p) for r in runs for p in r.purifiers}
+    purifiers = [p for p, _ in CV.PURIFIERS]
+    rows = [label for label, _, _ in CV.CurvePlan().rows if label != "none"]
+    assert len(rows) == 10 and "Random ±ε" in rows
+    for label in rows:
+        for s in (8.0, 16.0):
+            assert all((label, s, p) in cells for p in purifiers)
+        for s in (4.0, 32.0):
+            measured = (label, s, "none") in cells and (label, s, "SDEdit 0.2") in cells
+            assert measured == (label not in CV.ABLATIONS)
+            assert (label, s, "JPEG 75") not in cells
+    assert all(("none", None, p) in cells for p in purifiers)
+    # the Random control wherever a method is measured
+    for (label, s, p) in cells:
+        if label != "none":
+            assert ("Random ±ε", s, p) in cells
+    assert runs[0].method == "none" and len({r.folder for r in runs}) == len(runs)
+    assert all(r.folder.isascii() for r in runs)
+
+
+def test_a_strength_the_engine_refuses_is_refused_before_anything_runs(tmp_path, capsys, toy_proxy_model):
+    with pytest.raises(ArtveilError, match="strength 64"):
+        CV.validate_plan(CV.CurvePlan(strengths=(8.0, 64.0)), steps=100)
+    with pytest.raises(ArtveilError, match="strengths"):
+        CV.parse_strengths("8,x")
+    out = tmp_path / "run"
+    code = cli_main(["efficacy", "--model", str(toy_proxy_model), "--out", str(out), "--allow-unchecked",
+                     "--strengths", "4,8,64"])
+    err = capsys.readouterr().err
+    assert code == 2 and "64" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()  # refused before any folder, render or model
+
+
+def test_intervals_pool_the_seed_spread_and_onsets_need_both_the_clean_mimic_and_random(tmp_path):
+    def cell(method, kind, strength, values):
+        return {"method": method, "kind": kind, "strength": strength, "purifier": "none", "psnr": 30.0, "ssim": 0.9,
+                "seeds": [0, 1], "values": {m: list(values) for m in M.MEASURES}}
+
+    cells = [cell("none", "none", None, [0.9, 0.92]), cell("Random ±ε", "random", 8.0, [0.88, 0.9]),
+             cell("A", "advdm", 8.0, [0.3, 0.32]), cell("B", "mist", 8.0, [0.87, 0.89])]
+    spread = CV.pooled_intervals(cells)
+    assert spread["accuracy"]["df"] == 4 and spread["accuracy"]["sd"] == pytest.approx(np.sqrt(4 * 0.0002 / 4))
+    ons = {(o["method"], o["measure"]): o["onset"] for o in CV.onsets({"cells": cells})}
+    assert ons[("A", "accuracy")] == 8.0  # far below both
+    assert ons[("B", "accuracy")] is None  # inside Random's noise
+    # a direction flipped for the measure would call B's higher accuracy damage: it must not
+    assert ons[("A", "frechet")] is None  # 'higher is better' there, and A is lower
+
+
+def test_a_toy_curve_writes_the_csv_schema_the_plot_and_the_sheets(toy_proxy_model, tmp_path, capsys):
+    model_dir = tmp_path / "proxy"
+    shutil.copytree(toy_proxy_model, model_dir, ignore=shutil.ignore_patterns("work", "sanity.json"))
+    out, docs = tmp_path / "run", tmp_path / "docs"
+    args = ["efficacy", "--model", str(model_dir), "--out", str(out), "--allow-unchecked", "--strengths", "4,8",
+            "--full-strengths", "8", "--only", "AdvDM", "--curve-dir", str(docs), "--steps", "2", "--lora-steps", "2",
+            "--k", "1", "--gen-steps", "2", "--purify-steps", "2"]
+    assert cli_main(args) == 0
+    capsys.readouterr()
+    with open(docs / "curve.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert tuple(rows[0]) == CV.CSV_COLUMNS
+    body = [dict(zip(rows[0], r)) for r in rows[1:]]
+    keys = {(r["method"], r["strength"], r["purifier"]) for r in body}
+    assert ("none", "0", "GrIDPure") in keys and ("AdvDM", "8", "GrIDPure") in keys
+    assert ("AdvDM", "4", "SDEdit 0.2") in keys and ("AdvDM", "4", "JPEG 75") not in keys
+    assert ("Random ±ε", "4", "none") in keys
+    for r in body:
+        assert r["direction"] == M.DIRECTIONS[r["measure"]] and r["seeds"] == "2"
+        if r["method"] != "none":
+            assert 0 < float(r["psnr"]) < 60 and float(r["lo"]) <= float(r["mean"]) <= float(r["hi"])
+    assert {r["measure"] for r in body} == set(M.MEASURES)
+    assert Image.open(docs / "curves.png").size[0] > 800
+    sheet = Image.open(docs / "samples-advdm.png")
+    assert sheet.size[1] > 3 * 64  # the clean mimic plus two strengths
+    assert (docs / "samples-random.png").is_file()
+    text = (docs / "curve.md").read_text()
+    assert "UNCHECKED MODEL" in text and "Reproduce:" in text and "Wall time" in text
+    curve = json.loads((out / "curve.json").read_text())
+    assert curve["missing"] == [] and len(curve["cells"]) == 4 + 2 * 2 + 2 * 4
+
+
+def _start_table_in_workers(model_dir, out):
+    """`artveil efficacy --jobs 2` as a user starts it, long enough to be stopped while its workers run; returns
+    (process, the worker processes) once both workers have said they started a row."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    cmd = [sys.executable, "-m", "engine.cli", "efficacy", "--model", str(model_dir), "--out", str(out),
+           "--allow-unchecked", "--jobs", "2", "--only", "none", "--only", "AdvDM", "--column", "none",
+           "--mimic-seeds", "1", "--steps", "2", "--lora-steps", "100000", "--k", "1", "--gen-steps", "2"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    started, deadline = 0, time.monotonic() + 240
+    while started < 2 and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line and proc.poll() is not None:
+            break
+        started += "in a worker of" in line
+    assert started == 2, "the workers never started their rows"
+    workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
+    assert len(workers) == 2
+    return proc, workers
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_a_signal_to_the_table_stops_its_workers_and_says_so(toy_proxy_model, tmp_path, signal_name):
+    import signal
+
+    import psutil
+
+    proc, workers = _start_table_in_workers(toy_proxy_model, tmp_path / "run")
+    sig = getattr(signal, signal_name)
+    proc.send_signal(sig)
+    code = proc.wait(timeout=30)
+    err = proc.stderr.read()
+    assert code == 128 + sig
+    assert f"stopped by {signal_name}" in err and "Traceback" not in err
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, "a row worker outlived the command"
+
+
+def test_workers_stop_by_themselves_when_their_parent_is_killed(toy_proxy_model, tmp_path):
+    import psutil
+
+    proc, workers = _start_table_in_workers(toy_proxy_model, tmp_path / "run")
+    proc.kill()  # SIGKILL: no handler runs in the parent
+    proc.wait(timeout=10)
+    gone, alive = psutil.wait_procs(workers, timeout=15)
+    assert not alive, "a row worker went on alone after its parent was killed"
