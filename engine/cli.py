@@ -167,6 +167,7 @@ def run_purify(args: argparse.Namespace) -> int:
     from engine import batch as B
     from engine.device import pick_device
     from engine.images import collect_inputs, load_image, safe_stem, save_image, validate_user_path
+    from engine.jobs import check_seed
     from engine.purify import PURIFIERS, parse_purifier, purify
 
     try:
@@ -176,8 +177,8 @@ def run_purify(args: argparse.Namespace) -> int:
         return 2
     try:
         name, params = parse_purifier(args.purifier)
-        if PURIFIERS[name].needs_model:
-            pick_device(args.device)
+        check_seed(args.seed)
+        pick_device(args.device)  # even where the purifier needs no model: a bad argument is said, not ignored
     except ArtveilError as exc:
         print(f"artveil: {B.one_line(exc.message)}", file=sys.stderr)
         return 2

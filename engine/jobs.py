@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from engine.errors import Cancelled
+from engine.errors import ArtveilError, Cancelled
 
 # A job's two main numbers, their limits and their named presets, in this one place: the command line
 # (engine.cli_args), the window's settings and sliders (app.settings, app.ui.controls_panel) and
@@ -25,6 +25,18 @@ STRENGTH_PRESETS = {"subtle": 4.0, "default": 8.0, "strong": 12.0, "maximum": fl
 BUDGET_RANGE = (10, 1000)
 BUDGET_STEP = 10
 BUDGET_PRESETS = {"quick": 50, "default": 100, "thorough": 200, "maximum": BUDGET_RANGE[1]}
+
+# Seeds feed torch and numpy generators, offset per tile and per purpose (seed + 1000·tile, ...): numpy refuses a
+# negative one and torch one past 64 bits, so a seed is a whole number in 32 bits, checked before any work.
+SEED_RANGE = (0, 2**32 - 1)
+
+
+def check_seed(seed) -> None:
+    """ArtveilError("config") in one line unless seed is a whole number in SEED_RANGE."""
+    low, high = SEED_RANGE
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not low <= seed <= high:
+        raise ArtveilError("config", f"seed must be a whole number from {low} to {high}, got {seed!r}.")
+
 
 # The window's purification preview (engine.preview), here so that the window can say what it does
 # without importing torch: the diffusion purifiers and the latent comparison run at PREVIEW_SIDE px on

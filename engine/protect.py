@@ -33,7 +33,7 @@ from engine import diffusion as D
 from engine.eot import EOT_TRANSFORMS, draw_transform
 from engine.errors import ArtveilError, Cancelled
 from engine.faults import is_out_of_memory
-from engine.jobs import STRENGTH_RANGE, Job, ProtectProgress, ProtectResult, ProtectSettings
+from engine.jobs import STRENGTH_RANGE, Job, ProtectProgress, ProtectResult, ProtectSettings, check_seed
 from engine.methods import MethodContext, get_method
 from engine.metrics import image_metrics, to_tensor
 from engine.models import ModelBundle, compile_available, speed_mode
@@ -60,8 +60,6 @@ def default_step_levels(strength_levels: float, steps: int) -> float:
     return 1.0
 
 
-# Seeds feed torch generators, offset per tile and per purpose (seed + 1000·tile, ...): 32 bits leave room.
-SEED_RANGE = (0, 2**32 - 1)
 # Timesteps batched into one UNet call per step: more than the schedule has only costs memory.
 TIMESTEPS_PER_STEP_RANGE = (1, 1000)
 
@@ -91,9 +89,7 @@ def validate_settings(settings: ProtectSettings) -> None:
     low, high = TIMESTEPS_PER_STEP_RANGE
     if not _is_number(settings.timesteps_per_step, whole=True) or not low <= settings.timesteps_per_step <= high:
         raise ArtveilError("config", f"timesteps per step must be a whole number from {low} to {high}, got {settings.timesteps_per_step!r}.")
-    low, high = SEED_RANGE
-    if not _is_number(settings.seed, whole=True) or not low <= settings.seed <= high:
-        raise ArtveilError("config", f"seed must be a whole number from {low} to {high}, got {settings.seed!r}.")
+    check_seed(settings.seed)
     if not _is_number(settings.eot_samples, whole=True) or settings.eot_samples < 1:
         raise ArtveilError("config", f"EOT samples must be at least 1, got {settings.eot_samples!r}.")
     if settings.large_image not in ("resize", "tiles"):

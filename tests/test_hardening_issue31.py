@@ -336,3 +336,29 @@ def test_a_folder_with_safetensors_weights_never_opens_a_pickle_beside_them(tiny
     torch.save({"w": corpus._RunsCode(str(marker))}, folder / "unet" / "diffusion_pytorch_model.bin")
     model = load_model(str(folder), device="cpu")
     assert model.unet is not None and not marker.exists()
+
+
+# --- found in the second round of probing -------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, line", [
+    (("--seed", "-1"), "artveil: seed must be a whole number from 0 to 4294967295, got -1."),
+    (("--device", "bogus"), "artveil: unknown device 'bogus'; use auto, cpu, cuda or cuda:N."),
+])
+def test_purify_refuses_a_bad_seed_or_device_before_any_work(tmp_path, capsys, argv, line):
+    """The noise purifier once failed per image on a negative seed ("unexpected ValueError, please report"),
+    and a purifier without a model ignored --device bogus."""
+    from engine.cli import main
+
+    image = write_inputs(tmp_path, ["a.png"])[0]
+    assert main(["purify", str(image), "--purifier", "noise", "--out", str(tmp_path / "out"), *argv]) == 2
+    assert capsys.readouterr().err.splitlines() == [line]
+    assert not (tmp_path / "out").exists()
+
+
+def test_jpeg_of_a_transparent_image_says_the_alpha_is_dropped(cli, tmp_path):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(make_image(32, 32, channels=4)).save(tmp_path / "in" / "cut.png")
+    status, stdout, err = cli("protect", str(tmp_path / "in" / "cut.png"), "--out", str(tmp_path / "out"), *CLI_SETTINGS,
+                              "--format", "jpg", "--strength", "32")
+    assert status == 0, err
+    assert "note: cut.png: JPG has no transparency: the alpha channel was dropped." in err.splitlines()

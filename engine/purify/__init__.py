@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import ArtveilError, Cancelled
-from engine.jobs import Job
+from engine.jobs import Job, check_seed
 from engine.purify.base import Param, Purifier
 from engine.purify.diffusion import GRIDPURE, SDEDIT, UPSCALE
 from engine.purify.simple import JPEG, NOISE
@@ -69,6 +69,7 @@ def purify(model, pixels: np.ndarray, name: str, seed: int = 0, job: Job | None 
     """
     purifier = get_purifier(name)
     merged = purifier.resolve(params)  # ArtveilError on a parameter it does not declare, or out of its range
+    check_seed(seed)
     if purifier.needs_model and model is None:
         raise ArtveilError("model", f"purifier {name} runs on a diffusion model; load one first.")
     rgb = np.ascontiguousarray(pixels[..., :3])
