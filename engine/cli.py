@@ -21,7 +21,7 @@ from engine.errors import ArtveilError, Cancelled
 from engine.jobs import BUDGET_PRESETS, STRENGTH_PRESETS, STRENGTH_RANGE, ProtectSettings
 
 # Subcommands that live in their own modules register themselves when present.
-_SUBCOMMAND_MODULES = ("engine.cli_models", "engine.evaluation.cli", "engine.evaluation.efficacy", "engine.bench")
+_SUBCOMMAND_MODULES = ("engine.cli_models", "engine.evaluation.cli", "engine.evaluation.efficacy_cli", "engine.bench")
 
 
 class ProgressLine:

@@ -264,3 +264,13 @@ def test_workers_stop_by_themselves_when_their_parent_is_killed(toy_proxy_model,
     proc.wait(timeout=10)
     gone, alive = psutil.wait_procs(workers, timeout=15)
     assert not alive, "a row worker went on alone after its parent was killed"
+
+
+def test_a_table_row_with_a_budget_the_engine_refuses_is_refused_up_front():
+    from engine.evaluation import efficacy as E
+
+    for params, words in (({"strength": 64}, "between 0 and 32"), ({"steps": 0}, "at least 1"),
+                          ({"strength": float("nan")}, "not a budget")):
+        with pytest.raises(ArtveilError, match=words):
+            E.validate_rows([("none", "none", {}), ("AdvDM x", "advdm", params)])
+    E.validate_rows([("AdvDM 32", "advdm", {"strength": 32, "steps": 10})])

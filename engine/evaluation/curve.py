@@ -186,7 +186,7 @@ def run_curve(model, model_dir: Path, out: Path, settings: E.EfficacySettings, p
         items = [(f"{r.label} ε{r.strength:g}" if r.strength else r.label,
                   run_config(settings, plan, r, artist, resolution, style), out / "runs" / r.folder) for r in runs]
         if jobs > 1:
-            E._rows_in_workers(source or str(model_dir), str(model.device), items, min(jobs, len(items)), log,
+            E.rows_in_workers(source or str(model_dir), str(model.device), items, min(jobs, len(items)), log,
                                tick=clock.tick)
         else:
             for label, config, run_dir in items:

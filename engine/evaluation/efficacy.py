@@ -5,6 +5,8 @@ accuracy after a mimic's LoRA on the (purified) protected images: the fraction o
 that the proxy world's style judge calls the artist's style. Lower is better for the artist; the "none" row is
 what the mimic gets from the clean images. Each row also gives the PSNR of its protected images.
 
+The command line is engine.evaluation.efficacy_cli (it also runs the curves, engine.evaluation.curve).
+
 Every cell is one condition of an `artveil eval` run (engine.evaluation.run), one run folder per row, so a
 stopped table resumes where it stopped and a changed setting reruns only what depends on it:
 
@@ -18,13 +20,11 @@ sanity bar is refused: on it "the protection stopped the mimic" cannot be told f
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -157,7 +157,9 @@ def row_budget(settings: "EfficacySettings", params: dict[str, Any]) -> tuple[fl
 def validate_rows(rows: list[tuple[str, str, dict[str, Any]]]) -> None:
     """Every row's method and parameters, checked before the first row runs (a typo must not cost hours)."""
     from engine.evaluation.run import NO_PROTECTION
+    from engine.jobs import ProtectSettings
     from engine.methods import get_method
+    from engine.protect import validate_settings
 
     labels = [label for label, _, _ in rows]
     if len(set(map(slug, labels))) != len(labels):
@@ -169,11 +171,15 @@ def validate_rows(rows: list[tuple[str, str, dict[str, Any]]]) -> None:
             continue
         params, own = split_row_params(params)
         for key, value in own.items():
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= (255 if key == "strength" else 100_000)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             if not ok or (key == "steps" and value != int(value)):
-                raise ArtveilError("config", f"row {label!r}: {key}={value!r} is not a valid "
-                                             + ("budget in levels (0 < ε ≤ 255)" if key == "strength" else "step count"))
+                raise ArtveilError("config", f"row {label!r}: {key}={value!r} is not a "
+                                             + ("budget in levels" if key == "strength" else "step count"))
         try:
+            # The engine's own check of the budget (strength up to STRENGTH_RANGE's top, steps at least 1),
+            # so a row the protection would refuse hours later is refused now.
+            validate_settings(ProtectSettings(method=method, strength_levels=float(own.get("strength", 8.0)),
+                                              steps=int(own.get("steps", 100)), method_params=dict(params)))
             get_method(method, params)
         except ArtveilError as exc:
             raise ArtveilError("config", f"row {label!r}: {exc.message}") from None
@@ -429,7 +435,7 @@ class WallClock:
             os.replace(tmp, self.path)
 
 
-def _rows_in_workers(source: str, device: str, items: list[tuple[str, Any, Path]], jobs: int,
+def rows_in_workers(source: str, device: str, items: list[tuple[str, Any, Path]], jobs: int,
                      log: Callable[[str], None], tick: Callable[[], None] = lambda: None) -> None:
     """Run whole rows, items of (label, EvalConfig, run folder), in `jobs` processes side by side (the CPU's
     cores split between them). SIGTERM or SIGINT to this process stops every worker before it returns
@@ -519,7 +525,7 @@ def run_efficacy(model, model_dir: Path, out: Path, settings: EfficacySettings, 
     if jobs > 1 and len(settings.rows) > 1:
         items = [(label, row_config(settings, artist, resolution, style, method, params), out / "rows" / slug(label))
                  for label, method, params in settings.rows]
-        _rows_in_workers(source or str(model_dir), str(model.device), items, min(jobs, len(settings.rows)), log,
+        rows_in_workers(source or str(model_dir), str(model.device), items, min(jobs, len(settings.rows)), log,
                          tick=clock.tick)
 
     def table_so_far() -> dict:
@@ -744,176 +750,3 @@ def render_markdown(table: dict, command: str | None = None) -> str:
     if command:
         lines += ["", "Reproduce:", "", "```", command, "```"]
     return "\n".join(lines) + "\n"
-
-
-def _parse_row(values: list[str]) -> tuple[str, str, dict[str, Any]]:
-    from engine.cli_args import parse_param
-
-    if len(values) < 2:
-        raise argparse.ArgumentTypeError("--row needs a LABEL and a METHOD, then KEY=VALUE parameters")
-    return values[0], values[1], dict(parse_param(v) for v in values[2:])
-
-
-def register(subparsers) -> None:
-    from engine.cli_args import parse_steps, parse_strength
-
-    e = subparsers.add_parser("efficacy", help="the efficacy table on the proxy world (methods × purifiers)",
-                              description="Protect the proxy world's held-out style with every method, purify, "
-                                          "fine-tune a LoRA as a mimic would, and tabulate how often the mimic "
-                                          "still paints the style.")
-    e.add_argument("--model", required=True,
-                   help="the proxy model folder, or 'proxy' for the built-in one (it must have passed the sanity bar)")
-    e.add_argument("--out", required=True, help="run folder (created; reused to resume)")
-    e.add_argument("--write", default=None, help="also write the table to this Markdown file (e.g. docs/efficacy.md)")
-    e.add_argument("--strength", type=parse_strength, default=8.0, help="budget in pixel levels (0-255), every row")
-    e.add_argument("--steps", type=parse_steps, default=100)
-    e.add_argument("--only", action="append", default=None, metavar="LABEL",
-                   help="run only these rows of the standard table (repeatable; e.g. --only none --only AntiPure)")
-    e.add_argument("--row", action="append", nargs="+", default=None, metavar="ARG",
-                   help="an extra row: LABEL METHOD [KEY=VALUE ...] (repeatable), e.g. --row 'AntiPure λt 0.5' antipure lambda_t=0.5")
-    e.add_argument("--column", action="append", default=None, metavar="SPEC",
-                   help="purifier columns instead of the standard ones (repeatable; 'none' = unpurified)")
-    e.add_argument("--lora-steps", type=int, default=None)
-    e.add_argument("--lora-lr", type=float, default=None)
-    e.add_argument("--k", type=int, default=None, help="samples per content prompt")
-    e.add_argument("--mimic-seeds", type=int, default=None, metavar="N",
-                   help="mimics per cell, each its own fine-tune and samples (default 2); more narrow the intervals")
-    e.add_argument("--gen-steps", type=int, default=None)
-    e.add_argument("--purify-steps", type=int, default=None)
-    e.add_argument("--allow-unchecked", action="store_true", help="run on a model without a passed sanity bar")
-    e.add_argument("--device", default="auto")
-    e.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="rows side by side in N processes, the CPU cores split between them (2 on a 2-core CPU "
-                        "is faster: docs/benchmarks.md); the numbers then differ from --jobs 1 by rounding")
-    e.add_argument("--strengths", default=None, metavar="LIST",
-                   help="the efficacy curves instead of the table: every row at these strengths in levels (e.g. "
-                        "4,8,16,32; the Random ±ε control added), under none, JPEG 75, SDEdit 0.2 and GrIDPure, "
-                        "with several measures (docs/efficacy.md)")
-    e.add_argument("--full-strengths", default="8,16", metavar="LIST",
-                   help="curves: the strengths measured under every purifier (the others: unpurified and after "
-                        "SDEdit 0.2, and not for the ablations)")
-    e.add_argument("--curve-dir", default=None, metavar="DIR",
-                   help="curves: where curve.csv, curves.png, curve.md and the contact sheets go (default OUT/curve)")
-    e.add_argument("--assemble-only", action="store_true",
-                   help="curves: run nothing, measure and draw what is finished in OUT (a partial curve says so)")
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--split", choices=SPLITS, default="final",
-                   help="tuning: other renders of the artist's style and other seeds, for choosing a method's "
-                        "settings; final (default): the table, on images and seeds no tuning saw")
-    e.set_defaults(func=run_efficacy_cli)
-
-
-def run_efficacy_cli(args: argparse.Namespace) -> int:
-    from engine.cli_args import load_model_or_exit
-    from engine.purify import parse_purifier, purifier_label
-
-    from engine.models import PROXY_NAME, proxy_model_dir
-
-    model_dir = proxy_model_dir() if args.model == PROXY_NAME else Path(os.path.expanduser(args.model))
-    if args.model == PROXY_NAME and not (model_dir / "model_index.json").is_file():
-        print("artveil: the built-in proxy model is not in this build (train it with "
-              "python -m engine.proxy.train, docs/proxy-world.md); pass --model with the folder of a trained proxy model.", file=sys.stderr)
-        return 2
-    settings = EfficacySettings(strength_levels=args.strength, steps=args.steps, seed=args.seed,
-                                purify_steps=args.purify_steps, split=args.split)
-    overrides = {"lora_steps": args.lora_steps, "lora_lr": args.lora_lr, "k": args.k, "gen_steps": args.gen_steps}
-    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-    try:
-        if not 1 <= args.jobs <= max(1, os.cpu_count() or 1):
-            raise ArtveilError("config", f"--jobs {args.jobs}: give 1 to {os.cpu_count() or 1} (this machine's cores)")
-        if args.mimic_seeds is not None:
-            if not 1 <= args.mimic_seeds <= 64:
-                raise ArtveilError("config", f"--mimic-seeds {args.mimic_seeds}: give 1 to 64 mimics per cell")
-            settings.mimic_seeds = tuple(range(args.mimic_seeds))
-        rows = list(ROWS)
-        if args.only:
-            known = {label.lower(): (label, m, p) for label, m, p in ROWS}
-            missing = [o for o in args.only if o.lower() not in known]
-            if missing:
-                raise ArtveilError("config", f"--only {missing[0]!r}: not a row; rows: {', '.join(l for l, _, _ in ROWS)}")
-            rows = [known[o.lower()] for o in args.only]
-        if args.row:
-            try:
-                rows += [_parse_row(r) for r in args.row]
-            except argparse.ArgumentTypeError as exc:
-                raise ArtveilError("config", str(exc)) from None
-        if args.only is not None or args.row:
-            settings.rows = rows
-        if args.column:
-            cols = []
-            for spec in args.column:
-                if spec == "none":
-                    cols.append(("none", None))
-                else:
-                    name, params = parse_purifier(spec)
-                    cols.append((purifier_label(name, params), spec))
-            settings.columns = cols
-        check_proxy_model(model_dir, args.allow_unchecked)
-        validate_rows(settings.rows)
-        plan = None
-        if args.strengths is not None:
-            from engine.evaluation import curve as CV
-
-            if args.column:
-                raise ArtveilError("config", "--column is the table's; the curves have their own purifiers")
-            strengths = CV.parse_strengths(args.strengths)
-            full = CV.parse_strengths(args.full_strengths)
-            plan = CV.CurvePlan(strengths=strengths, full_strengths=full)
-            if args.only is not None or args.row:  # a subset still has its clean mimic and its Random control
-                plan.rows = [ROWS[0], CV.RANDOM_ROW] + [r for r in settings.rows if r[1] != "none"]
-            CV.validate_plan(plan, settings.steps)
-    except ArtveilError as exc:
-        print(f"artveil: {exc.message}", file=sys.stderr)
-        return 2
-    model = load_model_or_exit(str(model_dir), args.device)
-    if plan is not None:
-        return _run_curve_cli(args, model, model_dir, settings, plan)
-    out = Path(args.out)
-    try:
-        table = run_efficacy(model, model_dir, out, settings, args.allow_unchecked,
-                             log=lambda m: print(m, file=sys.stderr, flush=True), jobs=args.jobs, source=str(model_dir))
-    except Interrupted as exc:
-        print(f"artveil: {exc.message}", file=sys.stderr)
-        return 128 + exc.signum
-    except ArtveilError as exc:
-        print(f"artveil: {exc.message}", file=sys.stderr)
-        return 2
-    command = "artveil " + " ".join(_quote(a) for a in getattr(args, "argv", []))
-    text = render_markdown(table, command)
-    (out / "efficacy.md").write_text(text)
-    if args.write:
-        target = Path(args.write)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(target.suffix + ".part")
-        tmp.write_text(text)
-        os.replace(tmp, target)
-    print(text)
-    return 0
-
-
-def _run_curve_cli(args, model, model_dir: Path, settings: EfficacySettings, plan) -> int:
-    from engine.evaluation import curve as CV
-
-    out = Path(args.out)
-    try:
-        curve = CV.run_curve(model, model_dir, out, settings, plan, args.allow_unchecked,
-                             log=lambda m: print(m, file=sys.stderr, flush=True), jobs=args.jobs,
-                             source=str(model_dir), assemble_only=args.assemble_only)
-    except Interrupted as exc:
-        print(f"artveil: {exc.message}", file=sys.stderr)
-        return 128 + exc.signum
-    except ArtveilError as exc:
-        print(f"artveil: {exc.message}", file=sys.stderr)
-        return 2
-    command = "artveil " + " ".join(_quote(a) for a in getattr(args, "argv", []) if a != "--assemble-only")
-    folder = Path(args.curve_dir) if args.curve_dir else out / "curve"
-    for path in CV.write_outputs(curve, out, plan, folder, command):
-        print(path, file=sys.stderr)
-    print((folder / "curve.md").read_text())
-    return 0
-
-
-def _quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg)
