@@ -191,3 +191,128 @@ def test_after_one_image_a_batch_estimate_is_within_20_percent(make_window, fake
     real = time.monotonic() - started
     assert all(i.state is ItemState.DONE for i in rest)
     assert 1 / 1.2 <= estimate / real <= 1.2, (estimate, real)
+
+
+# ---- 5. the small defects ----------------------------------------------------------------------------
+
+def test_gif_is_taken_and_psd_is_named_with_a_reason(make_window, tmp_path):
+    from PIL import Image
+
+    window, ws = make_window()
+    gif = tmp_path / "loop.gif"
+    Image.fromarray(__import__("numpy").full((64, 64, 3), 120, "uint8")).save(gif)
+    psd = tmp_path / "layers.psd"
+    psd.write_bytes(b"8BPS" + b"\0" * 40)
+    from test_app_window import drop_urls
+
+    drop_urls(window.queue_panel.view.viewport(), [gif, psd])
+    by_name = {i.name: i for i in ws.queue.items}
+    assert set(by_name) == {"loop.gif", "layers.psd"}  # neither drop is silently ignored
+    assert by_name["loop.gif"].state is ItemState.WAITING and not by_name["loop.gif"].unreadable
+    assert "export it as PNG" in by_name["layers.psd"].status_text
+    assert window.queue_panel.count_label.text() == "0 of 1 done · 1 can't be read"
+
+
+def test_a_long_failure_reason_is_cut_at_its_end_in_the_row_and_whole_in_its_tooltip(make_window, tmp_path):
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QFontMetrics
+
+    from app.ui.queue_panel import status_line
+
+    window, ws = make_window()
+    bad = tmp_path / "sketch.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"broken" * 10)
+    ws.add_paths([bad])
+    item = ws.queue.items[0]
+    item.error = "sketch.png: damaged or truncated image (" + "a very long decoder message " * 12 + "END)"
+    row = window.queue_panel.view
+    line = status_line(item, QFontMetrics(row.font()), 400)
+    assert line.startswith("can't be read: sketch.png: damaged") and line.endswith("…")
+    tooltip = ws.queue.data(ws.queue.index(0), Qt.ItemDataRole.ToolTipRole)
+    assert tooltip.endswith("END)")  # the whole reason, nothing cut
+
+
+def test_open_folder_says_where_the_folder_is_when_nothing_opens_it(make_window, tmp_path, monkeypatch):
+    from PySide6.QtGui import QDesktopServices, QGuiApplication
+
+    window, ws = make_window()
+    out = tmp_path / "protected"
+    out.mkdir()
+    ws.settings.output_dir = str(out)
+    messages = []
+    ws.problem.connect(messages.append)
+    monkeypatch.setattr(QDesktopServices, "openUrl", staticmethod(lambda url: False))  # no file manager
+    window.controls.open_folder_button.click()
+    assert messages and str(out) in messages[-1] and "No file manager" in messages[-1]
+    assert window.statusBar().currentMessage() == messages[-1]
+    assert QGuiApplication.clipboard().text() == str(out)
+
+
+def test_file_dialogs_are_readable_in_the_dark_theme(make_window):
+    from PySide6.QtWidgets import QFileDialog, QListView
+
+    window, ws = make_window()
+    dialog = QFileDialog(window, "Add images")
+    dialog.setOption(QFileDialog.Option.DontUseNativeDialog, True)
+    dialog.show()
+    try:
+        view = dialog.findChild(QListView)
+        palette = view.palette()
+
+        def luminance(colour):  # WCAG relative luminance (linear sRGB)
+            lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+                   for c in (colour.redF(), colour.greenF(), colour.blueF())]
+            return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+        text, base = luminance(palette.text().color()), luminance(palette.base().color())
+        assert base < 0.1 and text > 0.5  # light text on a dark list, not light grey on white
+        assert (text + 0.05) / (base + 0.05) > 4.5  # WCAG's contrast for body text
+    finally:
+        dialog.close()
+
+
+def test_export_right_after_protect_does_not_offer_a_duplicate(make_window, fake_engine, tmp_path, drive):
+    from conftest_app import FakePrompts
+
+    prompts = FakePrompts(tmp_path / "out")
+    window, ws = make_window(prompts=prompts)
+    ws.add_paths([write_image(tmp_path / "a.png")])
+
+    async def scenario():
+        window.controls.protect_all_button.click()
+        await ws.idle()
+        window.export_action.trigger()
+        await ws.idle()
+
+    drive(scenario())
+    assert not any(kind == "conflicts" for kind, _ in prompts.asked)  # no "keep both?" question
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["a.protected.png"]
+    assert ws.summary.startswith("Already saved: a.protected.png")
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.0])
+def test_the_model_chooser_grows_to_show_all_its_text(make_window, fake_engine, drive, qapp, scale):
+    """At 100 % and at 200 % (fonts twice the size, as on a 2x screen) no line of the chooser is clipped."""
+    from PySide6.QtWidgets import QLabel
+
+    window, ws = make_window()
+    font = qapp.font()
+    dialog = window.show_model_dialog()
+    big = dialog.font()
+    big.setPointSizeF(big.pointSizeF() * scale)
+    dialog.setFont(big)
+    for label in dialog.findChildren(QLabel):
+        f = label.font()
+        f.setPointSizeF(f.pointSizeF() * scale)
+        label.setFont(f)
+    drive(dialog.refresh_local_models())
+    dialog.demo_option.setChecked(True)
+    qapp.processEvents()
+    drive(__import__("asyncio").sleep(0.05))
+    for label in dialog.findChildren(QLabel):
+        if label.isVisible() and label.wordWrap() and label.text():
+            assert label.height() >= label.heightForWidth(label.width()), label.text()[:40]
+            assert label.geometry().bottom() <= dialog.height()
+    assert "NO real protection" in dialog.demo_note.text()
+    dialog.reject()
+    qapp.setFont(font)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import resources
 
 import numpy as np
-from PySide6.QtGui import QIcon, QImage
+from PySide6.QtGui import QColor, QIcon, QImage, QPalette
 from PySide6.QtWidgets import QApplication, QLabel, QStyleFactory
 
 
@@ -34,7 +34,26 @@ def icon(name: str) -> QIcon:
 def apply_theme(app: QApplication) -> None:
     # Fusion draws the same on every platform, so the stylesheet looks as designed everywhere.
     app.setStyle(QStyleFactory.create("Fusion"))
+    # Dialogs the stylesheet does not reach (Qt's own file dialog lists, message boxes) take their colours
+    # from the palette: a dark one, or they show the theme's light text on a white list.
+    app.setPalette(dark_palette())
     app.setStyleSheet(resource_text("theme", "artveil.qss"))
+
+
+def dark_palette() -> QPalette:
+    palette = QPalette()
+    roles = QPalette.ColorRole
+    for role, colour in (
+        (roles.Window, "#1f2023"), (roles.WindowText, "#e6e6e6"), (roles.Base, "#18191b"),
+        (roles.AlternateBase, "#222427"), (roles.Text, "#e6e6e6"), (roles.Button, "#2d3035"),
+        (roles.ButtonText, "#e6e6e6"), (roles.ToolTipBase, "#2b2d31"), (roles.ToolTipText, "#e6e6e6"),
+        (roles.Highlight, "#2f8a7f"), (roles.HighlightedText, "#ffffff"), (roles.PlaceholderText, "#8a8d93"),
+        (roles.Link, "#5fd0c2"), (roles.BrightText, "#ffffff"),
+    ):
+        palette.setColor(role, QColor(colour))
+    for role in (roles.Text, roles.WindowText, roles.ButtonText):
+        palette.setColor(QPalette.ColorGroup.Disabled, role, QColor("#6d7077"))
+    return palette
 
 
 def section_title(text: str) -> QLabel:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QUrl
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import (
     QComboBox,
     QSizePolicy,
@@ -406,10 +406,17 @@ class ControlsPanel(QWidget):
         self.open_folder_button.setEnabled(bool(path) and Path(path).is_dir())
 
     def open_output_folder(self) -> bool:
+        """Show the folder in the file manager; where none opens it, say where the folder is (and put
+        its path on the clipboard) instead of doing nothing."""
         path = self.workspace.settings.output_dir
         if not path or not Path(path).is_dir():
             return False
-        return QDesktopServices.openUrl(QUrl.fromLocalFile(path))
+        if QDesktopServices.openUrl(QUrl.fromLocalFile(path)):
+            return True
+        QGuiApplication.clipboard().setText(path)
+        self.workspace.report_problem(f"No file manager could open the folder. It is {path} (path copied to the clipboard).")
+        self.output_label.setToolTip(path)
+        return False
 
     def _show_format(self, fmt: str) -> None:
         index = max(0, self.format_combo.findData(fmt))

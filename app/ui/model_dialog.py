@@ -253,6 +253,7 @@ class ModelDialog(QDialog):
                 self.cache_combo.addItem(model.label, model.source)
         self.cache_combo.setVisible(bool(others))
         self._sync()
+        self.fit_to_content()
 
     # ---- a file or folder ---------------------------------------------------------------------
 
@@ -312,11 +313,29 @@ class ModelDialog(QDialog):
             self._sync()
         return problem
 
+    def fit_to_content(self) -> None:
+        """Grow (never shrink) so that every wrapped line shows: the dialog's height follows its text at
+        its width, at any font size or screen scaling, up to the screen's height."""
+        layout = self.layout()
+        layout.activate()
+        width = max(self.width(), self.minimumWidth())
+        needed = layout.totalHeightForWidth(width) if layout.hasHeightForWidth() else layout.totalSizeHint().height()
+        screen = self.screen().availableGeometry().height() if self.screen() is not None else needed
+        height = min(max(needed, layout.totalMinimumSize().height()), screen)
+        self.setMinimumHeight(height)
+        if self.height() < height:
+            self.resize(width, height)
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        QTimer.singleShot(0, self.fit_to_content)
+
     def _show_folder_status(self, ok: bool | None, text: str) -> None:
         colour = {True: GOOD_COLOUR, False: BAD_COLOUR}.get(ok, "#a5a8ae")
         self.folder_status.setStyleSheet(f"color: {colour};")
         self.folder_status.setText((OK_MARK if ok else "") + text)
         self.folder_status.setVisible(bool(text))
+        self.fit_to_content()
 
     # ---- choosing -----------------------------------------------------------------------------
 
@@ -366,6 +385,7 @@ class ModelDialog(QDialog):
     def _show_error(self, text: str) -> None:
         self.error.setText(text)
         self.error.setVisible(bool(text))
+        self.fit_to_content()
 
     # ---- downloading --------------------------------------------------------------------------
 

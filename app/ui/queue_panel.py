@@ -32,6 +32,12 @@ STATE_COLOURS = {
 }
 
 
+def status_line(item: QueueItem, metrics: QFontMetrics, width: int) -> str:
+    """The row's status as painted: the whole text when it fits, else cut at its end with "…" (the
+    reason's start, which says what went wrong, stays; the tooltip has all of it)."""
+    return metrics.elidedText(item.status_text, Qt.TextElideMode.ElideRight, width)
+
+
 class QueueDelegate(QStyledItemDelegate):
     """Thumbnail, name, one status line and, while protecting, a thin progress bar."""
 
@@ -77,7 +83,7 @@ class QueueDelegate(QStyledItemDelegate):
         painter.setFont(small)
         sfm = QFontMetrics(small)
         painter.setPen(STATE_COLOURS[item.state])
-        status = sfm.elidedText(item.status_text, Qt.TextElideMode.ElideRight, text_rect.width())
+        status = status_line(item, sfm, text_rect.width())
         painter.drawText(text_rect.left(), text_rect.top() + fm.height() + 4 + sfm.ascent(), status)
 
         if item.state is ItemState.PROTECTING:

@@ -83,7 +83,8 @@ class BatchRun:
         elif isinstance(event, batch.ImageDone):
             self._on_image_done(item, event)
         elif isinstance(event, batch.ImageFailed):
-            item.state, item.error, item.phase, item.progress = ItemState.FAILED, one_line(event.message), "", 0.0
+            # The whole reason: the row elides it at its end, its tooltip shows it complete.
+            item.state, item.error, item.phase, item.progress = ItemState.FAILED, one_line(event.message, 2000), "", 0.0
             self.failed.append(item)
             self._end_item(item)
         elif isinstance(event, batch.ImageStopped):
@@ -102,7 +103,7 @@ class BatchRun:
         result, clock = event.result, self.clock
         if result is not None:
             item.protected, item.preview, item.metrics = result.protected, None, dict(result.metrics)
-            item.output_path = event.target
+            item.mark_written(event.target)
             item.note = f"saved as {event.target.name}"
             if clock is not None:
                 clock.finish()

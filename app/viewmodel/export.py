@@ -86,7 +86,7 @@ async def export_items(bridge, items: list[QueueItem], plan: list[PlannedImage],
             item.note = f"export failed: {item.error}"
             failed += 1
         else:
-            item.output_path = Path(path)
+            item.mark_written(Path(path))
             item.note = f"saved as {item.output_path.name}"
             saved += 1
         touch(item)

@@ -12,12 +12,26 @@ from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QSize, Qt
 from PySide6.QtGui import QImage, QImageReader
 
 from engine.errors import ArtveilError
+from engine.images import IMAGE_SUFFIXES as ENGINE_SUFFIXES
 from engine.images import MAX_PIXELS, MIN_SIDE, load_image
 
 from ..signals import emit
 from .words import one_line
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
+# Exactly what the engine reads (GIF included: its first frame, with a note), so a drop is never ignored.
+IMAGE_SUFFIXES = set(ENGINE_SUFFIXES)
+# Files an artist may well drop that the engine does not read: added to the queue with the reason.
+NOT_READ = {
+    ".psd": "a Photoshop file: Artveil reads flattened images only; export it as PNG (File → Export) and add that",
+    ".psb": "a Photoshop file: Artveil reads flattened images only; export it as PNG and add that",
+    ".kra": "a Krita file: export it as PNG (File → Export) and add that",
+    ".xcf": "a GIMP file: export it as PNG (File → Export As) and add that",
+    ".clip": "a Clip Studio file: export it as PNG and add that",
+    ".procreate": "a Procreate file: export it as PNG and add that",
+    ".heic": "HEIC is not read: save it as PNG or JPEG and add that",
+    ".avif": "AVIF is not read: save it as PNG or WebP and add that",
+    ".svg": "a vector drawing: export it as PNG at the size you publish and add that",
+}
 THUMBNAIL_PX = 160  # decoded once; big enough to stay sharp at 2x on a ~80 px tile
 UNKNOWN_SIZE = (512, 512)  # (height, width) assumed for an estimate until the header or the pixels say
 PHASE_WORDS = {"setup": "setting up", "steps": "protecting", "saving": "saving", "stopping": "stopping…"}
@@ -52,7 +66,28 @@ class QueueItem:
     report_purifier: str = ""
     size: tuple[int, int] | None = None  # (height, width) read from the file header
     unreadable: bool = False  # found broken when added: never counted in estimates
+    written_stamp: tuple[int, int] | None = None  # (size, mtime_ns) of output_path as this window wrote it
     late: str = ""  # while protecting: why the bar is slower than planned ("set-up is taking longer …")
+
+    def mark_written(self, path: Path) -> None:
+        """output_path is a file this window has just written (so Export need not write it again)."""
+        self.output_path = Path(path)
+        try:
+            stat = self.output_path.stat()
+        except OSError:
+            self.written_stamp = None
+        else:
+            self.written_stamp = (stat.st_size, stat.st_mtime_ns)
+
+    def still_as_written(self) -> bool:
+        """output_path exists exactly as this window wrote it (not edited, replaced or removed since)."""
+        if self.output_path is None or self.written_stamp is None:
+            return False
+        try:
+            stat = self.output_path.stat()
+        except OSError:
+            return False
+        return (stat.st_size, stat.st_mtime_ns) == self.written_stamp
 
     @property
     def counts_for_estimate(self) -> bool:
@@ -105,14 +140,19 @@ def new_items(paths: Iterable[str | Path], known: set[Path]) -> list[QueueItem]:
         path = Path(raw)
         candidates = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
         for candidate in candidates:
-            if candidate.suffix.lower() not in IMAGE_SUFFIXES or not candidate.is_file():
+            suffix = candidate.suffix.lower()
+            if suffix not in IMAGE_SUFFIXES and suffix not in NOT_READ or not candidate.is_file():
                 continue
             resolved = candidate.resolve()
             if resolved in known:
                 continue
             known.add(resolved)
-            item = QueueItem(resolved, load_thumbnail(resolved))
-            inspect(item)
+            if suffix in NOT_READ:  # named with its reason, never silently dropped
+                item = QueueItem(resolved, QImage())
+                item.state, item.error, item.unreadable = ItemState.FAILED, f"{item.name}: {NOT_READ[suffix]}.", True
+            else:
+                item = QueueItem(resolved, load_thumbnail(resolved))
+                inspect(item)
             items.append(item)
     return items
 
@@ -137,7 +177,7 @@ def inspect(item: QueueItem) -> None:
         else:
             item.size, problem = pixels.shape[:2], None
     if problem:
-        item.state, item.error, item.unreadable = ItemState.FAILED, one_line(problem), True
+        item.state, item.error, item.unreadable = ItemState.FAILED, one_line(problem, limit=2000), True
 
 
 class QueueModel(QAbstractListModel):

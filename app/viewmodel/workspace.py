@@ -27,7 +27,7 @@ from ..signals import emit
 from .batch_run import BatchRun
 from .detail import DetailLevel, detail_levels, level_for
 from .estimates import TimeEstimates
-from .export import batch_options, export_items, plan_outputs
+from .export import EXPORT_SUFFIXES, batch_options, export_items, plan_outputs
 from .preview import PreviewRun, preview_key, purifier_request
 from .prompts import Prompts
 from .queue import ItemState, QueueItem, QueueModel, new_items
@@ -397,6 +397,16 @@ class Workspace(QObject):
         """Save protected images (again) to the output folder in the chosen format."""
         chosen = [i for i in (items if items is not None else self.queue.items) if i.protected is not None]
         if self.busy or not chosen:
+            return None
+        # A file this window just wrote, in the format asked for, is already the export: saving it again
+        # would only offer to duplicate it.
+        suffix = "." + EXPORT_SUFFIXES.get(self.settings.export_format, "png")
+        written = [i for i in chosen if i.output_path is not None and i.output_path.suffix.lower() == suffix
+                   and i.still_as_written() and i.output_path.parent == Path(self.settings.output_dir or "")]
+        chosen = [i for i in chosen if i not in written]
+        if not chosen:
+            names = ", ".join(i.output_path.name for i in written[:3]) + (" …" if len(written) > 3 else "")
+            self.set_summary(f"Already saved: {names}. Export saves again in another format or folder.")
             return None
         # An existing file, even this window's own earlier export, is never rewritten without asking.
         planned = plan_outputs(self.settings, self.prompts, chosen, None)
