@@ -69,13 +69,21 @@ def ascii_slug(label: str) -> str:
     return "-".join(p for p in E.slug(label).encode("ascii", "ignore").decode().split("-") if p)
 
 
+def curve_rows() -> list[tuple[str, str, dict[str, Any]]]:
+    """none, the Random control, then the product's method and the baselines, the ablations last."""
+    by_label = {label: row for row in E.ROWS for label in [row[0]]}
+    order = ["none", "AntiPure", "AdvDM", "Mist", "PhotoGuard", "SDS(−)", "ASPL", "Anti-Diffusion", *ABLATIONS]
+    rows = [by_label[label] for label in order]
+    return [rows[0], RANDOM_ROW, *rows[1:]]
+
+
 @dataclass
 class CurvePlan:
     """Which cells to measure (issue 27, point 5): every row at the full strengths under every purifier;
     every row but the ablations at the edge strengths, unpurified and after SDEdit 0.2; the Random control
     wherever a method is measured."""
 
-    rows: list[tuple[str, str, dict[str, Any]]] = field(default_factory=lambda: [E.ROWS[0], RANDOM_ROW, *E.ROWS[1:]])
+    rows: list[tuple[str, str, dict[str, Any]]] = field(default_factory=lambda: curve_rows())
     strengths: tuple[float, ...] = STRENGTHS
     full_strengths: tuple[float, ...] = (8.0, 16.0)
     edge_purifiers: tuple[str, ...] = ("none", "SDEdit 0.2")
@@ -250,6 +258,7 @@ def assemble(out: Path, plan: CurvePlan, runs: list[CurveRun], style: str, resol
     if none_run is None or none_run.folder not in results:
         return {"cells": [], "missing": missing, "spread": {}, "planned": len(runs)}
     judge, space, reference = reference_space(style, resolution)
+    distance = M.Frechet(judge, space, reference)
     clean_by_seed = _samples_by_seed(out / "runs" / none_run.folder, results[none_run.folder], "protected")
     specs = dict(plan.purifiers)
     cells = []
@@ -267,7 +276,7 @@ def assemble(out: Path, plan: CurvePlan, runs: list[CurveRun], style: str, resol
             for seed, samples in seeds.items():
                 clean = clean_by_seed.get(seed)
                 values["accuracy"].append(acc.get(seed))
-                values["frechet"].append(M.frechet(judge, space, samples, reference))
+                values["frechet"].append(distance(samples))
                 values["paired_ssim"].append(M.paired_ssim(samples, clean) if clean else None)
                 values["hf_ratio"].append(M.hf_ratio(samples, clean) if clean else None)
             cells.append({"method": r.label, "kind": r.method, "strength": r.strength, "purifier": col,

@@ -60,15 +60,26 @@ class _Projected(torch.nn.Module):
         return torch.from_numpy(self.space.project(self.judge.features(images))).double()
 
 
+class Frechet:
+    """Fréchet distances of sample sets to one reference set, in the projected judge feature space:
+    torchmetrics' FID with this feature network, the reference side computed once and kept."""
+
+    def __init__(self, judge, space: FeatureSpace, reference: list[np.ndarray] | np.ndarray):
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        self.fid = FrechetInceptionDistance(feature=_Projected(judge, space), normalize=False, reset_real_features=False)
+        self.fid.update(_as_batch(reference), real=True)
+
+    def __call__(self, samples: list[np.ndarray] | np.ndarray) -> float:
+        self.fid.reset()  # the samples' side only (reset_real_features=False)
+        self.fid.update(_as_batch(samples), real=False)
+        return float(self.fid.compute())
+
+
 def frechet(judge, space: FeatureSpace, samples: list[np.ndarray] | np.ndarray,
             reference: list[np.ndarray] | np.ndarray) -> float:
     """Fréchet distance between two sets of uint8 images in the projected judge feature space."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
-    fid = FrechetInceptionDistance(feature=_Projected(judge, space), normalize=False, reset_real_features=True)
-    fid.update(_as_batch(reference), real=True)
-    fid.update(_as_batch(samples), real=False)
-    return float(fid.compute())
+    return Frechet(judge, space, reference)(samples)
 
 
 def _as_batch(images) -> torch.Tensor:
