@@ -46,6 +46,8 @@ class CompareCanvas(QWidget):
 
     def set_images(self, before: QImage | None, after: QImage | None, after_label: str = "Protected") -> None:
         """None keeps the current image on that side (progress updates only change the after side)."""
+        if before is None and after is None and after_label == self.after_label:
+            return  # nothing to redraw: progress reports arrive many times a second
         if before is not None:
             self.before = QPixmap.fromImage(before) if not before.isNull() else QPixmap()
         if after is not None:

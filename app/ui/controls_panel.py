@@ -237,6 +237,7 @@ class ControlsPanel(QWidget):
         else:
             self.method_combo.addItem("Starting the engine…")
             self.purifier_combo.addItem("Starting the engine…")
+        self._busy_shown = False
         self._show_busy(workspace.busy)
 
     # ---- layout helpers ----------------------------------------------------------------------
@@ -476,7 +477,11 @@ class ControlsPanel(QWidget):
             widget.setEnabled(not busy)
         for b in self.strength_presets + self.budget_presets:
             b.setEnabled(not busy)
-        self._show_estimate()
+        # Every item update calls this, 20 times a second while a job runs: the estimates (which read the
+        # settings file) are redrawn only when idle, or when busy begins, never in the engine's way.
+        if not busy or not self._busy_shown:
+            self._show_estimate()
+        self._busy_shown = busy
 
 
 def _full_summary(choice) -> str:

@@ -131,13 +131,17 @@ class BatchRun:
     def _on_step(self, item: QueueItem, progress: ProtectProgress) -> None:
         if item is not self.active:
             return
+        entered = False
         if self.clock is not None and progress.step > 0:
             self.clock.step(progress.step, progress.total)
             if item.phase != "stopping":
-                item.phase = "steps"
+                entered, item.phase = item.phase != "steps", "steps"
         if progress.preview is not None:
             item.preview = progress.preview
-        self.tick()
+        # The heartbeat moves the bar 4 times a second; redrawing the window for every engine report
+        # (up to 20 a second) would take CPU from the engine on a 2-core machine.
+        if entered or progress.preview is not None:
+            self.tick()
 
     def tick(self) -> None:
         """Move the active item's bar and the batch's ETA with the clock, between engine reports."""
