@@ -392,9 +392,10 @@ class ControlsPanel(QWidget):
         per = "the waiting image" if pending else "one image"
         note = f"{current.summary.capitalize()}; the times are for {per}."
         if ws.model is not None and ws.model.is_demo:
-            note = (f"The demo model was trained at {ws.native_size} px: the protection is {current.summary}, "
-                    f"so a demo job takes about a minute or less on a CPU. It shows how the app works; "
-                    f"it does not protect against real models.")
+            note = (f"The demo model was trained at {ws.native_size} px: the protection is {current.summary} "
+                    f"(at 512 px it would take about {max(1, round((512 / current.working_size) ** 2))}× the work "
+                    f"and teach the demo nothing it can see). It shows how the app works; it does not protect "
+                    f"against real models.")
         self.detail_note.setText(note)
 
     def _show_output(self, path: str) -> None:
