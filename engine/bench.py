@@ -50,7 +50,8 @@ def build_random_model(config_name: str = "sd15", device: str = "auto", seed: in
     from engine.models import ModelBundle, freeze
 
     root = Path(str(resources.files("resources") / "model_configs" / config_name))
-    dev = pick_device(device)
+    # "meta": the shapes alone, no memory (tests); any other device as --device names it.
+    dev = torch.device("meta") if device == "meta" else pick_device(device)
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -138,23 +139,32 @@ def _per_step(stamps: list[float], warmup: int, steps_per_item: float) -> float:
     return (timed[-1] - timed[0]) / (len(timed) - 1) * steps_per_item
 
 
-def time_fast(model, settings, image: np.ndarray, warmup: int) -> dict:
-    """The real loop (engine.protect) with the given speed options."""
-    from engine.jobs import ProtectProgress
+def time_fast(model, settings, image: np.ndarray, warmup: int, which_plan: str = "default") -> dict:
+    """The real loop (engine.protect) with the given speed options, under the plan the engine chooses
+    (which_plan "default") or its smallest plan at the same working size ("smallest")."""
+    from engine.jobs import ProtectProgress, ProtectResult
     from engine.methods import get_method
-    from engine.protect import plan_regions, protect_iter, use_two_pass
+    from engine.plan import smallest_plan
+    from engine.protect import two_pass_allowed, plan_regions, protect_iter
 
     h, w = image.shape[:2]
-    _, regions = plan_regions(h, w, settings, None)
+    forced = None
+    if which_plan == "smallest":
+        method = get_method(settings.method, settings.method_params)
+        forced = smallest_plan(settings.working_size, two_pass_allowed(method, settings), h, w)
     stamps = [time.perf_counter()]
-    for item in protect_iter(model, image, settings):
+    plan = None
+    for item in protect_iter(model, image, settings, plan=forced):
         if isinstance(item, ProtectProgress) and item.step > 0:
             stamps.append(time.perf_counter())
-    steps_per_item = len(regions)  # with tiles a whole-image step is one step of every region
+            plan = plan or item.plan
+        elif isinstance(item, ProtectResult):
+            plan = item.plan
+    regions = round((len(stamps) - 1) / settings.steps)  # a whole-image step is one step of every region
     return {
-        "seconds_per_step": _per_step(stamps[1:], warmup, steps_per_item),
-        "regions": len(regions),
-        "two_pass": use_two_pass(get_method(settings.method, settings.method_params), settings, model.device),
+        "seconds_per_step": _per_step(stamps[1:], warmup, regions),
+        "regions": regions,
+        "plan": plan,
     }
 
 
@@ -230,22 +240,27 @@ def _measure(meter: MemoryMeter, fn, *args) -> dict:
 
 
 def run_bench(model, methods: list[str], size: int, steps: int, warmup: int, speed: dict, naive: bool = True,
-              timesteps_per_step: int = 1) -> dict:
-    """Time every method fast and naive on `model` at size×size; the report as plain data."""
+              timesteps_per_step: int = 1, working_size: int | None = None, which_plan: str = "default") -> dict:
+    """Time every method fast and naive on `model` at size×size; the report as plain data.
+
+    working_size: the longer side δ is optimized at (None: the image's size); which_plan: "default" (the plan
+    the engine chooses) or "smallest" (engine.plan.smallest_plan)."""
     from engine.device import describe_device
     from engine.jobs import ProtectSettings
 
     image = bench_image(size)
+    working_size = working_size or size
     meter = MemoryMeter(model.device)
     total_steps = warmup + steps
     rows = []
 
     def settings_for(name: str) -> ProtectSettings:
-        return ProtectSettings(method=name, steps=total_steps, working_size=size, preview_every=0,
+        return ProtectSettings(method=name, steps=total_steps, working_size=working_size, preview_every=0,
                                measure_objective=False, timesteps_per_step=timesteps_per_step, **speed)
 
     for name in methods:
-        rows.append({"method": name, "variant": "fast", **_measure(meter, time_fast, model, settings_for(name), image, warmup)})
+        rows.append({"method": name, "variant": "fast",
+                     **_measure(meter, time_fast, model, settings_for(name), image, warmup, which_plan)})
     if naive:
         with naive_model(model) as ref:
             for name in methods:
@@ -270,6 +285,8 @@ def run_bench(model, methods: list[str], size: int, steps: int, warmup: int, spe
         "cpu_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "size": size,
+        "working_size": working_size,
+        "which_plan": which_plan,
         "timed_steps": steps,
         "warmup_steps": warmup,
         "extrapolated_to_steps": EXTRAPOLATED_STEPS,
@@ -295,9 +312,12 @@ def format_table(report: dict) -> str:
             continue
         speedup = f"{r['speedup_vs_naive']:.1f}x" if "speedup_vs_naive" in r else ""
         lines.append(f"{r['method']:<16}{r['variant']:<7}{r['seconds_per_step']:>10.3f}"
-                     f"{r['seconds_per_image_100_steps_extrapolated']:>11.1f}{r['peak_memory_mb']:>15.0f}{speedup:>10}")
+                     f"{r['seconds_per_image_100_steps_extrapolated']:>11.1f}{r['peak_memory_mb']:>15.0f}{speedup:>10}"
+                     + (f"  {r['plan']}" if r.get("plan") else ""))
     lines.append(f"* seconds per image extrapolated to {report['extrapolated_to_steps']} steps from the timed steps.")
     lines.append("naive: fp32, trainable weights, eager, one graph, no autocast/channels_last/checkpointing/compile.")
+    if report.get("naive_skipped"):
+        lines.append(f"naive: not run ({report['naive_skipped']}).")
     if not report["peak_memory_is_per_run"]:
         lines.append("note: the peak RSS could not be reset between runs: each number is the process's peak so far.")
     return "\n".join(lines)
@@ -310,9 +330,48 @@ def selected_methods(arg: str) -> list[str]:
     return [m.strip() for m in arg.split(",") if m.strip()] if arg else list(METHODS)
 
 
+def _naive_skipped(model, naive: str) -> str | None:
+    """Why the naive loop is left out ("auto": for a real-size model on the CPU), or None to run it."""
+    from engine.plan import is_real_size, shape_of
+
+    if naive == "off":
+        return "--naive off"
+    if naive == "auto" and model.device.type == "cpu" and is_real_size(shape_of(model)):
+        # fp32 weight gradients and one graph from pixels: twice the weights' memory and hours per method.
+        return "a real-size model on the CPU: it needs the weights' memory twice over and hours per method; --naive on runs it"
+    return None
+
+
+def _check_plans_before_loading(source: str, device: str, methods: list[str], size: int, working_size: int,
+                                timesteps_per_step: int, which_plan: str) -> str | None:
+    """The one line that refuses the run when some method fits no plan, from the model's configs alone (before
+    its weights are built or loaded); None when every method fits, or when the configs cannot be read first."""
+    from engine.device import pick_device
+    from engine.errors import ArtveilError
+    from engine.methods import get_method
+    from engine.plan import choose_plan, device_memory, shape_before_loading, smallest_plan
+
+    dev = pick_device(device)
+    shape = shape_before_loading(source, dev)
+    if shape is None:
+        return None
+    memory = device_memory(dev)
+    for name in methods:
+        method = get_method(name)
+        two_pass = None if method.declares_latent_loss() else False
+        forced = smallest_plan(working_size, two_pass, size, size) if which_plan == "smallest" else None
+        try:
+            choose_plan(shape, method.memory_profile(timesteps_per_step), size, size, working_size, memory,
+                        weights_loaded=False, two_pass=two_pass, forced=forced)
+        except ArtveilError as exc:
+            return f"{name}: {exc.message}"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from engine.errors import ArtveilError
     from engine.methods import METHODS
+    from engine.plan import default_working_size, shape_of
 
     methods = selected_methods(args.methods)
     unknown = [m for m in methods if m not in METHODS]
@@ -325,13 +384,29 @@ def run(args: argparse.Namespace) -> int:
     if args.steps < 1 or args.warmup < 1:
         print("artveil: --steps and --warmup must be at least 1 (the first step pays for allocation)", file=sys.stderr)
         return 2
+    if args.working_size and (args.working_size < 64 or args.working_size % 8):
+        print(f"artveil: --working-size must be a multiple of 8 and at least 64, got {args.working_size}", file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
+        from engine.device import pick_device
+        from engine.plan import shape_before_loading
+
+        shape = shape_before_loading(args.model, pick_device(args.device))
+        working_size = args.working_size or (default_working_size(shape, pick_device(args.device), args.size)
+                                             if shape is not None else None)
+        refused = _check_plans_before_loading(args.model, args.device, methods, args.size, working_size or args.size,
+                                              args.timesteps_per_step, args.plan)
+        if refused:
+            print(f"artveil: {refused}", file=sys.stderr)
+            return 2
         model = load_bench_model(args.model, args.device)
     except ArtveilError as exc:
         print(f"artveil: model: {exc.message}", file=sys.stderr)
         return 2
+    if working_size is None:
+        working_size = args.working_size or default_working_size(shape_of(model), model.device, args.size)
     speed = {
         "precision": args.precision,
         "two_pass": {"auto": None, "on": True, "off": False}[args.two_pass],
@@ -339,8 +414,11 @@ def run(args: argparse.Namespace) -> int:
         "low_vram": args.low_vram,
         "compile_unet": args.compile,
     }
-    report = run_bench(model, methods, args.size, args.steps, args.warmup, speed, naive=not args.no_naive,
-                       timesteps_per_step=args.timesteps_per_step)
+    naive = "off" if args.no_naive else args.naive
+    skipped = _naive_skipped(model, naive)
+    report = run_bench(model, methods, args.size, args.steps, args.warmup, speed, naive=skipped is None,
+                       timesteps_per_step=args.timesteps_per_step, working_size=working_size, which_plan=args.plan)
+    report["naive_skipped"] = skipped
     print(json.dumps(report, indent=2) if args.json else format_table(report), flush=True)
     return 1 if any("error" in r for r in report["results"]) else 0
 
@@ -363,7 +441,13 @@ def register(subparsers) -> None:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--low-vram", action="store_true", help="two-pass + gradient checkpointing + 256-px tiles")
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet (needs Triton on CUDA)")
-    p.add_argument("--no-naive", action="store_true", help="skip the naive reference loop")
+    p.add_argument("--naive", choices=["auto", "on", "off"], default="auto",
+                   help="the naive reference loop (auto: not for a real-size model on the CPU, where it takes hours)")
+    p.add_argument("--no-naive", action="store_true", help="skip the naive reference loop (--naive off)")
+    p.add_argument("--working-size", type=int, default=0,
+                   help="longer side δ is optimized at (default: the engine's default for this model and device)")
+    p.add_argument("--plan", choices=["default", "smallest"], default="default",
+                   help="default: the plan the engine chooses; smallest: its least-memory plan at the same working size")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run)

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 
 from engine.cli_args import MODEL_HELP, default_model_source, load_model_or_exit, parse_param, parse_steps, parse_strength
 from engine.errors import ArtveilError, Cancelled
@@ -68,7 +69,7 @@ def run_protect(args: argparse.Namespace) -> int:
         step_levels=args.step_size,
         seed=args.seed,
         eot=tuple(args.eot or ()),
-        working_size=args.working_size,
+        working_size=args.working_size or 512,  # auto (None): set once the model is known, below
         large_image=args.large_image,
         timesteps_per_step=args.timesteps_per_step,
         method_params=dict(args.param or []),
@@ -93,12 +94,21 @@ def run_protect(args: argparse.Namespace) -> int:
     except ArtveilError as exc:
         print(f"artveil: {B.one_line(exc.message)}", file=sys.stderr)
         return 2
+    refused = _refused_before_loading(args.model or default_model_source(), args.device, settings, args.working_size)
+    if refused:
+        print(f"artveil: {B.one_line(refused)}", file=sys.stderr)
+        return 2
     model = load_model_or_exit(args.model, args.device)
+    if args.working_size is None:
+        from engine.plan import default_working_size, shape_of
+
+        settings = replace(settings, working_size=default_working_size(shape_of(model), model.device))
     options = B.BatchOptions(out_dir, fmt=args.format, model_source=args.model or default_model_source(),
                              on_existing="overwrite" if args.overwrite else "error", redo=args.overwrite)
     bar = ProgressLine(sys.stderr)  # the stream now, not the one bound when this module was imported
     names: dict[int, str] = {}
     summary = None
+    said_plan = None
     try:
         for event in B.protect_batch(model, inputs, settings, options):
             if isinstance(event, B.BatchNote):
@@ -110,6 +120,10 @@ def run_protect(args: argparse.Namespace) -> int:
                     print(f"note: {names[event.index]}: {note}", file=sys.stderr)
             elif isinstance(event, B.ImageStep):
                 item = event.progress
+                if item.plan and item.plan != said_plan:  # said once, again only when an image needs another
+                    said_plan = item.plan
+                    lead = "\n" if bar.enabled else ""
+                    print(f"{lead}note: {names[event.index]}: {item.plan}", file=sys.stderr)
                 if item.message:
                     lead = "\n" if bar.enabled else ""
                     print(f"{lead}note: {names[event.index]}: {item.message}", file=sys.stderr)
@@ -132,6 +146,30 @@ def run_protect(args: argparse.Namespace) -> int:
         print(f"artveil: {summary.failed} of {len(inputs)} file(s) failed.", file=sys.stderr)
         return 1
     return 0
+
+
+def _refused_before_loading(source: str, device: str, settings: ProtectSettings, working_size: int | None) -> str | None:
+    """Why no plan fits this job (one line), from the model's configs alone, before any weights load; None when
+    a plan fits or the configs cannot be read before loading (then each image is planned once it loads).
+    Checked for the largest region an image can have: the working size, square."""
+    from engine.device import pick_device
+    from engine.methods import get_method
+    from engine.plan import choose_plan, default_working_size, device_memory, shape_before_loading
+    from engine.protect import two_pass_allowed, low_vram_plan
+
+    dev = pick_device(device)
+    shape = shape_before_loading(source, dev)
+    if shape is None:
+        return None
+    side = working_size or default_working_size(shape, dev)
+    method = get_method(settings.method, settings.method_params)
+    try:
+        choose_plan(shape, method.memory_profile(settings.timesteps_per_step), side, side, side, device_memory(dev),
+                    weights_loaded=False, two_pass=two_pass_allowed(method, settings),
+                    forced=low_vram_plan(replace(settings, working_size=side), method, side, side))
+    except ArtveilError as exc:
+        return exc.message
+    return None
 
 
 def _print_done(event, settings: ProtectSettings, as_json: bool) -> None:
@@ -260,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:1 or cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eot", action="append", choices=["blur", "resize", "jpeg", "flip"], help="robustness transforms (repeatable)")
-    p.add_argument("--working-size", type=int, default=512, help="longer side optimized at (px)")
+    p.add_argument("--working-size", type=int, default=None,
+                   help="longer side optimized at (px; default 512, or 256 for a Stable Diffusion model on the CPU)")
     p.add_argument("--large-image", choices=["resize", "tiles"], default="resize")
     p.add_argument("--timesteps-per-step", type=int, default=1, help="timesteps batched per UNet call")
     p.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE", help="method parameter, e.g. lambda_pfg=0.5 (repeatable)")

@@ -92,7 +92,8 @@ class ProtectProgress:
     elapsed_s: float
     eta_s: float | None
     preview: np.ndarray | None = None
-    message: str | None = None  # e.g. "out of GPU memory: retrying in 256-px tiles"
+    message: str | None = None  # e.g. "out of memory: retrying with a smaller plan (...)"
+    plan: str | None = None  # on a job's first step: the memory plan it runs with (engine.plan.PlanChoice.line)
 
 
 @dataclass
@@ -115,6 +116,7 @@ class ProtectResult:
     # Seconds per optimizer step once warm (None for runs too short to tell): `seconds` also holds the
     # fixed costs (set-up, objective measurement, export), which must not inflate per-step estimates.
     step_seconds: float | None = None
+    plan: str | None = None  # the memory plan the job ran with (engine.plan.PlanChoice.line)
 
 
 class Job:

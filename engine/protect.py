@@ -37,6 +37,7 @@ from engine.jobs import STRENGTH_RANGE, Job, ProtectProgress, ProtectResult, Pro
 from engine.methods import MethodContext, get_method
 from engine.metrics import image_metrics, to_tensor
 from engine.models import ModelBundle, compile_available, speed_mode
+from engine.plan import Plan, PlanChoice, choose_plan, device_memory, next_smaller, shape_of
 
 MIN_TILE = 128
 LOW_VRAM_TILE = 256  # a quarter of the activations of a 512-px region
@@ -199,14 +200,40 @@ def _make_generator(device: torch.device, seed: int) -> torch.Generator:
     return g
 
 
-def use_two_pass(method, settings: ProtectSettings, device: torch.device) -> bool:
-    """Whether the step runs the two-pass backward: asked for (or low-VRAM / CUDA by default) and supported,
-    i.e. the method declares its loss as loss_from_latent (engine.methods.base)."""
+def two_pass_allowed(method, settings: ProtectSettings) -> bool | None:
+    """Which plans may run the two-pass backward: None any (the plan decides), True only those (--two-pass on),
+    False none (--two-pass off, or a method whose loss is not its loss_from_latent: engine.methods.base)."""
     if not method.declares_latent_loss():
         return False
-    if settings.two_pass is not None:
-        return settings.two_pass
-    return settings.low_vram or device.type == "cuda"
+    return settings.two_pass
+
+
+def plan_job(model: ModelBundle, height: int, width: int, settings: ProtectSettings, memory=None, method=None,
+             shape=None, forced: Plan | None = None) -> PlanChoice:
+    """The cheapest plan (engine.plan) whose estimated peak fits the device for an height×width image; ArtveilError
+    ("memory") in one line when none does. --low-vram asks for its plan (two-pass, checkpointing, 256-px tiles)
+    and --two-pass on/off restricts the choice; otherwise the estimate alone decides, on the CPU as on CUDA."""
+    method = method or get_method(settings.method, settings.method_params)
+    shape = shape or shape_of(model)
+    memory = memory or device_memory(model.device)
+    return choose_plan(shape, method.memory_profile(settings.timesteps_per_step), height, width,
+                       settings.working_size, memory, weights_loaded=True, two_pass=two_pass_allowed(method, settings),
+                       forced=forced or low_vram_plan(settings, method, height, width))
+
+
+def _smaller_plan(model: ModelBundle, height: int, width: int, settings: ProtectSettings, choice: PlanChoice) -> Plan | None:
+    method = get_method(settings.method, settings.method_params)
+    return next_smaller(choice, shape_of(model), method.memory_profile(settings.timesteps_per_step), height, width,
+                        settings.working_size, two_pass_allowed(method, settings))
+
+
+def low_vram_plan(settings: ProtectSettings, method, height: int, width: int) -> Plan | None:
+    """The plan --low-vram asks for; None without it."""
+    if not settings.low_vram:
+        return None
+    side = min(settings.working_size, max(height, width))
+    return Plan(two_pass=method.declares_latent_loss() and settings.two_pass is not False, checkpointing=True,
+                tile=LOW_VRAM_TILE if side > LOW_VRAM_TILE else None, working_size=settings.working_size)
 
 
 def _autocast(settings: ProtectSettings, device: torch.device):
@@ -259,6 +286,7 @@ def _optimize_region(
     total_steps: int,
     clock: dict,
     measure: bool,
+    two_pass: bool,
     pool=None,
 ) -> Iterator[ProtectProgress | tuple[torch.Tensor, float | None, float | None]]:
     """PGD on one working-resolution region. Yields progress; the last item is (δ, obj0, obj1)."""
@@ -284,7 +312,6 @@ def _optimize_region(
     method.setup(ctx)
     delta = torch.zeros_like(x_pad)
     n_eot = max(1, settings.eot_samples) if settings.eot else 1
-    two_pass = use_two_pass(method, settings, dev)
     for step in range(settings.steps):
         if job is not None and job.cancelled:
             raise Cancelled()
@@ -333,8 +360,13 @@ def _stop_check(job: Job | None):
     return check
 
 
-def _run(model, pixels, settings, job, tile, notes, pool=None) -> Iterator[ProtectProgress | ProtectResult]:
+def _run(model, pixels, settings, job, choice: PlanChoice, notes, pool=None) -> Iterator[ProtectProgress | ProtectResult]:
     start = time.perf_counter()
+    plan = choice.plan
+    requested = settings
+    # The plan's working size and tiles replace the settings' (low_vram's tiles are in the plan already).
+    settings = replace(settings, working_size=plan.working_size, low_vram=False)
+    tile = plan.tile
     method = get_method(settings.method, settings.method_params)
     rgb = pixels[..., :3]
     h, w = rgb.shape[:2]
@@ -354,16 +386,20 @@ def _run(model, pixels, settings, job, tile, notes, pool=None) -> Iterator[Prote
     fast = speed_mode(
         model,
         channels_last=settings.channels_last,
-        checkpointing=settings.low_vram,
-        vae_tiling=settings.low_vram,
+        checkpointing=plan.checkpointing,
+        vae_tiling=requested.low_vram,
         compile_unet=settings.compile_unet,
     )
+    first_step = True
     with fast:
         for i, r in enumerate(regions):
             crop = x_work[..., r.y0 : r.y1, r.x0 : r.x1]
             measure = settings.measure_objective and i == 0
-            for item in _optimize_region(model, method, crop, settings, job, settings.seed + 1000 * i, i * settings.steps, total, clock, measure, pool):
+            for item in _optimize_region(model, method, crop, settings, job, settings.seed + 1000 * i, i * settings.steps,
+                                         total, clock, measure, plan.two_pass, pool):
                 if isinstance(item, ProtectProgress):
+                    if first_step:
+                        item.plan, first_step = choice.line(), False
                     yield item
                 else:
                     delta, o0, o1 = item
@@ -385,7 +421,7 @@ def _run(model, pixels, settings, job, tile, notes, pool=None) -> Iterator[Prote
     yield ProtectResult(
         original=pixels,
         protected=protected,
-        settings=settings,
+        settings=requested,
         metrics=metrics,
         seconds=time.perf_counter() - start,
         steps_done=total,
@@ -393,6 +429,7 @@ def _run(model, pixels, settings, job, tile, notes, pool=None) -> Iterator[Prote
         objective_end=obj1,
         notes=list(notes),
         step_seconds=_steady_step_seconds(clock["times"]),
+        plan=choice.line(),
     )
 
 
@@ -414,8 +451,13 @@ def protect_iter(
     settings: ProtectSettings,
     job: Job | None = None,
     pool=None,
+    plan: Plan | None = None,
 ) -> Iterator[ProtectProgress | ProtectResult]:
     """Protect one image (HxWx3/4 uint8). Yields ProtectProgress per step; the last item is the result.
+
+    The memory plan (engine.plan) is chosen before the first step, and the first ProtectProgress and the result
+    say which (`.plan`); ArtveilError("memory") in one line, before any work, when no plan fits. plan: run this
+    plan instead of choosing (the benchmark's smallest plan), estimated and refused the same way.
 
     Raises Cancelled once Stop is asked for on `job` (checked before every step), ArtveilError otherwise.
     pool: the set's engine.surrogate.SurrogatePool when engine.batch protects a set (methods that tune a
@@ -425,28 +467,30 @@ def protect_iter(
     if pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or pixels.dtype != np.uint8:
         raise ArtveilError("input", f"expected an HxWx3 or HxWx4 uint8 image, got {pixels.dtype} {pixels.shape}")
     notes: list[str] = []
-    tile: int | None = None
+    h, w = pixels.shape[:2]
+    choice = plan_job(model, h, w, settings, forced=plan)
+    retried = False
     while True:
         try:
-            yield from _run(model, pixels, settings, job, tile, notes, pool)
+            yield from _run(model, pixels, settings, job, choice, notes, pool)
             return
         except Cancelled:
             raise
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
-            if model.device.type == "cuda":
-                torch.cuda.empty_cache()
-            current = tile or min(_region_tile(settings, None), max(pixels.shape[:2]))
-            smaller = max(MIN_TILE, (current // 2) // 8 * 8)
-            if tile is not None and (smaller >= tile or tile <= MIN_TILE):
-                raise ArtveilError("memory", f"out of memory even in {tile}-px tiles; try a smaller working size or close other GPU programs.") from None
-            if tile is None and smaller >= current:
-                raise ArtveilError("memory", "out of memory; try a smaller working size or close other GPU programs.") from None
-            tile = smaller
-            message = f"out of memory: retrying in {tile}-px tiles"
-            notes.append(message)
-            yield ProtectProgress(0, settings.steps, {}, 0.0, None, None, message=message)
+        # Outside the except block: the failed attempt's frames (and the tensors they held) are gone.
+        if model.device.type == "cuda":
+            torch.cuda.empty_cache()
+        smaller = None if retried else _smaller_plan(model, h, w, settings, choice)
+        if smaller is None:
+            raise ArtveilError("memory", f"out of memory even with the plan {choice.plan.describe()}; try a smaller "
+                                         "working size or close other GPU programs.")
+        retried = True
+        choice = replace(choice, plan=smaller)
+        message = f"out of memory: retrying with a smaller plan ({smaller.describe()})"
+        notes.append(message)
+        yield ProtectProgress(0, settings.steps, {}, 0.0, None, None, message=message)
 
 
 def protect_image(model, pixels, settings, job: Job | None = None) -> ProtectResult:

@@ -12,7 +12,7 @@ from engine.jobs import ProtectSettings
 from engine.methods import MethodContext, get_method
 from engine.metrics import to_tensor
 from engine.models import speed_mode
-from engine.protect import plan_regions, protect_image, step_gradient, use_two_pass
+from engine.protect import plan_regions, protect_image, step_gradient, two_pass_allowed
 
 TWO_PASS_METHODS = ("antipure", "advdm", "mist")
 
@@ -109,14 +109,15 @@ def test_speed_mode_hands_the_model_back_unchanged(tiny_model, textured_image):
 
 
 def test_methods_without_a_unet_graph_skip_the_extra_encoder_pass():
-    cuda = torch.device("cuda")
+    from engine.plan import candidate_plans
+
     settings = ProtectSettings()
-    assert all(use_two_pass(get_method(m), settings, cuda) for m in TWO_PASS_METHODS)
-    assert not use_two_pass(get_method("photoguard"), settings, cuda)
-    assert not use_two_pass(get_method("sds"), settings, cuda)
-    # On the CPU memory is not the limit: the default is the cheaper single pass.
-    assert not use_two_pass(get_method("antipure"), settings, torch.device("cpu"))
-    assert use_two_pass(get_method("antipure"), replace(settings, low_vram=True), torch.device("cpu"))
+    # The memory plan decides (engine.plan): any plan for a method with a latent loss, never two-pass without one.
+    assert all(two_pass_allowed(get_method(m), settings) is None for m in TWO_PASS_METHODS)
+    for name in ("photoguard", "sds"):
+        assert two_pass_allowed(get_method(name), settings) is False
+        assert not any(p.two_pass for p in candidate_plans(512, two_pass_allowed(get_method(name), settings), 512, 512))
+    assert two_pass_allowed(get_method("antipure"), replace(settings, two_pass=False)) is False
 
 
 def test_a_subclass_that_redefines_loss_is_never_run_through_its_parents_latent_loss():
@@ -130,11 +131,10 @@ def test_a_subclass_that_redefines_loss_is_never_run_through_its_parents_latent_
         def loss_from_latent(self, ctx, z, x, generator):
             return z.square().sum(), {}
 
-    cuda = torch.device("cuda")
     asked = ProtectSettings(two_pass=True)
-    assert not use_two_pass(Sharper(), asked, cuda)
-    assert use_two_pass(Retimed(), asked, cuda)
-    assert use_two_pass(AdvDM(), asked, cuda)
+    assert two_pass_allowed(Sharper(), asked) is False
+    assert two_pass_allowed(Retimed(), asked) is True
+    assert two_pass_allowed(AdvDM(), asked) is True
 
 
 def test_low_vram_mode_optimizes_a_large_image_in_256_px_tiles_of_the_working_copy():

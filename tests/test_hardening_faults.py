@@ -89,21 +89,23 @@ def test_a_write_fault_fails_that_image_only_and_the_batch_goes_on(cli, tmp_path
 
 # --- out of memory -----------------------------------------------------------------------------------
 
-# Retrying needs an image larger than the smallest tile (128 px): 128×144 splits into two tiles.
+# A job that runs out of memory is retried once with the engine's next smaller plan (engine.plan): on the tiny
+# model's one-pass plan for Mist that is two-pass.
 OOM_SETTINGS = ProtectSettings(method="mist", steps=1, working_size=256, strength_levels=8, measure_objective=False,
                                preview_every=0)
+RETRY_NOTE = "out of memory: retrying with a smaller plan (two-pass, whole image, working size 256 px)"
 
 
 @pytest.mark.parametrize("point", ["unet", "vae"])
-def test_out_of_memory_once_retries_in_smaller_tiles_and_keeps_the_budget(tiny_model, point):
+def test_out_of_memory_once_retries_with_a_smaller_plan_and_keeps_the_budget(tiny_model, point):
     pixels = make_image(128, 144, seed=4)
     with inject(point, times=1):
         items = list(protect_iter(tiny_model, pixels, OOM_SETTINGS))
     messages = [i.message for i in items if isinstance(i, ProtectProgress) and i.message]
-    assert messages == ["out of memory: retrying in 128-px tiles"]
+    assert messages == [RETRY_NOTE]
     result = items[-1]
     assert isinstance(result, ProtectResult) and result.notes == messages
-    assert result.steps_done == 2 * OOM_SETTINGS.steps  # two 128-px tiles cover 128×144
+    assert result.plan.startswith("plan: two-pass, whole image")
     change = np.abs(result.protected.astype(int) - pixels)
     assert result.protected.shape == pixels.shape and 0 < change.max() <= OOM_SETTINGS.strength_levels
 
@@ -114,8 +116,9 @@ def test_out_of_memory_that_persists_ends_in_a_clear_memory_error(tiny_model):
         for item in protect_iter(tiny_model, make_image(128, 144, seed=4), OOM_SETTINGS):
             seen.append(item)
     assert info.value.kind == "memory"
-    assert info.value.message.startswith("out of memory even in 128-px tiles; try a smaller working size")
-    assert [i.message for i in seen if i.message] == ["out of memory: retrying in 128-px tiles"]
+    assert info.value.message.startswith("out of memory even with the plan two-pass, whole image, working size 256 px; "
+                                         "try a smaller working size")
+    assert [i.message for i in seen if i.message] == [RETRY_NOTE]
     assert not any(isinstance(i, ProtectResult) for i in seen)
 
 
@@ -123,13 +126,13 @@ def test_cli_names_the_image_that_ran_out_of_memory_and_finishes_the_others(cli,
     write_inputs(tmp_path / "in", ["big.png"], size=(128, 144))
     write_inputs(tmp_path / "in", ["small.png"], size=(32, 32))
     out = tmp_path / "out"
-    with inject("unet", times=2):  # big.png: out of memory, and again in 128-px tiles
+    with inject("unet", times=2):  # big.png: out of memory, and again with the smaller plan
         status, stdout, err = cli("protect", str(tmp_path / "in"), "--out", str(out), "--model", "tiny",
                                   "--method", "mist", "--steps", "1", "--working-size", "256")
     assert status == 1
-    assert "note: big.png: out of memory: retrying in 128-px tiles" in err
+    assert f"note: big.png: {RETRY_NOTE}" in err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and errors[0].startswith("error: big.png: out of memory even in 128-px tiles")
+    assert len(errors) == 1 and errors[0].startswith("error: big.png: out of memory even with the plan two-pass")
     assert "small.png -> " in stdout
     assert corpus.folder_listing(out) == {"small.protected.png", JOURNAL_NAME}
 
@@ -141,7 +144,7 @@ def test_cli_subprocess_with_a_simulated_out_of_memory_retries_and_exports(tmp_p
                          "--steps", "1", "--working-size", "256", fault="unet:1")
     assert run.returncode == 0, run.stderr
     assert "Traceback" not in run.stderr
-    assert "note: big.png: out of memory: retrying in 128-px tiles" in run.stderr.splitlines()
+    assert f"note: big.png: {RETRY_NOTE}" in run.stderr.splitlines()
     assert corpus.folder_listing(out) == {"big.protected.png", JOURNAL_NAME}
     exported = np.asarray(Image.open(out / "big.protected.png")).astype(int)
     change = np.abs(exported - np.asarray(Image.open(source)).astype(int))

@@ -30,6 +30,11 @@ class AdvDM(ProtectionMethod):
     summary = "Classic baseline: makes the image hard for the model to learn. Weak against purification."
     Params = AdvDMParams
 
+    def memory_profile(self, timesteps_per_step):
+        from engine.plan import MemoryProfile
+
+        return MemoryProfile(unet_batch=timesteps_per_step)
+
     def loss_from_latent(self, ctx, z, x, generator):
         loss = semantic_loss(ctx, z, generator, self.params.t_min, self.params.t_max)
         return loss, {"semantic": float(loss.detach())}

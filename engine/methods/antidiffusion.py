@@ -240,6 +240,12 @@ class AntiDiffusion(ProtectionMethod):
                 losses = surrogate.tune(tuning_set(ctx, x_protected), ctx.cond, ctx.fresh_generator(20_000 + step))
                 ctx.cache["ad_log"].append(("surrogate", len(losses)))
 
+    def memory_profile(self, timesteps_per_step):
+        from engine.plan import MemoryProfile
+
+        # Prompt and surrogate tuning between steps run one sample at a time.
+        return MemoryProfile(unet_batch=timesteps_per_step, tuning_batch=1)
+
     def loss_from_latent(self, ctx, z, x, generator):
         model = ctx.model
         t = D.sample_timesteps(model, ctx.timesteps_per_step, generator)

@@ -133,7 +133,10 @@ class AntiPure(ProtectionMethod):
                     "patches (no DCT band lies beyond it)")
         return None
 
-    def _terms(self, ctx: MethodContext, x: torch.Tensor, generator: torch.Generator, z: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def _terms(self, ctx: MethodContext, x: torch.Tensor, generator: torch.Generator, z: torch.Tensor | None = None,
+               leaves: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """The three terms at x (z = E(x) if given). leaves: filled with one latent leaf per term, each feeding only
+        that term's slice of the UNet batch, so one backward of the sum gives every term's own ∂/∂z."""
         p = self.params
         model = ctx.model
         big_t = model.num_train_timesteps
@@ -155,6 +158,15 @@ class AntiPure(ProtectionMethod):
         t_all = torch.cat(parts_t)
         noise = D.randn_like(z.expand(t_all.shape[0], -1, -1, -1), generator)
         zb = z.expand(t_all.shape[0], -1, -1, -1)
+        if leaves is not None:
+            # Samples of a UNet batch do not mix (per-sample norms and attention): a leaf per term keeps them apart.
+            sizes = {"semantic": n, "pfg": 1 if p.use_pfg else 0, "etg": n if p.use_etg else 0}
+            pieces = []
+            for name, size in sizes.items():
+                if size:
+                    leaves[name] = z.detach().clone().requires_grad_(True)
+                    pieces.append(leaves[name].expand(size, -1, -1, -1))
+            zb = torch.cat(pieces)
         z_t = D.add_noise(model, zb, noise, t_all)
         out = D.unet(model, z_t, t_all, ctx.cond)
 
@@ -208,16 +220,38 @@ class AntiPure(ProtectionMethod):
         g0 = ctx.fresh_generator(seed)
         noise = torch.rand(ctx.x_clean.shape, generator=g0, device=g0.device).to(ctx.x_clean.device) * 2 - 1
         x0 = (ctx.x_clean + 0.5 * ctx.budget * noise).clamp(0, 1)
+        with torch.no_grad():
+            z0 = D.encode(ctx.model, x0)
         sums: dict[str, float] = {}
         for i in range(draws):
             ctx.check_cancelled()  # a draw is a few forward/backward passes: Stop waits at most one
-            x = x0.clone().requires_grad_(True)
-            terms = self._terms(ctx, x, ctx.fresh_generator(seed * 1000 + i))
-            names = [k for k in ("semantic", "pfg", "etg") if k in terms]
-            for j, k in enumerate(names):
-                g = torch.autograd.grad(terms[k], x, retain_graph=j < len(names) - 1, allow_unused=True)[0]
+            names, grads = self._term_gradients(ctx, x0, z0, ctx.fresh_generator(seed * 1000 + i))
+            for k, g in zip(names, grads):
                 sums[k] = sums.get(k, 0.0) + (float(g.norm()) if g is not None else 0.0)
         return {k: v / draws for k, v in sums.items()}
+
+    def _term_gradients(self, ctx: MethodContext, x0: torch.Tensor, z0: torch.Tensor, generator: torch.Generator):
+        """Each term's gradient w.r.t. the image at x0 (z0 = E(x0)): one backward through the UNet and decoder
+        for all three (a latent leaf per term), then one encoder backward per term with its ∂/∂z. The UNet and
+        encoder graphs are never held together (as in the plan's two-pass backward, engine.protect), and the
+        UNet's backward runs once instead of once per term."""
+        x = x0.clone().requires_grad_(True)
+        leaves: dict[str, torch.Tensor] = {}
+        terms = self._terms(ctx, x, generator, z0, leaves)
+        names = [k for k in ("semantic", "pfg", "etg") if k in terms]
+        total = sum(terms[k] for k in names)
+        grads = torch.autograd.grad(total, [leaves[k] for k in names] + [x], allow_unused=True)
+        g_x = grads[-1]  # only PFG reads x directly (pfg_stop_gradient off)
+        del terms, total
+        x_enc = x0.detach().clone().requires_grad_(True)
+        z_enc = D.encode(ctx.model, x_enc)
+        out = []
+        for j, (k, g_z) in enumerate(zip(names, grads[:-1])):
+            g = torch.autograd.grad(z_enc, x_enc, g_z, retain_graph=j < len(names) - 1)[0] if g_z is not None else None
+            if k == "pfg" and g_x is not None:
+                g = g_x if g is None else g + g_x
+            out.append(g)
+        return names, out
 
     def normalization_scales(self, ctx: MethodContext, draws: int | None = None, seed: int | None = None) -> dict[str, float]:
         """{"pfg": s_f, "etg": s_t} so that s·‖∇L_term‖ matches ‖∇L_sem‖ on average: the λ's are then
@@ -237,6 +271,15 @@ class AntiPure(ProtectionMethod):
 
     def between_steps(self, ctx, x_protected, step):
         aspl_between_steps(ctx, x_protected, step, self.params.aspl_rounds, self.params.aspl_tune_steps)
+
+    def memory_profile(self, timesteps_per_step):
+        """[semantic | purifier t* | ETG] in one UNet call with a graph, and the decoder for the purifier model
+        (PFG); the set-up's normalisation draws keep the same graphs, two-pass when the plan is."""
+        from engine.plan import MemoryProfile
+
+        p = self.params
+        batch = timesteps_per_step + (1 if p.use_pfg else 0) + (timesteps_per_step if p.use_etg else 0)
+        return MemoryProfile(unet_batch=batch, decoder=p.use_pfg, tuning_batch=1 if p.aspl_rounds else 0)
 
     def loss_from_latent(self, ctx, z, x, generator):
         p = self.params

@@ -72,6 +72,12 @@ class ASPL(ProtectionMethod):
             ctx.cache["aspl_log"].append(("clean", step, p.clean_tune_steps))
         ctx.cache["aspl_attack"] = attack
 
+    def memory_profile(self, timesteps_per_step):
+        from engine.plan import MemoryProfile
+
+        # The surrogate tunes on one image at a time between steps (engine.surrogate).
+        return MemoryProfile(unet_batch=timesteps_per_step, tuning_batch=1)
+
     def loss_from_latent(self, ctx, z, x, generator):
         attack = ctx.cache.get("aspl_attack")
         if attack is not None and attack.tuned_steps > 0:

@@ -160,6 +160,14 @@ class ProtectionMethod:
         never through a loss_from_latent it inherited."""
         return cls.loss is ProtectionMethod.loss
 
+    def memory_profile(self, timesteps_per_step: int):
+        """The graphs one step keeps for its backward pass (engine.plan.MemoryProfile), so that the job's peak
+        memory is estimated before it starts. The default: the loss reads the image through the encoder only
+        (PhotoGuard); a method with UNet samples in its graph says how many."""
+        from engine.plan import MemoryProfile
+
+        return MemoryProfile(encoder=True)
+
     def between_steps(self, ctx: MethodContext, x_protected: torch.Tensor, step: int) -> None:
         """Hook for surrogate fine-tuning (ASPL, Anti-Diffusion) between optimizer steps."""
 

@@ -45,6 +45,11 @@ class Mist(ProtectionMethod):
         with torch.no_grad():
             ctx.cache["mist_target"] = D.encode(ctx.model, pattern)
 
+    def memory_profile(self, timesteps_per_step):
+        from engine.plan import MemoryProfile
+
+        return MemoryProfile(unet_batch=timesteps_per_step)
+
     def loss_from_latent(self, ctx, z, x, generator):
         texture = ((z - ctx.cache["mist_target"]) ** 2).sum()
         semantic = semantic_loss(ctx, z, generator)

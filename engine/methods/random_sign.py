@@ -26,6 +26,11 @@ class RandomSign(ProtectionMethod):
         signs = torch.randint(0, 2, ctx.x_clean.shape, generator=g, device=g.device).to(ctx.x_clean) * 2 - 1
         ctx.cache["random_signs"] = signs.to(ctx.x_clean.device)
 
+    def memory_profile(self, timesteps_per_step):
+        from engine.plan import MemoryProfile
+
+        return MemoryProfile(encoder=False)
+
     def loss(self, ctx, x, generator):
         signs = ctx.cache["random_signs"]
         if signs.shape != x.shape:  # an EOT transform or a tile changed the shape: follow the image's own signs
