@@ -93,9 +93,12 @@ class PlanChoice:
     budget_mb: float
     memory: str  # "RAM" or "VRAM"
     tried: tuple[tuple[Plan, Estimate], ...] = field(default=())
+    note: str | None = None  # why there is no estimate (a model the trace cannot run)
 
     def line(self) -> str:
         """What the CLI and the window say, in one line."""
+        if self.note:
+            return f"plan: {self.plan.describe()} ({self.note})"
         return (f"plan: {self.plan.describe()} (estimated peak {self.estimate.peak_mb / 1024:.1f} GB of "
                 f"{self.budget_mb / 1024:.1f} GB {self.memory} allowed)")
 

@@ -37,7 +37,7 @@ from engine.jobs import STRENGTH_RANGE, Job, ProtectProgress, ProtectResult, Pro
 from engine.methods import MethodContext, get_method
 from engine.metrics import image_metrics, to_tensor
 from engine.models import ModelBundle, compile_available, speed_mode
-from engine.plan import Plan, PlanChoice, choose_plan, device_memory, next_smaller, shape_of
+from engine.plan import Estimate, Plan, PlanChoice, candidate_plans, choose_plan, device_memory, next_smaller, shape_of
 
 MIN_TILE = 128
 LOW_VRAM_TILE = 256  # a quarter of the activations of a 512-px region
@@ -214,8 +214,13 @@ def plan_job(model: ModelBundle, height: int, width: int, settings: ProtectSetti
     ("memory") in one line when none does. --low-vram asks for its plan (two-pass, checkpointing, 256-px tiles)
     and --two-pass on/off restricts the choice; otherwise the estimate alone decides, on the CPU as on CUDA."""
     method = method or get_method(settings.method, settings.method_params)
-    shape = shape or shape_of(model)
     memory = memory or device_memory(model.device)
+    try:
+        shape = shape or shape_of(model)
+    except Exception as exc:  # a model the meta trace cannot run: no estimate, the plain plan, and say so
+        plan = forced or low_vram_plan(settings, method, height, width) or Plan(working_size=settings.working_size)
+        return PlanChoice(plan, Estimate(float("nan"), memory.held_mb, 0.0, float("nan")), memory.budget_mb,
+                          memory.memory, note=f"memory not estimated for this model ({type(exc).__name__})")
     return choose_plan(shape, method.memory_profile(settings.timesteps_per_step), height, width,
                        settings.working_size, memory, weights_loaded=True, two_pass=two_pass_allowed(method, settings),
                        forced=forced or low_vram_plan(settings, method, height, width))
@@ -223,6 +228,10 @@ def plan_job(model: ModelBundle, height: int, width: int, settings: ProtectSetti
 
 def _smaller_plan(model: ModelBundle, height: int, width: int, settings: ProtectSettings, choice: PlanChoice) -> Plan | None:
     method = get_method(settings.method, settings.method_params)
+    if choice.note:  # no estimate: the next plan on the ladder
+        plans = candidate_plans(settings.working_size, two_pass_allowed(method, settings), height, width)
+        after = plans.index(choice.plan) + 1 if choice.plan in plans else 0
+        return plans[after] if after < len(plans) else None
     return next_smaller(choice, shape_of(model), method.memory_profile(settings.timesteps_per_step), height, width,
                         settings.working_size, two_pass_allowed(method, settings))
 

@@ -205,3 +205,14 @@ def test_the_estimate_covers_the_measured_peak_on_the_tiny_model(method, tmp_pat
     # model the libraries' first-touched pages are a large part of that growth).
     grew = m["peak"] - m["held"]
     assert 0 < m["activations"] <= 4 * max(grew, 1.0)
+
+
+def test_a_model_the_estimate_cannot_trace_still_runs_and_says_there_is_no_estimate(tiny_model, monkeypatch):
+    def untraceable(model):
+        raise RuntimeError("no config")
+
+    monkeypatch.setattr("engine.protect.shape_of", untraceable)
+    items = list(protect_iter(tiny_model, make_image(64, 64), ProtectSettings(method="advdm", steps=2, working_size=64,
+                                                                             measure_objective=False, preview_every=0)))
+    assert isinstance(items[-1], ProtectResult)
+    assert items[-1].plan == "plan: one pass, whole image, working size 64 px (memory not estimated for this model (RuntimeError))"
