@@ -182,36 +182,58 @@ def test_intervals_pool_the_seed_spread_and_onsets_need_both_the_clean_mimic_and
     assert ons[("A", "frechet")] is None  # 'higher is better' there, and A is lower
 
 
-def test_a_toy_curve_writes_the_csv_schema_the_plot_and_the_sheets(toy_proxy_model, tmp_path, capsys):
+def _toy_curve(toy_proxy_model, tmp_path, plan):
+    from engine.evaluation import efficacy as E
+    from engine.models import load_model
+
     model_dir = tmp_path / "proxy"
     shutil.copytree(toy_proxy_model, model_dir, ignore=shutil.ignore_patterns("work", "sanity.json"))
     out, docs = tmp_path / "run", tmp_path / "docs"
-    args = ["efficacy", "--model", str(model_dir), "--out", str(out), "--allow-unchecked", "--strengths", "4,8",
-            "--full-strengths", "8", "--only", "AdvDM", "--curve-dir", str(docs), "--steps", "2", "--lora-steps", "2",
-            "--k", "1", "--gen-steps", "2", "--purify-steps", "2"]
-    assert cli_main(args) == 0
-    capsys.readouterr()
+    settings = E.EfficacySettings(steps=2, lora_steps=2, k=1, gen_steps=2, purify_steps=2)
+    model = load_model(str(model_dir), device="cpu")
+    curve = CV.run_curve(model, model_dir, out, settings, plan, allow_unchecked=True, log=lambda m: None)
+    CV.write_outputs(curve, out, plan, docs, command="artveil efficacy --strengths 4,8")
     with open(docs / "curve.csv", newline="") as f:
         rows = list(csv.reader(f))
     assert tuple(rows[0]) == CV.CSV_COLUMNS
     body = [dict(zip(rows[0], r)) for r in rows[1:]]
-    keys = {(r["method"], r["strength"], r["purifier"]) for r in body}
-    assert ("none", "0", "GrIDPure") in keys and ("AdvDM", "8", "GrIDPure") in keys
-    assert ("AdvDM", "4", "SDEdit 0.2") in keys and ("AdvDM", "4", "JPEG 75") not in keys
-    assert ("Random ±ε", "4", "none") in keys
     for r in body:
         assert r["direction"] == M.DIRECTIONS[r["measure"]] and r["seeds"] == "2"
         if r["method"] != "none":
             assert 0 < float(r["psnr"]) < 60 and float(r["lo"]) <= float(r["mean"]) <= float(r["hi"])
     assert {r["measure"] for r in body} == set(M.MEASURES)
-    assert Image.open(docs / "curves.png").size[0] > 800
-    sheet = Image.open(docs / "samples-advdm.png")
-    assert sheet.size[1] > 3 * 64  # the clean mimic plus two strengths
-    assert (docs / "samples-random.png").is_file()
+    assert Image.open(docs / "curves.png").size[0] > 400
+    assert Image.open(docs / "samples-random.png").size[1] > 3 * 32  # the clean mimic plus two strengths
     text = (docs / "curve.md").read_text()
     assert "UNCHECKED MODEL" in text and "Reproduce:" in text and "Wall time" in text
-    curve = json.loads((out / "curve.json").read_text())
-    assert curve["missing"] == [] and len(curve["cells"]) == 4 + 2 * 2 + 2 * 4
+    assert json.loads((out / "curve.json").read_text())["missing"] == []
+    return {(r["method"], r["strength"], r["purifier"]) for r in body}, body
+
+
+def test_a_toy_curve_writes_the_csv_schema_the_plot_and_the_sheets(toy_proxy_model, tmp_path):
+    from engine.evaluation import efficacy as E
+
+    plan = CV.CurvePlan(rows=[E.ROWS[0], CV.RANDOM_ROW], strengths=(4.0, 8.0), full_strengths=(8.0,),
+                        purifiers=[("none", None), ("JPEG 75", "jpeg:75")], edge_purifiers=("none",))
+    keys, body = _toy_curve(toy_proxy_model, tmp_path, plan)
+    assert keys == {("none", "0", "none"), ("none", "0", "JPEG 75"), ("Random ±ε", "8", "none"),
+                    ("Random ±ε", "8", "JPEG 75"), ("Random ±ε", "4", "none")}
+    assert len(body) == len(M.MEASURES) * 5
+
+
+@pytest.mark.slow
+def test_a_toy_curve_with_every_purifier_keeps_the_plans_cells(toy_proxy_model, tmp_path):
+    from engine.evaluation import efficacy as E
+
+    # The plan's shape at toy cost: GrIDPure with 2 iterations instead of 40, the other columns as they are.
+    purifiers = [(label, "gridpure:2" if label == "GrIDPure" else spec) for label, spec in CV.PURIFIERS]
+    plan = CV.CurvePlan(rows=[E.ROWS[0], CV.RANDOM_ROW, ("AdvDM", "advdm", {})], strengths=(4.0, 8.0),
+                        full_strengths=(8.0,), purifiers=purifiers)
+    keys, body = _toy_curve(toy_proxy_model, tmp_path, plan)
+    assert ("none", "0", "GrIDPure") in keys and ("AdvDM", "8", "GrIDPure") in keys
+    assert ("AdvDM", "4", "SDEdit 0.2") in keys and ("AdvDM", "4", "JPEG 75") not in keys
+    assert len(body) == len(M.MEASURES) * (4 + 2 * 2 + 2 * 4)
+    assert (tmp_path / "docs" / "samples-advdm.png").is_file()
 
 
 def _start_table_in_workers(model_dir, out):
