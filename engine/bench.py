@@ -139,19 +139,26 @@ def _per_step(stamps: list[float], warmup: int, steps_per_item: float) -> float:
     return (timed[-1] - timed[0]) / (len(timed) - 1) * steps_per_item
 
 
-def time_fast(model, settings, image: np.ndarray, warmup: int, which_plan: str = "default") -> dict:
+def time_fast(model, settings, image: np.ndarray, warmup: int, which_plan: str = "default",
+              budget_mb: float | None = None) -> dict:
     """The real loop (engine.protect) with the given speed options, under the plan the engine chooses
-    (which_plan "default") or its smallest plan at the same working size ("smallest")."""
+    (which_plan "default") or its smallest plan at the same working size ("smallest"). budget_mb: choose the
+    plan for a device with this much memory instead of this one's (a 6 GB card's plan, run on a larger one)."""
+    from dataclasses import replace
+
     from engine.jobs import ProtectProgress, ProtectResult
     from engine.methods import get_method
-    from engine.plan import smallest_plan
-    from engine.protect import two_pass_allowed, plan_regions, protect_iter
+    from engine.plan import device_memory, smallest_plan
+    from engine.protect import plan_job, protect_iter, two_pass_allowed
 
     h, w = image.shape[:2]
     forced = None
     if which_plan == "smallest":
         method = get_method(settings.method, settings.method_params)
         forced = smallest_plan(settings.working_size, two_pass_allowed(method, settings), h, w)
+    elif budget_mb:
+        memory = replace(device_memory(model.device), budget_mb=budget_mb)
+        forced = plan_job(model, h, w, settings, memory=memory).plan
     stamps = [time.perf_counter()]
     plan = None
     for item in protect_iter(model, image, settings, plan=forced):
@@ -240,7 +247,8 @@ def _measure(meter: MemoryMeter, fn, *args) -> dict:
 
 
 def run_bench(model, methods: list[str], size: int, steps: int, warmup: int, speed: dict, naive: bool = True,
-              timesteps_per_step: int = 1, working_size: int | None = None, which_plan: str = "default") -> dict:
+              timesteps_per_step: int = 1, working_size: int | None = None, which_plan: str = "default",
+              budget_mb: float | None = None) -> dict:
     """Time every method fast and naive on `model` at size×size; the report as plain data.
 
     working_size: the longer side δ is optimized at (None: the image's size); which_plan: "default" (the plan
@@ -260,7 +268,7 @@ def run_bench(model, methods: list[str], size: int, steps: int, warmup: int, spe
 
     for name in methods:
         rows.append({"method": name, "variant": "fast",
-                     **_measure(meter, time_fast, model, settings_for(name), image, warmup, which_plan)})
+                     **_measure(meter, time_fast, model, settings_for(name), image, warmup, which_plan, budget_mb)})
     if naive:
         with naive_model(model) as ref:
             for name in methods:
@@ -287,6 +295,7 @@ def run_bench(model, methods: list[str], size: int, steps: int, warmup: int, spe
         "size": size,
         "working_size": working_size,
         "which_plan": which_plan,
+        "memory_budget_mb": budget_mb,
         "timed_steps": steps,
         "warmup_steps": warmup,
         "extrapolated_to_steps": EXTRAPOLATED_STEPS,
@@ -417,7 +426,8 @@ def run(args: argparse.Namespace) -> int:
     naive = "off" if args.no_naive else args.naive
     skipped = _naive_skipped(model, naive)
     report = run_bench(model, methods, args.size, args.steps, args.warmup, speed, naive=skipped is None,
-                       timesteps_per_step=args.timesteps_per_step, working_size=working_size, which_plan=args.plan)
+                       timesteps_per_step=args.timesteps_per_step, working_size=working_size, which_plan=args.plan,
+                       budget_mb=args.memory_budget * 1024 if args.memory_budget else None)
     report["naive_skipped"] = skipped
     print(json.dumps(report, indent=2) if args.json else format_table(report), flush=True)
     return 1 if any("error" in r for r in report["results"]) else 0
@@ -446,6 +456,8 @@ def register(subparsers) -> None:
     p.add_argument("--no-naive", action="store_true", help="skip the naive reference loop (--naive off)")
     p.add_argument("--working-size", type=int, default=0,
                    help="longer side δ is optimized at (default: the engine's default for this model and device)")
+    p.add_argument("--memory-budget", type=float, default=0,
+                   help="GB: choose each plan for a device with this much memory (e.g. 6 for a 6 GB card's plan on a larger GPU)")
     p.add_argument("--plan", choices=["default", "smallest"], default="default",
                    help="default: the plan the engine chooses; smallest: its least-memory plan at the same working size")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's choice)")

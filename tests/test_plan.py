@@ -216,3 +216,35 @@ def test_a_model_the_estimate_cannot_trace_still_runs_and_says_there_is_no_estim
                                                                              measure_objective=False, preview_every=0)))
     assert isinstance(items[-1], ProtectResult)
     assert items[-1].plan == "plan: one pass, whole image, working size 64 px (memory not estimated for this model (RuntimeError))"
+
+
+def test_bench_refuses_a_job_that_fits_no_plan_before_building_the_weights(monkeypatch, capsys):
+    from engine.cli import main
+
+    def never(*args, **kwargs):
+        raise AssertionError("the weights were built")
+
+    monkeypatch.setattr("engine.bench.build_random_model", never)
+    monkeypatch.setattr("engine.plan.device_memory", lambda device: P.DeviceMemory("cpu", 3 * 1024, 400.0))
+    code = main(["bench", "--model", "sd15", "--device", "cpu", "--size", "512", "--methods", "antipure", "--steps", "1",
+                 "--warmup", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("artveil: antipure: this job needs about ") and "3.0 GB is allowed here" in err[0]
+
+
+def test_protect_refuses_a_job_that_fits_no_plan_before_loading_the_model(monkeypatch, capsys, tmp_path):
+    from PIL import Image
+
+    from engine.cli import main
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    Image.fromarray(make_image(64, 64)).save(tmp_path / "a.png")
+    monkeypatch.setattr("engine.cli_args.load_model", never, raising=False)
+    monkeypatch.setattr("engine.models.load_model", never)
+    monkeypatch.setattr("engine.plan.device_memory", lambda device: P.DeviceMemory("cpu", 3 * 1024, 400.0))
+    code = main(["protect", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--model", "sd15", "--device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "GB is allowed here" in err[0]
