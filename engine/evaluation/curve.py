@@ -489,7 +489,7 @@ def contact_sheets(out: Path, plan: CurvePlan, runs: list[CurveRun], folder: Pat
         for r in sorted((r for r in runs if r.label == label), key=lambda r: r.strength):
             got = load(r)
             if got:
-                rows.append((f"ε {r.strength:g}", got))
+                rows.append((f"{r.strength:g} levels", got))  # the default font has no ε
         if len(rows) <= 1:
             continue
         size = rows[0][1][0].shape[0] * zoom
@@ -498,7 +498,8 @@ def contact_sheets(out: Path, plan: CurvePlan, runs: list[CurveRun], folder: Pat
         h = len(rows) * (size + pad) + pad + 18
         sheet = Image.new("RGB", (w, h), (250, 250, 250))
         draw = ImageDraw.Draw(sheet)
-        draw.text((label_w, 2), f"{label}: a protected training image | the mimic's samples (same prompts, same seeds)", fill=(0, 0, 0))
+        title = label.replace("ε", "eps")  # PIL's default font has no Greek letters
+        draw.text((label_w, 2), f"{title}: a protected training image | the mimic's samples (same prompts, same seeds)", fill=(0, 0, 0))
         for i, (name, (train, samples)) in enumerate(rows):
             y = 18 + pad + i * (size + pad)
             draw.text((4, y + size // 2 - 6), name, fill=(0, 0, 0))
@@ -507,7 +508,7 @@ def contact_sheets(out: Path, plan: CurvePlan, runs: list[CurveRun], folder: Pat
                 sheet.paste(Image.fromarray(img).resize((size, size), Image.Resampling.NEAREST), (x, y))
         path = folder / f"samples-{ascii_slug(label)}.png"
         folder.mkdir(parents=True, exist_ok=True)
-        sheet.save(path)
+        sheet.save(path, optimize=True)
         written.append(path)
     return written
 
