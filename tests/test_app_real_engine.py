@@ -47,6 +47,8 @@ def test_protect_on_the_tiny_model_exports_a_png_within_budget(make_window, tmp_
     drive(protect(), timeout=300)
     item = ws.queue.items[0]
     assert item.state is ItemState.DONE, item.status_text
+    # The row says the memory plan the engine chose (issue 30), as the command line does.
+    assert "plan: one pass, whole image" in item.status_text and "RAM allowed" in item.status_text
     canvas = window.compare.canvas
     assert canvas.before.toImage() != canvas.after.toImage()
     saved = out / "fox.protected.png"

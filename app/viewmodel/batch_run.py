@@ -105,6 +105,8 @@ class BatchRun:
             item.protected, item.preview, item.metrics = result.protected, None, dict(result.metrics)
             item.mark_written(event.target)
             item.note = f"saved as {event.target.name}"
+            if result.plan:  # the memory plan the engine chose (engine.plan), as the command line says it
+                item.note += f"; {result.plan}"
             if clock is not None:
                 clock.finish()
                 self.host.estimates.learn(clock, result.original.shape, self.settings)
