@@ -316,3 +316,160 @@ def test_the_model_chooser_grows_to_show_all_its_text(make_window, fake_engine, 
     assert "NO real protection" in dialog.demo_note.text()
     dialog.reject()
     qapp.setFont(font)
+
+
+# ---- 6. seeing the change: zoom, the amplified difference ------------------------
+
+def grab_pixels(widget):
+    """What the widget shows, as an HxWx3 uint8 array (widget pixels: the offscreen screen is 1x)."""
+    import numpy as np
+    from PySide6.QtGui import QImage
+
+    image = widget.grab().toImage().convertToFormat(QImage.Format.Format_RGB888)
+    h, w, stride = image.height(), image.width(), image.bytesPerLine()
+    return np.frombuffer(image.constBits(), np.uint8, h * stride).reshape(h, stride)[:, : w * 3].reshape(h, w, 3).copy()
+
+
+def wheel(widget, pos, notches=1, modifiers=None, horizontal=False):
+    from PySide6.QtCore import QPoint, QPointF, Qt
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication
+
+    modifiers = modifiers if modifiers is not None else Qt.KeyboardModifier.NoModifier
+    angle = QPoint(120 * notches, 0) if horizontal else QPoint(0, 120 * notches)
+    event = QWheelEvent(QPointF(pos), QPointF(widget.mapToGlobal(QPointF(pos))), QPoint(0, 0), angle,
+                        Qt.MouseButton.NoButton, modifiers, Qt.ScrollPhase.NoScrollPhase, False)
+    QApplication.sendEvent(widget, event)
+
+
+def image_pixel_block(shown, rect, zoom, row, col):
+    """The zoom×zoom square of screen pixels that image pixel (row, col) covers."""
+    top, left = int(rect.top()) + row * zoom, int(rect.left()) + col * zoom
+    return shown[top: top + zoom, left: left + zoom]
+
+
+def test_zoom_by_keys_wheel_and_buttons_to_800_percent_shows_single_pixels_as_squares(make_window, tmp_path, drive, qtbot):
+    from PySide6.QtCore import QPoint, Qt
+    from PySide6.QtTest import QTest
+
+    window, ws = make_window()
+    item = _protect_first(window, ws, tmp_path, drive, size=(160, 160))
+    area, canvas = window.compare, window.compare.canvas
+    ctrl = Qt.KeyboardModifier.ControlModifier
+    assert area.zoom_label.text() == "Fit"
+
+    QTest.keyClick(window, Qt.Key.Key_1, ctrl)
+    assert area.zoom_label.text() == "100 %" and area.actual_button.isChecked()
+    for expected in ("200 %", "300 %", "400 %"):
+        QTest.keyClick(window, Qt.Key.Key_Equal, ctrl)
+        assert area.zoom_label.text() == expected
+    assert not area.fit_button.isChecked() and not area.actual_button.isChecked()
+
+    # What the artist sees at 400 %: each image pixel is a 4×4 square of its own colour, no blending.
+    area.before_button.click()
+    rect, shown = canvas.image_rect(), grab_pixels(canvas)
+    assert rect.width() == 160 * 4
+    centre = canvas.rect().center()
+    row, col = int((centre.y() - rect.top()) // 4), int((centre.x() - rect.left()) // 4)
+    for r, c in ((row, col), (row, col + 1), (row + 1, col), (row + 3, col - 2)):
+        block = image_pixel_block(shown, rect, 4, r, c)
+        assert (block == item.original[r, c, :3]).all(), (r, c)
+
+    # Ctrl+wheel zooms about the cursor: the image pixel under it stays under it.
+    cursor = QPoint(centre.x() + 37, centre.y() - 23)
+    under = ((cursor.x() - rect.left()) / 4, (cursor.y() - rect.top()) / 4)
+    wheel(canvas, cursor, 1, ctrl)
+    assert area.zoom_label.text() == "600 %"
+    rect = canvas.image_rect()
+    assert abs((cursor.x() - rect.left()) / 6 - under[0]) < 1 / 6 + 1e-6
+    assert abs((cursor.y() - rect.top()) / 6 - under[1]) < 1 / 6 + 1e-6
+    wheel(canvas, cursor, 1, ctrl)
+    wheel(canvas, cursor, 1, ctrl)
+    assert area.zoom_label.text() == "800 %"  # and no further
+    rect, shown = canvas.image_rect(), grab_pixels(canvas)
+    r, c = int((cursor.y() - rect.top()) // 8), int((cursor.x() - rect.left()) // 8)
+    assert (image_pixel_block(shown, rect, 8, r, c) == item.original[r, c, :3]).all()
+
+    QTest.keyClick(window, Qt.Key.Key_Minus, ctrl)
+    assert area.zoom_label.text() == "600 %"
+    area.zoom_out_button.click()
+    assert area.zoom_label.text() == "400 %"
+    area.zoom_in_button.click()
+    assert area.zoom_label.text() == "600 %"
+    QTest.keyClick(window, Qt.Key.Key_0, ctrl)
+    assert area.zoom_label.text() == "Fit" and area.fit_button.isChecked()
+    assert canvas.image_rect().width() < canvas.width()  # the whole image in view again
+
+
+def test_while_zoomed_the_split_still_compares_and_the_image_pans(make_window, tmp_path, drive, qtbot):
+    from PySide6.QtCore import QPoint, Qt
+    from PySide6.QtTest import QTest
+
+    window, ws = make_window()
+    item = _protect_first(window, ws, tmp_path, drive, size=(256, 256))
+    area, canvas = window.compare, window.compare.canvas
+    area.actual_button.click()
+    for _ in range(3):  # 100 → 200 → 300 → 400 %, about the view's centre, where the split is
+        area.zoom_in_button.click()
+    assert area.zoom_label.text() == "400 %" and area.split_button.isChecked()
+
+    # Drag the split handle 60 px to the left: it moves, pan does not.
+    start = QPoint(round(canvas.split_x()), canvas.height() // 2)
+    rect_before = canvas.image_rect()
+    QTest.mousePress(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, start)
+    QTest.mouseMove(canvas, start - QPoint(60, 0))
+    QTest.mouseRelease(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, start - QPoint(60, 0))
+    assert canvas.image_rect() == rect_before
+    assert canvas.split_x() == pytest.approx(start.x() - 60, abs=1)
+    # Left of the split the original, right of it the protected image, each pixel a 4×4 square.
+    rect, shown = canvas.image_rect(), grab_pixels(canvas)
+    col = int((canvas.split_x() - rect.left()) // 4)
+    row = int((canvas.height() * 0.75 - rect.top()) // 4)
+    changed_left = next(c for c in range(col - 10, col - 2) if (item.original[row, c] != item.protected[row, c]).any())
+    changed_right = next(c for c in range(col + 2, col + 10) if (item.original[row, c] != item.protected[row, c]).any())
+    assert (image_pixel_block(shown, rect, 4, row, changed_left) == item.original[row, changed_left, :3]).all()
+    assert (image_pixel_block(shown, rect, 4, row, changed_right) == item.protected[row, changed_right, :3]).all()
+
+    # Dragging elsewhere pans the zoomed image; so does the plain wheel (Shift: sideways).
+    grab = QPoint(canvas.width() - 60, canvas.height() - 60)
+    QTest.mousePress(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, grab)
+    QTest.mouseMove(canvas, grab - QPoint(50, 30))
+    QTest.mouseRelease(canvas, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, grab - QPoint(50, 30))
+    moved = canvas.image_rect().topLeft() - rect.topLeft()
+    assert (moved.x(), moved.y()) == (-50, -30)
+    top = canvas.image_rect().top()
+    wheel(canvas, grab, -1)
+    assert canvas.image_rect().top() < top
+    left = canvas.image_rect().left()
+    wheel(canvas, grab, -1, Qt.KeyboardModifier.ShiftModifier)
+    assert canvas.image_rect().left() < left
+    assert area.zoom_label.text() == "400 %"  # the plain wheel did not zoom
+
+
+def test_the_difference_view_shows_the_change_times_ten_around_mid_grey(make_window, tmp_path, drive, qtbot):
+    import numpy as np
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    window, ws = make_window()
+    ws.settings.strength_levels = 16  # changes of up to 16 levels: 128 ± 160 is clipped at both ends
+    item = _protect_first(window, ws, tmp_path, drive, size=(64, 64))
+    area, canvas = window.compare, window.compare.canvas
+    QTest.keyClick(window, Qt.Key.Key_1, Qt.KeyboardModifier.ControlModifier)  # 100 %: pixel for pixel
+    area.after_button.click()
+    area.difference_button.click()
+    assert window.difference_action.isChecked()
+    assert canvas.after_label == "Difference ×10"
+
+    rect, shown = canvas.image_rect(), grab_pixels(canvas)
+    top, left = int(rect.top()), int(rect.left())
+    seen = shown[top: top + 64, left: left + 64]
+    delta = item.protected[..., :3].astype(int) - item.original[..., :3].astype(int)
+    assert (seen == np.clip(128 + 10 * delta, 0, 255)).all()
+    assert (seen == 255).any() and (seen == 0).any() and (seen == 128).any()  # clipped both ways; unchanged grey
+
+    # The same toggle from the keyboard brings the protected image back.
+    QTest.keyClick(window, Qt.Key.Key_D)
+    assert not area.difference_button.isChecked() and canvas.after_label == "Protected"
+    shown = grab_pixels(canvas)
+    assert (shown[top: top + 64, left: left + 64] == item.protected[..., :3]).all()

@@ -1,12 +1,14 @@
-"""Before/after with a draggable split, fit and 100 % zoom, pan; and the purification preview."""
+"""Before/after with a draggable split, zoom from fit to 800 % (pixel-exact), pan, the amplified
+difference; and the purification preview."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPainterPath, QPen, QPixmap
+from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPainterPath, QPen, QPixmap, QWheelEvent
 from PySide6.QtWidgets import (
     QButtonGroup,
     QHBoxLayout,
+    QLabel,
     QProgressBar,
     QPushButton,
     QSizePolicy,
@@ -15,11 +17,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..viewmodel import ItemState, QueueItem, Workspace, describe_robustness
+from ..viewmodel import (
+    DIFFERENCE_GAIN, CompareViewState, ItemState, QueueItem, Workspace, describe_robustness, difference_image,
+)
 from .common import caption, image_from_array
 from ..signals import emit
 
 HANDLE_GRAB_PX = 10
+PAN_MARGIN_PX = 40  # how far past the view's edge a zoomed image's edge may be dragged
+WHEEL_PAN_PX = 60  # one wheel notch pans this far when zoomed
 
 
 class CompareCanvas(QWidget):
@@ -27,8 +33,9 @@ class CompareCanvas(QWidget):
 
     mode_changed = Signal(str)
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, view: CompareViewState | None = None, parent: QWidget | None = None):
         super().__init__(parent)
+        self.view = view if view is not None else CompareViewState(self)
         self.setMinimumSize(240, 200)
         self.setMouseTracking(True)
         self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
@@ -36,13 +43,15 @@ class CompareCanvas(QWidget):
         self.after = QPixmap()
         self.split = 0.5  # fraction of the image width shown as "before"
         self.mode = "split"  # "split", "before", "after"
-        self.zoom_fit = True
-        self.offset = QPointF(0, 0)  # pan in widget pixels, at 100 %
+        self.offset = QPointF(0, 0)  # pan in widget pixels
+        self._zoom = self.view.zoom  # the zoom this canvas last drew (to keep a point still when it changes)
+        self._anchor: QPointF | None = None  # the point a wheel zoom keeps under the cursor
         self.message = "Select an image in the queue"
         self.after_label = "Protected"
         self._drag: str | None = None
         self._drag_origin = QPointF()
         self._drag_offset = QPointF()
+        self.view.zoom_changed.connect(self._on_zoom_changed)
 
     def set_images(self, before: QImage | None, after: QImage | None, after_label: str = "Protected") -> None:
         """None keeps the current image on that side (progress updates only change the after side)."""
@@ -64,30 +73,102 @@ class CompareCanvas(QWidget):
     def toggle_before_after(self) -> None:
         self.set_mode("after" if self.mode == "before" else "before")
 
-    def set_fit(self, fit: bool) -> None:
-        self.zoom_fit = fit
-        self.offset = QPointF(0, 0)
-        self.update()
+    @property
+    def zoom_fit(self) -> bool:
+        return self._zoom is None
 
-    def scale(self) -> float:
-        source = self.before if not self.before.isNull() else self.after
+    def set_fit(self, fit: bool) -> None:
+        self.view.set_zoom(None if fit else 1)
+
+    def _source(self) -> QPixmap:
+        return self.before if not self.before.isNull() else self.after
+
+    def fit_scale(self) -> float:
+        """Widget pixels per image pixel when the image is fitted in the view."""
+        source = self._source()
         if source.isNull():
             return 1.0
-        if self.zoom_fit:
-            margin = 16
-            return min((self.width() - margin) / source.width(), (self.height() - margin) / source.height())
-        # 100 %: one image pixel on one device pixel, also on high-DPI screens.
-        return 1.0 / self.devicePixelRatioF()
+        margin = 16
+        return min((self.width() - margin) / source.width(), (self.height() - margin) / source.height())
+
+    def scale(self) -> float:
+        if self._zoom is None:
+            return self.fit_scale()
+        # 100 % (and each whole step above it): image pixels on whole device pixels, also on high-DPI screens.
+        return self._zoom / self.devicePixelRatioF()
 
     def image_rect(self) -> QRectF:
-        source = self.before if not self.before.isNull() else self.after
+        source = self._source()
         if source.isNull():
             return QRectF()
         s = self.scale()
         w, h = source.width() * s, source.height() * s
         x = (self.width() - w) / 2 + self.offset.x()
         y = (self.height() - h) / 2 + self.offset.y()
+        if not self.zoom_fit:  # on whole device pixels: every image pixel becomes the same square
+            dpr = self.devicePixelRatioF()
+            x, y = round(x * dpr) / dpr, round(y * dpr) / dpr
         return QRectF(x, y, w, h)
+
+    def _on_zoom_changed(self, zoom: int | None) -> None:
+        """Zoom about the wheel's cursor (else the view's centre): the image point under it stays put."""
+        anchor = self._anchor if self._anchor is not None else QPointF(self.width() / 2, self.height() / 2)
+        self._anchor = None
+        before = self.image_rect()
+        self._zoom = zoom
+        if zoom is None or before.isNull():
+            self.offset = QPointF(0, 0)
+        else:
+            u = (anchor.x() - before.left()) / before.width()
+            v = (anchor.y() - before.top()) / before.height()
+            after = self.image_rect()
+            self.offset = QPointF(anchor.x() - u * after.width() - (self.width() - after.width()) / 2,
+                                  anchor.y() - v * after.height() - (self.height() - after.height()) / 2)
+        self._clamp_offset()
+        self.update()
+
+    def _clamp_offset(self) -> None:
+        """A zoomed image may be dragged until its edge is PAN_MARGIN_PX past the view's edge, never out of sight."""
+        rect = self.image_rect()
+        if rect.isNull():
+            return
+        room_x = abs(rect.width() - self.width()) / 2 + PAN_MARGIN_PX
+        room_y = abs(rect.height() - self.height()) / 2 + PAN_MARGIN_PX
+        self.offset = QPointF(min(room_x, max(-room_x, self.offset.x())), min(room_y, max(-room_y, self.offset.y())))
+
+    def pan_by(self, dx: float, dy: float) -> None:
+        if self.zoom_fit:
+            return
+        self.offset = self.offset + QPointF(dx, dy)
+        self._clamp_offset()
+        self.update()
+
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        """Ctrl+wheel zooms about the cursor; the plain wheel pans a zoomed image (Shift: sideways)."""
+        delta = event.angleDelta()
+        if event.modifiers() & Qt.KeyboardModifier.ControlModifier:
+            if delta.y() == 0:
+                return
+            self._anchor = event.position()
+            if delta.y() > 0:
+                self.view.zoom_in(self.fit_scale())
+            else:
+                self.view.zoom_out()
+            self._anchor = None
+            event.accept()
+            return
+        if self.zoom_fit:
+            event.ignore()
+            return
+        dx, dy = delta.x() / 120 * WHEEL_PAN_PX, delta.y() / 120 * WHEEL_PAN_PX
+        if event.modifiers() & Qt.KeyboardModifier.ShiftModifier and dx == 0:
+            dx, dy = dy, 0.0
+        self.pan_by(dx, dy)
+        event.accept()
+
+    def resizeEvent(self, event) -> None:
+        self._clamp_offset()
+        super().resizeEvent(event)
 
     def split_x(self) -> float:
         rect = self.image_rect()
@@ -186,6 +267,7 @@ class CompareCanvas(QWidget):
             self._move_split(pos.x())
         elif self._drag == "pan":
             self.offset = self._drag_offset + (pos - self._drag_origin)
+            self._clamp_offset()
             self.update()
         elif self._near_handle(pos):
             self.setCursor(Qt.CursorShape.SplitHCursor)
@@ -199,7 +281,9 @@ class CompareCanvas(QWidget):
         self.unsetCursor()
 
     def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
-        self.set_fit(not self.zoom_fit)
+        self._anchor = event.position()
+        self.view.set_zoom(1 if self.zoom_fit else None)
+        self._anchor = None
 
     def _move_split(self, x: float) -> None:
         rect = self.image_rect()
@@ -322,7 +406,8 @@ class CompareArea(QWidget):
     def __init__(self, workspace: Workspace, parent: QWidget | None = None):
         super().__init__(parent)
         self.workspace = workspace
-        self.canvas = CompareCanvas()
+        self.view = workspace.view
+        self.canvas = CompareCanvas(self.view)
         self.purify = PurifyPreview()
         self.stack = QStackedWidget()
         self.stack.addWidget(self.canvas)
@@ -346,13 +431,31 @@ class CompareArea(QWidget):
         self.canvas.mode_changed.connect(self._sync_modes)
         self.fit_button = self._segment("Fit", checked=True)
         self.actual_button = self._segment("100 %")
-        zooms = QButtonGroup(self)
-        zooms.addButton(self.fit_button)
-        zooms.addButton(self.actual_button)
-        self.fit_button.clicked.connect(lambda: self.canvas.set_fit(True))
-        self.actual_button.clicked.connect(lambda: self.canvas.set_fit(False))
+        self.zoom_out_button = self._segment("−")
+        self.zoom_in_button = self._segment("+")
+        for button in (self.zoom_out_button, self.zoom_in_button):
+            button.setCheckable(False)
+        self.zoom_label = QLabel(self.view.zoom_text())
+        self.zoom_label.setObjectName("ZoomLevel")
+        self.zoom_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.zoom_label.setMinimumWidth(self.zoom_label.fontMetrics().horizontalAdvance("800 %") + 16)
+        self.difference_button = self._segment(f"Difference ×{DIFFERENCE_GAIN}")
+        # Checked follows the zoom, not the click (a second click on Fit leaves it checked).
+        self.fit_button.clicked.connect(lambda: (self.view.set_zoom(None), self._sync_zoom(self.view.zoom)))
+        self.actual_button.clicked.connect(lambda: (self.view.set_zoom(1), self._sync_zoom(self.view.zoom)))
+        self.zoom_in_button.clicked.connect(lambda: self.view.zoom_in(self.canvas.fit_scale()))
+        self.zoom_out_button.clicked.connect(self.view.zoom_out)
+        self.difference_button.toggled.connect(self.view.set_difference)
+        self.view.zoom_changed.connect(self._sync_zoom)
+        self.view.difference_changed.connect(self._on_difference_changed)
         self.split_button.setToolTip("Drag the handle to compare (Space flips between before and after)")
         self.actual_button.setToolTip("One image pixel per screen pixel; drag to pan (double-click toggles)")
+        self.zoom_in_button.setToolTip("Zoom in, up to 800 %, pixel for pixel (Ctrl+=, or Ctrl+wheel)")
+        self.zoom_out_button.setToolTip("Zoom out; out of 100 % the image fits the view (Ctrl+-)")
+        self.difference_button.setToolTip(
+            f"Show where the protection changed the image: mid-grey is unchanged, each level of change is "
+            f"shown {DIFFERENCE_GAIN}× brighter or darker (128 + {DIFFERENCE_GAIN}·δ, clipped)"
+        )
 
         bar = QHBoxLayout()
         bar.setSpacing(0)
@@ -368,6 +471,11 @@ class CompareArea(QWidget):
         view_bar.addSpacing(12)
         view_bar.addWidget(self.fit_button)
         view_bar.addWidget(self.actual_button)
+        view_bar.addWidget(self.zoom_out_button)
+        view_bar.addWidget(self.zoom_label)
+        view_bar.addWidget(self.zoom_in_button)
+        view_bar.addSpacing(12)
+        view_bar.addWidget(self.difference_button)
         bar.addWidget(self.view_controls)
 
         self.info = caption("")
@@ -394,6 +502,16 @@ class CompareArea(QWidget):
     def _sync_tabs(self, index: int) -> None:
         (self.compare_tab if index == 0 else self.purify_tab).setChecked(True)
         self.view_controls.setVisible(index == 0)
+
+    def _sync_zoom(self, zoom: int | None) -> None:
+        self.fit_button.setChecked(zoom is None)
+        self.actual_button.setChecked(zoom == 1)
+        self.zoom_label.setText(self.view.zoom_text())
+
+    def _on_difference_changed(self, on: bool) -> None:
+        self.difference_button.setChecked(on)
+        self.show_compare()
+        self._show_item(self.workspace.selected)
 
     def _sync_modes(self, mode: str) -> None:
         {"split": self.split_button, "before": self.before_button, "after": self.after_button}[mode].setChecked(True)
@@ -441,11 +559,14 @@ class CompareArea(QWidget):
             source, label = item.preview, f"Protecting… {int(item.progress * 100)} %"
         else:
             source, label = None, ""
-        after_key = (item, source)
+        difference = self.view.difference and source is not None and item.original is not None
+        if difference:
+            label = f"Difference ×{DIFFERENCE_GAIN}" + ("" if item.protected is not None else f" · {label}")
+        after_key = (item, source, difference)
         after = None
         if not _same(after_key, getattr(self, "_after_key", None)):
             self._after_key = after_key
-            after = image_from_array(source)
+            after = image_from_array(difference_image(item.original, source) if difference else source)
         self.canvas.set_images(before, after, label)
         if item.report is not None:
             self.purify.show_report(item.report, item.report_purifier,

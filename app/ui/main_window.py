@@ -179,8 +179,19 @@ class MainWindow(QMainWindow):
         canvas = self.compare.canvas
         self.toggle_action = self._action(view_menu, "Before / after", self._toggle_before_after, "Space")
         self._action(view_menu, "Split view", lambda: (self.compare.show_compare(), canvas.set_mode("split")), "S")
-        self._action(view_menu, "Fit", lambda: self._zoom(True), "Ctrl+0")
-        self._action(view_menu, "100 %", lambda: self._zoom(False), "Ctrl+1")
+        view = ws.view
+        self._action(view_menu, "Fit", lambda: self._zoom(None), "Ctrl+0")
+        self._action(view_menu, "100 %", lambda: self._zoom(1), "Ctrl+1")
+        self.zoom_in_action = self._action(view_menu, "Zoom in", lambda: self._zoom("in"), "Ctrl+=",
+                                           "Up to 800 %, pixel for pixel")
+        # Ctrl++ and the keypad: the same action, as the platform names zoom in.
+        self.zoom_in_action.setShortcuts([QKeySequence("Ctrl+="), QKeySequence("Ctrl++"),
+                                          QKeySequence(QKeySequence.StandardKey.ZoomIn)])
+        self.zoom_out_action = self._action(view_menu, "Zoom out", lambda: self._zoom("out"), "Ctrl+-")
+        self.difference_action = self._action(view_menu, "Difference ×10", view.set_difference, "D",
+                                              "Show where the protection changed the image, amplified")
+        self.difference_action.setCheckable(True)
+        view.difference_changed.connect(self.difference_action.setChecked)
         self._action(view_menu, "Compare", self.compare.show_compare, "Ctrl+2")
         self._action(view_menu, "Purification preview", self.compare.show_purification, "Ctrl+3")
         self._sync_actions(ws.busy)
@@ -194,9 +205,16 @@ class MainWindow(QMainWindow):
         self.compare.show_compare()
         self.compare.canvas.toggle_before_after()
 
-    def _zoom(self, fit: bool) -> None:
-        (self.compare.fit_button if fit else self.compare.actual_button).setChecked(True)
-        self.compare.canvas.set_fit(fit)
+    def _zoom(self, how) -> None:
+        """None: fit; a number: that zoom; "in" / "out": one step. The compare view comes to the front."""
+        self.compare.show_compare()
+        view = self.workspace.view
+        if how == "in":
+            view.zoom_in(self.compare.canvas.fit_scale())
+        elif how == "out":
+            view.zoom_out()
+        else:
+            view.set_zoom(how)
 
     def protect_selected(self) -> None:
         self.workspace.protect_selected(self.queue_panel.selected_items() or None)

@@ -10,16 +10,18 @@ small enough to read at once:
 - estimates.py: how long a job takes here, learned per model, method and device;
 - words.py: how the window says things (one-line messages, durations, a robustness report);
 - tasks.py: the actions running on the qasync loop;
-- prompts.py: the questions asked of the user.
+- prompts.py: the questions asked of the user;
+- view.py: the compare view's zoom and difference toggle, and the difference image.
 """
 
 from .preview import LEVEL_NAMES, PREVIEW_NOTE, PreviewStatus
 from .prompts import Prompts
+from .view import DIFFERENCE_GAIN, MAX_ZOOM, ZOOM_STEPS, CompareViewState, difference_image
 from .queue import IMAGE_SUFFIXES, ItemState, QueueItem, QueueModel
 from .words import describe_robustness, format_duration, one_line
 from .workspace import Workspace
 
 __all__ = [
     "IMAGE_SUFFIXES", "LEVEL_NAMES", "PREVIEW_NOTE", "ItemState", "PreviewStatus", "Prompts", "QueueItem",
-    "QueueModel", "Workspace", "describe_robustness", "format_duration", "one_line",
+    "QueueModel", "Workspace", "CompareViewState", "DIFFERENCE_GAIN", "MAX_ZOOM", "ZOOM_STEPS", "difference_image", "describe_robustness", "format_duration", "one_line",
 ]

@@ -32,6 +32,7 @@ from .preview import PreviewRun, preview_key, purifier_request
 from .prompts import Prompts
 from .queue import ItemState, QueueItem, QueueModel, new_items
 from .tasks import Tasks
+from .view import CompareViewState
 from .words import one_line
 
 HEARTBEAT_MS = 250  # the bar and the ETA move with the clock between engine reports
@@ -61,6 +62,7 @@ class Workspace(QObject):
         self.bridge = bridge
         self.prompts = prompts
         self.queue = QueueModel(self)
+        self.view = CompareViewState(self)  # the compare view's zoom and difference toggle
         self.estimates = TimeEstimates(settings, changed=lambda: emit(self.estimate_changed),
                                        working_size=lambda: self.detail_level.working_size)
         self.engine_info: EngineInfo | None = None
