@@ -318,7 +318,7 @@ def test_the_model_chooser_grows_to_show_all_its_text(make_window, fake_engine, 
     qapp.setFont(font)
 
 
-# ---- 6. seeing the change: zoom, the amplified difference ------------------------
+# ---- 6. seeing the change: zoom, the amplified difference, help ------------------------
 
 def grab_pixels(widget):
     """What the widget shows, as an HxWx3 uint8 array (widget pixels: the offscreen screen is 1x)."""
@@ -473,3 +473,66 @@ def test_the_difference_view_shows_the_change_times_ten_around_mid_grey(make_win
     assert not area.difference_button.isChecked() and canvas.after_label == "Protected"
     shown = grab_pixels(canvas)
     assert (shown[top: top + 64, left: left + 64] == item.protected[..., :3]).all()
+
+
+@pytest.fixture
+def opened_urls(monkeypatch):
+    from PySide6.QtGui import QDesktopServices
+
+    urls, answer = [], {"opens": True}
+    monkeypatch.setattr(QDesktopServices, "openUrl", staticmethod(lambda url: urls.append(url) or answer["opens"]))
+    return urls, answer
+
+
+def test_help_opens_the_readme_and_the_measurements_saying_they_are_on_the_proxy_model(make_window, opened_urls):
+    from pathlib import Path
+
+    urls, _ = opened_urls
+    window, ws = make_window()
+    titles = [a.text() for a in window.menuBar().actions()]
+    assert titles[-1] == "&Help"
+    window.readme_action.trigger()
+    readme = Path(urls[-1].toLocalFile())
+    assert readme.name == "README.md" and readme.read_text(encoding="utf-8").startswith("# Artveil")
+    assert "proxy model" in window.efficacy_action.text()
+    window.efficacy_action.trigger()
+    efficacy = Path(urls[-1].toLocalFile())
+    assert efficacy.parts[-2:] == ("docs", "efficacy.md") and efficacy.parent.parent == readme.parent
+    assert "proxy model" in window.statusBar().currentMessage()
+    assert "not on Stable Diffusion" in window.statusBar().currentMessage()
+
+
+def test_help_says_where_the_file_is_when_nothing_opens_it(make_window, opened_urls):
+    urls, answer = opened_urls
+    answer["opens"] = False  # no browser, no Markdown viewer
+    window, ws = make_window()
+    window.efficacy_action.trigger()
+    message = window.statusBar().currentMessage()
+    path = urls[-1].toLocalFile()
+    assert f"It is at {path}" in message and "proxy model" in message
+
+
+def test_the_model_card_is_the_demo_models_readme_or_the_folders_or_a_line_saying_there_is_none(
+        make_window, fake_engine, opened_urls, tmp_path, drive):
+    from pathlib import Path
+
+    urls, _ = opened_urls
+    window, ws = demo_window(make_window, fake_engine)
+    window.model_card_action.trigger()
+    card = Path(urls[-1].toLocalFile())
+    assert card.parts[-4:] == ("resources", "proxy", "model", "README.md") and card.is_file()
+
+    with_card = tmp_path / "my-model"
+    (with_card / "unet").mkdir(parents=True)
+    (with_card / "README.md").write_text("# My model\n", encoding="utf-8")
+    without = tmp_path / "bare-model"
+    (without / "unet").mkdir(parents=True)
+    for folder in (with_card, without):
+        drive(ws.load_model(str(folder)))
+    window.model_card_action.trigger()  # bare-model is loaded now
+    assert len(urls) == 1  # nothing opened
+    message = window.statusBar().currentMessage()
+    assert "bare-model has no model card" in message and str(without) in message
+    drive(ws.load_model(str(with_card)))
+    window.model_card_action.trigger()
+    assert Path(urls[-1].toLocalFile()) == with_card / "README.md"

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, Qt, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QMouseEvent
+from PySide6.QtCore import QByteArray, Qt, QUrl, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence, QMouseEvent
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QSplitter, QWidget
 
 from ..backend import EngineInfo, ModelSummary
 from ..viewmodel import IMAGE_SUFFIXES, Workspace
+from ..viewmodel.help import EFFICACY_NOTE, HelpDocument, efficacy, model_card, readme
 from .common import icon
 from .compare_view import CompareArea
 from .controls_panel import ControlsPanel
@@ -194,7 +195,29 @@ class MainWindow(QMainWindow):
         view.difference_changed.connect(self.difference_action.setChecked)
         self._action(view_menu, "Compare", self.compare.show_compare, "Ctrl+2")
         self._action(view_menu, "Purification preview", self.compare.show_purification, "Ctrl+3")
+
+        help_menu = menu.addMenu("&Help")
+        self.readme_action = self._action(help_menu, "Read me", lambda: self.open_help(readme()), "F1",
+                                          "How to use Artveil and what protection can and cannot do")
+        self.efficacy_action = self._action(
+            help_menu, "What the measurements show (on the project's proxy model)", lambda: self.open_help(efficacy()),
+            tip=f"docs/efficacy.md: {EFFICACY_NOTE}",
+        )
+        self.model_card_action = self._action(help_menu, "The current model's card",
+                                              lambda: self.open_help(model_card(ws.model)),
+                                              tip="What the loaded model is, how it was made, what it is for")
         self._sync_actions(ws.busy)
+
+    def open_help(self, document: HelpDocument) -> bool:
+        """Open the document in the system's viewer (the browser for Markdown, as a rule); where there is no
+        file, or nothing opens it, the status bar says where it is (or why there is none)."""
+        path = document.path
+        if path is not None and path.is_file() and QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))):
+            if document.note:
+                self.statusBar().showMessage(document.note, 15000)
+            return True
+        self.workspace.report_problem(document.where() + (f" {document.note}" if document.note else ""))
+        return False
 
     def _sync_actions(self, busy: bool) -> None:
         self.stop_action.setEnabled(busy and not self.workspace.stopping)

@@ -11,7 +11,8 @@ small enough to read at once:
 - words.py: how the window says things (one-line messages, durations, a robustness report);
 - tasks.py: the actions running on the qasync loop;
 - prompts.py: the questions asked of the user;
-- view.py: the compare view's zoom and difference toggle, and the difference image.
+- view.py: the compare view's zoom and difference toggle, and the difference image;
+- help.py: where the README, the measurements and the model's card are.
 """
 
 from .preview import LEVEL_NAMES, PREVIEW_NOTE, PreviewStatus
