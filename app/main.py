@@ -127,6 +127,7 @@ def create_window(settings=None, backend_factory: Callable | None = None, prompt
     bridge = EngineBridge(backend_factory or RealBackend)
     workspace = Workspace(settings, bridge, prompts)
     window = MainWindow(workspace)
+    workspace.restore_queue()  # the last session's files, once the window shows them
     return window, workspace
 
 

@@ -76,6 +76,7 @@ class Settings(QObject):
     model_source_changed = Signal(object)
     last_image_dir_changed = Signal(object)
     detail_changed = Signal(object)
+    queue_files_changed = Signal(object)
 
     method = _Persisted("antipure", str)
     strength_levels = _Persisted(STRENGTH_PRESETS["default"], float)
@@ -87,6 +88,7 @@ class Settings(QObject):
     model_source = _Persisted("", str)
     last_image_dir = _Persisted("", str)  # where Add images / Add folder opened last
     detail = _Persisted("standard", str)  # speed/detail: a key of app.viewmodel.detail (the model's own size)
+    queue_files = _Persisted("", str)  # the queue's files, a JSON list of {"path": …}, restored on the next start
 
     def __init__(self, path: Path | None = None, parent: QObject | None = None):
         super().__init__(parent)

@@ -318,7 +318,7 @@ def test_the_model_chooser_grows_to_show_all_its_text(make_window, fake_engine, 
     qapp.setFont(font)
 
 
-# ---- 6. seeing the change: zoom, the amplified difference, help ------------------------
+# ---- 6. seeing the change: zoom, the amplified difference, help, the queue kept ------------------------
 
 def grab_pixels(widget):
     """What the widget shows, as an HxWx3 uint8 array (widget pixels: the offscreen screen is 1x)."""
@@ -536,3 +536,35 @@ def test_the_model_card_is_the_demo_models_readme_or_the_folders_or_a_line_sayin
     drive(ws.load_model(str(with_card)))
     window.model_card_action.trigger()
     assert Path(urls[-1].toLocalFile()) == with_card / "README.md"
+
+
+def test_the_queue_comes_back_on_the_next_start_and_a_missing_file_says_why(make_window, tmp_path, drive):
+    from PySide6.QtCore import Qt
+
+    from test_app_window import drop_urls
+
+    window, ws = make_window()
+    a, b, c = (write_image(tmp_path / "art" / f"{n}.png", seed=i) for i, n in enumerate("abc"))
+    drop_urls(window.queue_panel.view.viewport(), [a, b, c])
+    window.queue_panel.view.setCurrentIndex(ws.queue.index(2))
+    window.remove_action.trigger()  # c.png is taken out: it must not come back
+    assert [i.name for i in ws.queue.items] == ["a.png", "b.png"]
+    window.close()
+    drive(ws.idle())
+    b.unlink()  # moved away between sessions
+
+    window2, ws2 = make_window()  # a restart: a new window on the same settings store
+    model = ws2.queue
+    shown = [model.data(model.index(r), Qt.ItemDataRole.DisplayRole) for r in range(model.rowCount())]
+    assert shown == ["a.png", "b.png"]
+    restored, gone = ws2.queue.items
+    assert restored.state is ItemState.WAITING and restored.path == a.resolve()
+    assert "not restored" in gone.status_text and "no longer at" in gone.status_text and str(b.resolve()) in gone.status_text
+    assert str(b.resolve()) in model.data(model.index(1), Qt.ItemDataRole.ToolTipRole)
+    assert window2.queue_panel.count_label.text() == "0 of 1 done · 1 can't be read"
+    assert ws2.selected is restored
+
+    window2.close()
+    drive(ws2.idle())
+    window3, ws3 = make_window()  # the missing file was said once; the rest is still kept
+    assert [i.name for i in ws3.queue.items] == ["a.png"]

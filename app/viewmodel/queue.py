@@ -157,6 +157,15 @@ def new_items(paths: Iterable[str | Path], known: set[Path]) -> list[QueueItem]:
     return items
 
 
+def gone_item(path: Path) -> QueueItem:
+    """A row for a file the last session had queued that is no longer there: named, with why."""
+    item = QueueItem(Path(path), QImage())
+    item.state, item.unreadable = ItemState.FAILED, True
+    item.error = (f"{item.name}: not restored: the file is no longer at {path} "
+                  f"(moved, renamed or deleted since Artveil last ran).")
+    return item
+
+
 def inspect(item: QueueItem) -> None:
     """Read the header now, so a broken file says why at once instead of "waiting" for its turn."""
     header = QImageReader(str(item.path)).size()

@@ -10,6 +10,7 @@ One long action runs at a time (``busy``), with one Job whose Stop ends it withi
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
@@ -30,7 +31,7 @@ from .estimates import TimeEstimates
 from .export import EXPORT_SUFFIXES, batch_options, export_items, plan_outputs
 from .preview import PreviewRun, preview_key, purifier_request
 from .prompts import Prompts
-from .queue import ItemState, QueueItem, QueueModel, new_items
+from .queue import ItemState, QueueItem, QueueModel, gone_item, new_items
 from .tasks import Tasks
 from .view import CompareViewState
 from .words import one_line
@@ -247,6 +248,7 @@ class Workspace(QObject):
         """Add image files, and the images inside folders (not recursively). Returns how many."""
         added = new_items(paths, {item.path for item in self.queue.items})
         self.queue.append(added)
+        self._remember_queue()
         if added:
             emit(self.estimate_changed)
             if self.selected is None:
@@ -267,8 +269,39 @@ class Workspace(QObject):
             if item in self.chosen:
                 self.chosen.remove(item)
         if removed:
+            self._remember_queue()
             emit(self.estimate_changed)
         return removed
+
+    def _remember_queue(self) -> None:
+        """The queue's files, in order, for the next start. A row for a file that was already gone is
+        said once, not carried from session to session."""
+        files = [{"path": str(i.path)} for i in self.queue.items if i.path.is_file()]
+        self.settings.queue_files = json.dumps(files) if files else ""
+
+    def restore_queue(self) -> int:
+        """Put back the files the last session had queued (as waiting: results are in the output folder,
+        the settings are the window's own). A file that is gone comes back as a row saying so."""
+        try:
+            saved = json.loads(self.settings.queue_files or "[]")
+            paths = [Path(entry["path"]) for entry in saved]
+        except (ValueError, TypeError, KeyError):
+            self.report_problem("The last session's queue could not be read; it starts empty.")
+            return 0
+        known = {item.path for item in self.queue.items}
+        restored: list[QueueItem] = []
+        for path in paths:
+            if path.is_file():
+                restored += new_items([path], known | {i.path for i in restored})
+            elif path not in known:
+                restored.append(gone_item(path))
+        self.queue.append(restored)
+        self._remember_queue()
+        if restored:
+            emit(self.estimate_changed)
+            if self.selected is None:
+                self.select(next((i for i in restored if not i.unreadable), restored[0]))
+        return len(restored)
 
     def set_chosen(self, items: Iterable[QueueItem]) -> None:
         """The rows selected in the queue (Protect selected's images); its estimate follows them."""
