@@ -125,7 +125,10 @@ class EngineBackend(Protocol):
     def load_image(self, path: str) -> LoadedPixels: ...
     def protect_batch(self, inputs: list[Path], settings: ProtectSettings, options: Any, job: Job) -> Iterator[Any]:
         """engine.batch.protect_batch's events for these inputs (options: engine.batch.BatchOptions)."""
-    def save_image(self, pixels: np.ndarray, path: str, icc_profile: bytes | None, overwrite: bool) -> str: ...
+    def save_image(self, pixels: np.ndarray, path: str, icc_profile: bytes | None, overwrite: bool,
+                   original: np.ndarray | None = None, budget_levels: float | None = None) -> str:
+        """Write pixels to path. With original and budget_levels (pixel levels): measured as the format
+        would hold them first, and refused (ArtveilError "output") when the file would break the budget."""
     def robustness(
         self, original: np.ndarray, protected: np.ndarray, settings: ProtectSettings,
         purifiers: list[PurifierRequest], job: Job | None = None,
@@ -251,9 +254,12 @@ class RealBackend:
 
         return protect_batch(self._require_model(), inputs, settings, options, job)
 
-    def save_image(self, pixels, path, icc_profile, overwrite):
+    def save_image(self, pixels, path, icc_profile, overwrite, original=None, budget_levels=None):
+        from engine.batch import measure_as_written
         from engine.images import save_image
 
+        if original is not None and budget_levels is not None:  # JPEG moves pixels again: never past the budget
+            measure_as_written(original, pixels, Path(path), budget_levels)
         save_image(pixels, Path(path), icc_profile=icc_profile, overwrite=overwrite)
         return str(path)
 

@@ -397,21 +397,29 @@ def _as_written(result: ProtectResult, target: Path, settings: ProtectSettings) 
     written then, rather than a file whose noise is larger than the artist allowed."""
     from dataclasses import replace
 
+    metrics, note = measure_as_written(result.original, result.protected, target, settings.strength_levels)
+    return replace(result, metrics=metrics), note
+
+
+def measure_as_written(original: np.ndarray, protected: np.ndarray, target: Path,
+                       budget_levels: float) -> tuple[dict[str, float], str | None]:
+    """(metrics of the file target's format would hold, against the original; a note for what the format
+    loses). ArtveilError("output") when that file would differ from the original by more than budget_levels
+    (pixel levels): the batch's export and the window's Export both call this before writing."""
     from engine.images import pixels_as_written
     from engine.metrics import image_metrics
 
-    written = pixels_as_written(result.protected, target.suffix)
-    original = result.original[..., : written.shape[2]]
-    metrics = image_metrics(original, written)
-    linf, budget = metrics["linf_levels"], settings.strength_levels
-    if linf > budget:
+    written = pixels_as_written(protected, target.suffix)
+    metrics = image_metrics(original[..., : written.shape[2]], written)
+    linf = metrics["linf_levels"]
+    if linf > budget_levels:
         raise ArtveilError("output", f"{target.name}: as {target.suffix.lstrip('.').upper()} it would differ from the "
                                      f"original by up to {linf:.0f} levels (PSNR {metrics['psnr']:.1f} dB), beyond the "
-                                     f"{budget:g}-level budget; not written (PNG and WebP keep the protection exactly).")
+                                     f"{budget_levels:g}-level budget; not written (PNG and WebP keep the protection exactly).")
     note = None
-    if written.shape[2] < result.protected.shape[2]:
+    if written.shape[2] < protected.shape[2]:
         note = f"{target.suffix.lstrip('.').upper()} has no transparency: the alpha channel was dropped."
-    return replace(result, metrics=metrics), note
+    return metrics, note
 
 
 def _identity(source: Path, input_identity) -> dict | None:

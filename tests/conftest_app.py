@@ -163,9 +163,13 @@ class FakeBackend:
 
         return protect_batch(None, inputs, settings, options, job, protect=protect, save=save)
 
-    def save_image(self, pixels, path, icc_profile, overwrite):
+    def save_image(self, pixels, path, icc_profile, overwrite, original=None, budget_levels=None):
         self._record("save_image", path)
+        from engine.batch import measure_as_written
         from engine.images import save_image
+
+        if original is not None and budget_levels is not None:  # as the real backend: the engine's own check
+            measure_as_written(original, pixels, Path(path), budget_levels)
 
         if self.engine.save_delay_s:
             time.sleep(self.engine.save_delay_s)

@@ -12,6 +12,8 @@ import math
 import os
 import sys
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -362,3 +364,45 @@ def test_jpeg_of_a_transparent_image_says_the_alpha_is_dropped(cli, tmp_path):
                               "--format", "jpg", "--strength", "32")
     assert status == 0, err
     assert "note: cut.png: JPG has no transparency: the alpha channel was dropped." in err.splitlines()
+
+
+def test_the_windows_export_never_writes_a_jpeg_past_the_budget(tmp_path):
+    """Export (again) from the window goes through app.backend.save_image: as JPEG it is measured as written
+    and refused past the budget, as the batch's own export is; PNG keeps the pixels and is written."""
+    from app.backend import RealBackend
+    from engine.errors import ArtveilError
+
+    rng = np.random.default_rng(0)
+    original = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    signs = rng.choice(np.array([-4, 4]), size=original.shape)
+    protected = np.clip(original.astype(int) + signs, 0, 255).astype(np.uint8)
+    backend = RealBackend()
+    with pytest.raises(ArtveilError, match="beyond the 4-level budget; not written") as err:
+        backend.save_image(protected, str(tmp_path / "x.jpg"), None, False, original, 4.0)
+    assert err.value.kind == "output" and "\n" not in err.value.message
+    assert not (tmp_path / "x.jpg").exists()
+    path = backend.save_image(protected, str(tmp_path / "x.png"), None, False, original, 4.0)
+    assert np.array_equal(np.asarray(Image.open(path)), protected)
+
+
+def test_export_passes_each_images_original_and_budget_to_the_engine(tmp_path):
+    import asyncio
+    from types import SimpleNamespace
+
+    from app.viewmodel.export import export_items
+
+    calls = []
+
+    class Bridge:
+        async def call(self, name, *args):
+            calls.append((name, args))
+            return args[1]
+
+    original = np.zeros((8, 8, 3), np.uint8)
+    item = SimpleNamespace(protected=original + 1, original=original, icc_profile=None,
+                           metrics={"budget_levels": 6.0}, note="", error="", output_path=None)
+    item.mark_written = lambda p: setattr(item, "output_path", Path(p))
+    planned = SimpleNamespace(target=tmp_path / "a.jpg", conflict=False, problem=None)
+    asyncio.run(export_items(Bridge(), [item], [planned], "overwrite", lambda i: None))
+    assert calls and calls[0][0] == "save_image"
+    assert calls[0][1][4] is original and calls[0][1][5] == 6.0

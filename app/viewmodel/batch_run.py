@@ -102,7 +102,9 @@ class BatchRun:
     def _on_image_done(self, item: QueueItem, event) -> None:
         result, clock = event.result, self.clock
         if result is not None:
-            item.protected, item.preview, item.metrics = result.protected, None, dict(result.metrics)
+            # the budget travels with the pixels: a later Export (JPEG) is checked against it
+            item.protected, item.preview = result.protected, None
+            item.metrics = {**result.metrics, "budget_levels": result.settings.strength_levels}
             item.mark_written(event.target)
             item.note = f"saved as {event.target.name}"
             if result.plan:  # the memory plan the engine chose (engine.plan), as the command line says it
@@ -114,7 +116,8 @@ class BatchRun:
             self.done += 1
         elif event.protected is not None:  # exported by an earlier run with these settings: shown, not redone
             item.original, item.protected, item.icc_profile = event.original, event.protected, event.icc_profile
-            item.size, item.metrics, item.output_path = event.original.shape[:2], dict(event.metrics or {}), event.target
+            item.size, item.output_path = event.original.shape[:2], event.target
+            item.metrics = {**(event.metrics or {}), "budget_levels": self.settings.strength_levels}
             item.note = f"already exported as {event.target.name} by an earlier run"
             item.state = ItemState.DONE
             self.done += 1

@@ -80,7 +80,8 @@ async def export_items(bridge, items: list[QueueItem], plan: list[PlannedImage],
         try:
             if planned.problem is not None:
                 raise ArtveilError("output", planned.problem)
-            path = await bridge.call("save_image", item.protected, str(target), item.icc_profile, overwrite)
+            path = await bridge.call("save_image", item.protected, str(target), item.icc_profile, overwrite,
+                                     item.original, item.metrics.get("budget_levels"))
         except ArtveilError as exc:
             item.error = one_line(exc.message)
             item.note = f"export failed: {item.error}"
