@@ -276,11 +276,20 @@ def _purifier_rows(purifiers) -> list[tuple[str, str]]:
     return rows
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A bad argument is one line on stderr and exit 2, like every other refusal of the command line, not
+    argparse's usage block (--help still prints the whole usage). Subcommands' parsers are of this class too
+    (add_subparsers takes the parent's class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from engine.methods import METHODS
     from engine.purify import PURIFIERS
 
-    parser = argparse.ArgumentParser(prog="artveil", description="Protect artwork from diffusion-model mimicry.")
+    parser = OneLineParser(prog="artveil", description="Protect artwork from diffusion-model mimicry.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("protect", help="protect images or folders of images", description="Protect images; writes {name}.protected.png into --out.",

@@ -406,3 +406,17 @@ def test_export_passes_each_images_original_and_budget_to_the_engine(tmp_path):
     asyncio.run(export_items(Bridge(), [item], [planned], "overwrite", lambda i: None))
     assert calls and calls[0][0] == "save_image"
     assert calls[0][1][4] is original and calls[0][1][5] == 6.0
+
+
+@pytest.mark.parametrize("argv", [["protect", "x.png", "--out", "o", "--param", "x"],
+                                  ["protect", "x.png", "--out", "o", "--steps", "1e3"],
+                                  ["protect", "x.png"], ["bogus"],
+                                  ["efficacy", "--model", "proxy", "--out", "o", "--jobs", "x"]])
+def test_an_argument_argparse_refuses_is_one_line_and_exit_2(argv, capsys):
+    from engine.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert len(err.strip().splitlines()) == 1 and "usage:" not in err and "--help" in err
