@@ -32,6 +32,7 @@ class CompareCanvas(QWidget):
     """Paints the original left of the split and the protected image right of it."""
 
     mode_changed = Signal(str)
+    fit_scale_changed = Signal()  # the fitted scale may have changed (new image, new size)
 
     def __init__(self, view: CompareViewState | None = None, parent: QWidget | None = None):
         super().__init__(parent)
@@ -59,6 +60,7 @@ class CompareCanvas(QWidget):
             return  # nothing to redraw: progress reports arrive many times a second
         if before is not None:
             self.before = QPixmap.fromImage(before) if not before.isNull() else QPixmap()
+            emit(self.fit_scale_changed)
         if after is not None:
             self.after = QPixmap.fromImage(after) if not after.isNull() else QPixmap()
         self.after_label = after_label
@@ -169,6 +171,7 @@ class CompareCanvas(QWidget):
     def resizeEvent(self, event) -> None:
         self._clamp_offset()
         super().resizeEvent(event)
+        emit(self.fit_scale_changed)
 
     def split_x(self) -> float:
         rect = self.image_rect()
@@ -447,6 +450,7 @@ class CompareArea(QWidget):
         self.zoom_out_button.clicked.connect(self.view.zoom_out)
         self.difference_button.toggled.connect(self.view.set_difference)
         self.view.zoom_changed.connect(self._sync_zoom)
+        self.canvas.fit_scale_changed.connect(lambda: self._sync_zoom(self.view.zoom))
         self.view.difference_changed.connect(self._on_difference_changed)
         self.split_button.setToolTip("Drag the handle to compare (Space flips between before and after)")
         self.actual_button.setToolTip("One image pixel per screen pixel; drag to pan (double-click toggles)")
@@ -506,7 +510,8 @@ class CompareArea(QWidget):
     def _sync_zoom(self, zoom: int | None) -> None:
         self.fit_button.setChecked(zoom is None)
         self.actual_button.setChecked(zoom == 1)
-        self.zoom_label.setText(self.view.zoom_text())
+        fitted = self.canvas.fit_scale() if not self.canvas.image_rect().isNull() else None
+        self.zoom_label.setText(self.view.zoom_text(fitted))
 
     def _on_difference_changed(self, on: bool) -> None:
         self.difference_button.setChecked(on)

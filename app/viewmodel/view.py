@@ -64,8 +64,9 @@ class CompareViewState(QObject):
         self.set_zoom(lower[-1] if lower else None)
 
     def zoom_text(self, fit_scale: float | None = None) -> str:
+        """What the zoom is: "400 %"; at fit, the fitted scale ("246 %"), or "Fit" while there is no image."""
         if self.zoom is None:
-            return "Fit" if fit_scale is None else f"Fit · {round(fit_scale * 100)} %"
+            return "Fit" if fit_scale is None else f"{round(fit_scale * 100)} %"
         return f"{self.zoom * 100} %"
 
     def set_difference(self, on: bool) -> None:
