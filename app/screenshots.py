@@ -145,6 +145,16 @@ def render(out: Path) -> list[Path]:
         window.compare.canvas.split = 0.5
         shot("compare")
 
+        # Where the change is: the difference ten times amplified, then the noise itself at 400 %.
+        window.compare.difference_button.click()
+        shot("compare-difference")
+        window.compare.difference_button.click()
+        window.compare.actual_button.click()
+        for _ in range(3):
+            window.compare.zoom_in_button.click()
+        shot("compare-zoomed")
+        window.compare.fit_button.click()
+
         window.controls.purifier_combo.setCurrentIndex(window.controls.purifier_combo.findData("sdedit"))
         ws.settings.purifier_level = 2
         window.preview_purification()  # once, so that the shot below has a time estimate
