@@ -218,7 +218,12 @@ class _FusedAttention(torch.autograd.Function):
         return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
+_REAL_SDPA = F.scaled_dot_product_attention
+
+
 def _fused_sdpa(query, key, value, *args, **kwargs):
+    if query.device.type != "meta":  # another thread's real work while a trace runs: untouched
+        return _REAL_SDPA(query, key, value, *args, **kwargs)
     return _FusedAttention.apply(query, key, value)
 
 
@@ -260,7 +265,6 @@ def saved_bytes(module: torch.nn.Module, run, checkpointing: bool) -> float:
     counter = _Counter(weights)
     ckpt_modules = [m for m in module.modules() if hasattr(m, "gradient_checkpointing")]
     saved_state = [(m, m.gradient_checkpointing, m.__dict__.get("_gradient_checkpointing_func")) for m in ckpt_modules]
-    original_sdpa = F.scaled_dot_product_attention
     try:
         for m in ckpt_modules:
             m.gradient_checkpointing = checkpointing
@@ -270,7 +274,7 @@ def saved_bytes(module: torch.nn.Module, run, checkpointing: bool) -> float:
         with torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda t: t):
             run(module)
     finally:
-        F.scaled_dot_product_attention = original_sdpa
+        F.scaled_dot_product_attention = _REAL_SDPA
         for m, flag, func in saved_state:
             m.gradient_checkpointing = flag
             if func is None:

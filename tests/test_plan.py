@@ -248,3 +248,14 @@ def test_protect_refuses_a_job_that_fits_no_plan_before_loading_the_model(monkey
     code = main(["protect", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--model", "sd15", "--device", "cpu"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "GB is allowed here" in err[0]
+
+
+def test_the_trace_leaves_real_attention_alone_while_it_runs():
+    """The trace swaps F.scaled_dot_product_attention for the length of a forward on meta tensors; real tensors
+    (another thread's job meanwhile) still get the real attention."""
+    import torch.nn.functional as F
+
+    q, k, v = (torch.randn(1, 2, 16, 8, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    assert torch.equal(P._fused_sdpa(q, k, v), F.scaled_dot_product_attention(q, k, v))
+    meta = torch.zeros(1, 2, 16, 8, device="meta")
+    assert P._fused_sdpa(meta, meta, meta).device.type == "meta"
