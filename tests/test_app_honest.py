@@ -504,7 +504,9 @@ def test_help_opens_the_readme_and_the_measurements_saying_they_are_on_the_proxy
     assert "not on Stable Diffusion" in window.statusBar().currentMessage()
 
 
-def test_help_says_where_the_file_is_when_nothing_opens_it(make_window, opened_urls):
+def test_help_says_where_the_file_is_when_nothing_opens_it(make_window, opened_urls, monkeypatch, tmp_path):
+    import app.viewmodel.help as help_documents
+
     urls, answer = opened_urls
     answer["opens"] = False  # no browser, no Markdown viewer
     window, ws = make_window()
@@ -512,6 +514,12 @@ def test_help_says_where_the_file_is_when_nothing_opens_it(make_window, opened_u
     message = window.statusBar().currentMessage()
     path = urls[-1].toLocalFile()
     assert f"It is at {path}" in message and "proxy model" in message
+
+    # A bundle without the README: nothing is opened, and the window says where it belongs.
+    monkeypatch.setattr(help_documents, "project_root", lambda: tmp_path / "bundle")
+    window.readme_action.trigger()
+    assert len(urls) == 1
+    assert f"it belongs at {tmp_path / 'bundle' / 'README.md'}" in window.statusBar().currentMessage()
 
 
 def test_the_model_card_is_the_demo_models_readme_or_the_folders_or_a_line_saying_there_is_none(
