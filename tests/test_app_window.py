@@ -329,8 +329,20 @@ def test_export_saves_again_in_the_chosen_format(make_window, tmp_path, drive):
         await ws.idle()
 
     drive(scenario())
-    assert sorted(p.name for p in out.iterdir()) == [".artveil-journal.jsonl", "a.protected.jpg", "a.protected.png"]
-    assert Image.open(out / "a.protected.jpg").format == "JPEG"
+    # The fake protection is random ±8-level noise, which JPEG cannot hold within 8 levels: the export is
+    # refused with the reason on the row, and nothing past the budget is written (issue 31).
+    assert sorted(p.name for p in out.iterdir()) == [".artveil-journal.jsonl", "a.protected.png"]
+    item = ws.queue.items[0]
+    assert "beyond the 8-level budget; not written" in item.note
+
+    async def again_as_webp():
+        window.controls.format_combo.setCurrentIndex(window.controls.format_combo.findData("webp"))
+        window.export_action.trigger()
+        await ws.idle()
+
+    drive(again_as_webp())
+    assert Image.open(out / "a.protected.webp").format == "WEBP"
+    assert np.array_equal(np.asarray(Image.open(out / "a.protected.webp")), item.protected)
 
 
 def _one_protected_image(make_window, tmp_path, drive):

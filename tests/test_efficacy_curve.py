@@ -269,23 +269,40 @@ def test_a_signal_to_the_table_stops_its_workers_and_says_so(toy_proxy_model, tm
 
     proc, workers = _start_table_in_workers(toy_proxy_model, tmp_path / "run")
     sig = getattr(signal, signal_name)
-    proc.send_signal(sig)
-    code = proc.wait(timeout=30)
-    err = proc.stderr.read()
-    assert code == 128 + sig
-    assert f"stopped by {signal_name}" in err and "Traceback" not in err
-    gone, alive = psutil.wait_procs(workers, timeout=10)
-    assert not alive, "a row worker outlived the command"
+    try:
+        proc.send_signal(sig)
+        code = proc.wait(timeout=30)
+        err = proc.stderr.read()
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, "a row worker outlived the command"
+        assert code == 128 + sig
+        assert f"stopped by {signal_name}" in err and "Traceback" not in err
+    finally:
+        _kill_all([proc, *workers])
 
 
 def test_workers_stop_by_themselves_when_their_parent_is_killed(toy_proxy_model, tmp_path):
     import psutil
 
     proc, workers = _start_table_in_workers(toy_proxy_model, tmp_path / "run")
-    proc.kill()  # SIGKILL: no handler runs in the parent
-    proc.wait(timeout=10)
-    gone, alive = psutil.wait_procs(workers, timeout=15)
-    assert not alive, "a row worker went on alone after its parent was killed"
+    try:
+        proc.kill()  # SIGKILL: no handler runs in the parent
+        proc.wait(timeout=10)
+        gone, alive = psutil.wait_procs(workers, timeout=15)
+        assert not alive, "a row worker went on alone after its parent was killed"
+    finally:
+        _kill_all([proc, *workers])
+
+
+def _kill_all(procs) -> None:
+    """Leave no process behind, whatever the test found (a failing run must not keep the CPU busy)."""
+    import psutil
+
+    for p in procs:
+        try:
+            p.kill()
+        except (psutil.NoSuchProcess, ProcessLookupError, OSError):
+            pass
 
 
 def test_a_table_row_with_a_budget_the_engine_refuses_is_refused_up_front():
