@@ -304,6 +304,23 @@ def negated(name: str, monkeypatch) -> str:
     return wrong.name
 
 
+def sign_flippable(name: str, keys: tuple[str, ...], monkeypatch) -> str:
+    """Register `name` so that the weights `keys` may be negative (a term's sign flipped): the user-facing
+    declarations refuse a negative weight, so the flipped method is the test's own, not an option."""
+    cls = registry.METHODS[name]
+
+    class Flippable(cls):
+        @classmethod
+        def resolve(klass, params):
+            negative = {k: v for k, v in params.items() if k in keys and v < 0}
+            resolved = cls.resolve({**params, **{k: -v for k, v in negative.items()}})
+            return {**resolved, **negative}
+
+    Flippable.name = f"{name}_flippable"
+    monkeypatch.setitem(registry.METHODS, Flippable.name, Flippable)
+    return Flippable.name
+
+
 def _mist_pattern() -> np.ndarray:
     from engine.methods.mist import target_pattern  # the target is data, not loss code
 
@@ -378,10 +395,10 @@ def test_method_with_its_loss_negated_is_rejected(proxy_model, artwork, monkeypa
     assert not ok, f"{case} with its loss negated passed the check: {detail}"
 
 
-def test_mist_with_its_semantic_term_flipped_is_rejected(proxy_model, artwork):
+def test_mist_with_its_semantic_term_flipped_is_rejected(proxy_model, artwork, monkeypatch):
     """The texture part alone would still pass: the semantic part's sign is checked on its own."""
     _, _, parts = CASES["mist"]
-    wrong = protect(proxy_model, artwork, "mist", {"semantic_weight": -1e4})
+    wrong = protect(proxy_model, artwork, sign_flippable("mist", ("semantic_weight",), monkeypatch), {"semantic_weight": -1e4})
     ok, detail = check(proxy_model, artwork, wrong, parts)
     assert not ok, f"mist with its semantic term flipped passed the check: {detail}"
 
@@ -408,9 +425,10 @@ def test_antipure_guidance_lowers_its_own_measure_against_the_ablation(proxy_mod
 
 
 @pytest.mark.parametrize("term", sorted(GUIDANCE))
-def test_antipure_guidance_with_its_sign_flipped_is_rejected(proxy_model, artwork, term):
+def test_antipure_guidance_with_its_sign_flipped_is_rejected(proxy_model, artwork, term, monkeypatch):
     params, measure = GUIDANCE[term]
-    flipped = protect(proxy_model, artwork, "antipure", {**params, f"lambda_{term}": -1.0})
+    method = sign_flippable("antipure", (f"lambda_{term}",), monkeypatch)
+    flipped = protect(proxy_model, artwork, method, {**params, f"lambda_{term}": -1.0})
     ok, detail = verdict_lowers_against_ablation(lambda p: measure(proxy_model, p), artwork,
                                                  _antipure_ablation(proxy_model, artwork), flipped)
     assert not ok, f"{term} with its sign flipped passed the check: {detail}"
@@ -431,8 +449,9 @@ def test_antidiffusion_sdl_lowers_text_attention_against_the_ablation(proxy_mode
     assert ok, f"sdl: {detail}"
 
 
-def test_antidiffusion_sdl_with_its_sign_flipped_is_rejected(proxy_model, artwork):
-    flipped = protect(proxy_model, artwork, "antidiffusion", {**AD_BASE, "sdl_weight": -SDL_WEIGHT})
+def test_antidiffusion_sdl_with_its_sign_flipped_is_rejected(proxy_model, artwork, monkeypatch):
+    method = sign_flippable("antidiffusion", ("sdl_weight",), monkeypatch)
+    flipped = protect(proxy_model, artwork, method, {**AD_BASE, "sdl_weight": -SDL_WEIGHT})
     ok, detail = verdict_lowers_against_ablation(lambda p: text_attention(proxy_model, p), artwork,
                                                  _antidiffusion_ablation(proxy_model, artwork), flipped)
     assert not ok, f"sdl with its sign flipped passed the check: {detail}"
