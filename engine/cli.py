@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from engine.cli_args import MODEL_HELP, default_model_source, load_model_or_exit, parse_param, parse_steps, parse_strength
 from engine.errors import ArtveilError, Cancelled
@@ -53,7 +54,7 @@ def run_protect(args: argparse.Namespace) -> int:
     """A face over engine.batch.protect_batch: one line per image, one per failed file, a bar on a terminal."""
     from engine import batch as B
     from engine.device import pick_device
-    from engine.images import collect_inputs, validate_user_path
+    from engine.images import validate_user_path
     from engine.methods import get_method
     from engine.protect import validate_settings
 
@@ -85,14 +86,8 @@ def run_protect(args: argparse.Namespace) -> int:
     except ArtveilError as exc:
         print(f"artveil: {B.one_line(exc.message)}", file=sys.stderr)
         return 2
-    inputs = collect_inputs(args.inputs, output_folder=out_dir)
-    if not inputs:
-        print("artveil: no images found in the given inputs.", file=sys.stderr)
-        return 2
-    try:
-        B.prepare_output_folder(out_dir)  # before the model loads: a bad folder is said at once
-    except ArtveilError as exc:
-        print(f"artveil: {B.one_line(exc.message)}", file=sys.stderr)
+    inputs = _inputs_and_output_folder(args.inputs, out_dir)
+    if inputs is None:
         return 2
     refused = _refused_before_loading(args.model or default_model_source(), args.device, settings, args.working_size)
     if refused:
@@ -199,12 +194,30 @@ def _print_done(event, settings: ProtectSettings, as_json: bool) -> None:
               f"{result.seconds:.1f}s", flush=True)
 
 
+def _inputs_and_output_folder(items: list[str], out_dir: Path) -> list[Path] | None:
+    """The images to work on and the output folder made ready, before any model loads (a bad folder is said
+    at once); None once the one line saying why not is printed."""
+    from engine import batch as B
+    from engine.images import collect_inputs
+
+    inputs = collect_inputs(items, output_folder=out_dir)
+    if not inputs:
+        print("artveil: no images found in the given inputs.", file=sys.stderr)
+        return None
+    try:
+        B.prepare_output_folder(out_dir)
+    except ArtveilError as exc:
+        print(f"artveil: {B.one_line(exc.message)}", file=sys.stderr)
+        return None
+    return inputs
+
+
 def run_purify(args: argparse.Namespace) -> int:
     """Purify each input into --out as `{stem}.purified-{name}.png`; the output checks of protect apply: the
     folder is checked before any work, an original is never written, and two inputs of one stem get -2."""
     from engine import batch as B
     from engine.device import pick_device
-    from engine.images import collect_inputs, load_image, safe_stem, save_image, validate_user_path
+    from engine.images import load_image, safe_stem, save_image, validate_user_path
     from engine.jobs import check_seed
     from engine.purify import PURIFIERS, parse_purifier, purify
 
@@ -220,14 +233,8 @@ def run_purify(args: argparse.Namespace) -> int:
     except ArtveilError as exc:
         print(f"artveil: {B.one_line(exc.message)}", file=sys.stderr)
         return 2
-    inputs = collect_inputs(args.inputs, output_folder=out_dir)
-    if not inputs:
-        print("artveil: no images found in the given inputs.", file=sys.stderr)
-        return 2
-    try:
-        B.prepare_output_folder(out_dir)
-    except ArtveilError as exc:
-        print(f"artveil: {B.one_line(exc.message)}", file=sys.stderr)
+    inputs = _inputs_and_output_folder(args.inputs, out_dir)
+    if inputs is None:
         return 2
     model = load_model_or_exit(args.model, args.device) if PURIFIERS[name].needs_model else None
     failed = 0

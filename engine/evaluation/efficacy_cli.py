@@ -146,15 +146,10 @@ def run_efficacy_cli(args: argparse.Namespace) -> int:
     if plan is not None:
         return _run_curve_cli(args, model, model_dir, settings, plan)
     out = Path(args.out)
-    try:
-        table = run_efficacy(model, model_dir, out, settings, args.allow_unchecked,
-                             log=lambda m: print(m, file=sys.stderr, flush=True), jobs=args.jobs, source=str(model_dir))
-    except Interrupted as exc:
-        print(f"artveil: {exc.message}", file=sys.stderr)
-        return 128 + exc.signum
-    except ArtveilError as exc:
-        print(f"artveil: {exc.message}", file=sys.stderr)
-        return 2
+    table, code = _reported(lambda: run_efficacy(model, model_dir, out, settings, args.allow_unchecked, log=_log,
+                                                 jobs=args.jobs, source=str(model_dir)))
+    if code is not None:
+        return code
     command = "artveil " + " ".join(_quote(a) for a in getattr(args, "argv", []))
     text = render_markdown(table, command)
     (out / "efficacy.md").write_text(text)
@@ -168,20 +163,31 @@ def run_efficacy_cli(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _reported(run):
+    """(run()'s result, None), or (None, the exit status) with its one line said: 128 + the signal that
+    stopped the workers, 2 for any other refusal."""
+    try:
+        return run(), None
+    except Interrupted as exc:
+        print(f"artveil: {exc.message}", file=sys.stderr)
+        return None, 128 + exc.signum
+    except ArtveilError as exc:
+        print(f"artveil: {exc.message}", file=sys.stderr)
+        return None, 2
+
+
 def _run_curve_cli(args, model, model_dir: Path, settings: EfficacySettings, plan) -> int:
     from engine.evaluation import curve as CV
 
     out = Path(args.out)
-    try:
-        curve = CV.run_curve(model, model_dir, out, settings, plan, args.allow_unchecked,
-                             log=lambda m: print(m, file=sys.stderr, flush=True), jobs=args.jobs,
-                             source=str(model_dir), assemble_only=args.assemble_only)
-    except Interrupted as exc:
-        print(f"artveil: {exc.message}", file=sys.stderr)
-        return 128 + exc.signum
-    except ArtveilError as exc:
-        print(f"artveil: {exc.message}", file=sys.stderr)
-        return 2
+    curve, code = _reported(lambda: CV.run_curve(model, model_dir, out, settings, plan, args.allow_unchecked, log=_log,
+                                                 jobs=args.jobs, source=str(model_dir), assemble_only=args.assemble_only))
+    if code is not None:
+        return code
     command = "artveil " + " ".join(_quote(a) for a in getattr(args, "argv", []) if a != "--assemble-only")
     folder = Path(args.curve_dir) if args.curve_dir else out / "curve"
     for path in CV.write_outputs(curve, out, plan, folder, command):
