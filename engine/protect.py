@@ -8,7 +8,9 @@ Large images: with large_image="resize" (default) δ is optimized on a copy whos
 Mist-v2's choice and matches what a mimic feeds a model. With "tiles" δ is optimized at full resolution
 on overlapping working_size tiles and blended with convex weights. Either way the output is the
 original at full resolution plus δ, rounded to 8 bits and clamped so the budget holds on the file.
-On out-of-memory the job restarts in tiles of half the size (down to 128 px) and says so.
+Before the first step the memory plan (engine.plan) picks how the job runs: one pass, two-pass,
+checkpointing, tiles or a smaller working size, the cheapest whose estimated peak fits the device; on
+out-of-memory the job restarts once with the next smaller plan and says so.
 
 Speed and memory (ProtectSettings.precision, two_pass, channels_last, low_vram, compile_unet): the
 gradient is the same whichever is on (tests/test_fastpath.py). The two-pass backward (Mist-v2) applies
@@ -39,7 +41,6 @@ from engine.metrics import image_metrics, to_tensor
 from engine.models import ModelBundle, compile_available, speed_mode
 from engine.plan import Estimate, Plan, PlanChoice, candidate_plans, choose_plan, device_memory, next_smaller, shape_of
 
-MIN_TILE = 128
 LOW_VRAM_TILE = 256  # a quarter of the activations of a 512-px region
 PRECISIONS = ("auto", "bf16")
 WARMUP_STEPS = 2  # excluded from the ETA: the first steps pay for allocation and kernel selection
