@@ -189,12 +189,10 @@ def purifier_choices() -> tuple[Choice, ...]:
 
 
 def native_size(model) -> int:
-    """The side in pixels a model was trained at: its UNet's latent sample size times the VAE's factor."""
-    try:
-        side = int(model.unet.config.sample_size) * int(model.vae_scale_factor)
-    except (AttributeError, TypeError, ValueError):
-        return 512
-    return side if side >= 32 else 512
+    """The side in pixels a model was trained at (engine.plan.native_size, which the command line uses too)."""
+    from engine.plan import native_size as engine_native_size
+
+    return engine_native_size(model)
 
 
 class RealBackend:

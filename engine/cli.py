@@ -95,9 +95,10 @@ def run_protect(args: argparse.Namespace) -> int:
         return 2
     model = load_model_or_exit(args.model, args.device)
     if args.working_size is None:
-        from engine.plan import default_working_size, shape_of
+        from engine.plan import default_working_size, native_size, shape_of
 
-        settings = replace(settings, working_size=default_working_size(shape_of(model), model.device))
+        # the model's own size (64 px for the built-in proxy model), as the window chooses it
+        settings = replace(settings, working_size=default_working_size(shape_of(model), model.device, native_size(model)))
     options = B.BatchOptions(out_dir, fmt=args.format, model_source=args.model or default_model_source(),
                              on_existing="overwrite" if args.overwrite else "error", redo=args.overwrite)
     bar = ProgressLine(sys.stderr)  # the stream now, not the one bound when this module was imported

@@ -121,6 +121,16 @@ class ModelShape:
     _cache: dict = field(default_factory=dict, repr=False)
 
 
+def native_size(model) -> int:
+    """The side in pixels a loaded model was trained at: its UNet's latent sample size times the VAE's factor
+    (64 for the built-in proxy model, 512 for SD 1.5); 512 where the config does not say."""
+    try:
+        side = int(model.unet.config.sample_size) * int(model.vae_scale_factor)
+    except (AttributeError, TypeError, ValueError):
+        return 512
+    return side if side >= 32 else 512
+
+
 def default_working_size(shape: ModelShape, device: torch.device, native: int = 512) -> int:
     """The working size a job gets when the user names none: CPU_REAL_SIZE_WORKING_SIZE for a real-size model on
     the CPU (a 512² step there takes minutes: docs/benchmarks.md), the model's native size otherwise."""
