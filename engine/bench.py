@@ -35,8 +35,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.plan import RANDOM_CONFIGS  # the configs' names live with the planner, which reads them
+
 EXTRAPOLATED_STEPS = 100
-RANDOM_CONFIGS = ("sd15", "sd21-base")
 
 
 # --- the model under test -----------------------------------------------------------------------

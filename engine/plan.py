@@ -55,6 +55,8 @@ REAL_SIZE_UNET_PARAMS = 300_000_000
 # The working size for a real-size model on the CPU: a quarter of the work of 512 px (docs/benchmarks.md).
 CPU_REAL_SIZE_WORKING_SIZE = 256
 TILES = (256, 128)
+# The shipped random-weight configs (`--model sd15` in bench and protect: SD's shapes, no download).
+RANDOM_CONFIGS = ("sd15", "sd21-base")
 
 
 @dataclass(frozen=True)
@@ -512,7 +514,6 @@ def shape_before_loading(source: str, device: torch.device) -> ModelShape | None
     """The shape of the model `source` names, from its configs alone, where they can be read without loading
     it (the shipped random-weight configs, a diffusers folder); None otherwise (then the plan is made once
     the model is loaded)."""
-    from engine.bench import RANDOM_CONFIGS
     from engine.device import pick_dtype
 
     dtype_bytes = torch.tensor([], dtype=pick_dtype(device)).element_size()
