@@ -186,7 +186,10 @@ MEASURE = textwrap.dedent("""
     Path("/proc/self/clear_refs").write_text("5")  # the high-water mark from here on
     held = process_rss_mb()
     protect_image(model, pixels, settings)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, the high-water mark clear_refs reset above (getrusage's ru_maxrss is the whole life's, start-up
+    # and model building included, and no write resets it)
+    hwm = [l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM:")]
+    peak = int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"estimate": choice.estimate.peak_mb, "activations": choice.estimate.activations_mb,
                       "held": held, "peak": peak}))
 """)
