@@ -305,14 +305,7 @@ def pooled_intervals(cells: list[dict]) -> dict[str, dict[str, float]]:
     Returns {measure: {"sd", "df"}}."""
     spread = {}
     for m in M.MEASURES:
-        ss, df = 0.0, 0
-        for c in cells:
-            vals = c["values"][m]
-            if len(vals) >= 2 and not degenerate(c, m):
-                mu = sum(vals) / len(vals)
-                ss += sum((v - mu) ** 2 for v in vals)
-                df += len(vals) - 1
-        sd = math.sqrt(ss / df) if df else None
+        sd, df = E.pooled_spread([c["values"][m] for c in cells if not degenerate(c, m)])
         spread[m] = {"sd": sd, "df": df}
         for c in cells:
             vals = c["values"][m]

@@ -264,6 +264,18 @@ def t975(df: float) -> float:
             + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3))
 
 
+def pooled_spread(groups: list[list[float]]) -> tuple[float | None, int]:
+    """(sd, degrees of freedom) of the within-group spread pooled over groups (a cell's values over its mimic
+    seeds); groups of fewer than two values add nothing; sd None when no group has two."""
+    ss, df = 0.0, 0
+    for vals in groups:
+        if len(vals) >= 2:
+            m = sum(vals) / len(vals)
+            ss += sum((v - m) ** 2 for v in vals)
+            df += len(vals) - 1
+    return (math.sqrt(ss / df) if df else None), df
+
+
 def seed_intervals(table_rows: list[dict], columns: list[str]) -> dict[str, float] | None:
     """Give every cell (in place) a 95 % interval for its mean over mimic seeds, with the seed-to-seed
     spread pooled over every cell of the table; returns {"sd", "df"} of that spread, or None (one seed
@@ -276,16 +288,9 @@ def seed_intervals(table_rows: list[dict], columns: list[str]) -> dict[str, floa
     quantile of 12.7); how far a seed moves the mimic is a property of the mimic, much the same in every cell.
     """
     cells = [r["cells"][c] for r in table_rows for c in columns if c in r.get("cells", {})]
-    ss, df = 0.0, 0
-    for cell in cells:
-        vals = [v for v in cell.get("by_seed") or [] if v is not None]
-        if len(vals) >= 2:
-            m = sum(vals) / len(vals)
-            ss += sum((v - m) ** 2 for v in vals)
-            df += len(vals) - 1
-    if df < 1:
+    sd, df = pooled_spread([[v for v in cell.get("by_seed") or [] if v is not None] for cell in cells])
+    if sd is None:
         return None
-    sd = math.sqrt(ss / df)
     q = t975(df)
     controls = [r["clean_control"] for r in table_rows if r.get("clean_control")]  # the none cell's own mimics
     for cell in cells + controls:
