@@ -95,9 +95,13 @@ class CurvePlan:
         so a curve stopped early has the informative end), Random first within a strength."""
         labels = [label for label, _ in self.purifiers]
         out = []
+        # The clean mimic under every purifier some row is measured under (all of them when a full strength
+        # is measured; else only the edge purifiers).
+        full = any(s in self.full_strengths for s in self.strengths)
+        clean_cols = tuple(labels) if full else tuple(c for c in labels if c in self.edge_purifiers)
         for label, method, params in self.rows:
             if method == "none":
-                out.append(CurveRun(label, method, (), None, tuple(labels)))
+                out.append(CurveRun(label, method, (), None, clean_cols))
         for s in sorted(self.strengths, reverse=True):
             for label, method, params in self.rows:
                 if method == "none":

@@ -70,7 +70,7 @@ def register(subparsers) -> None:
                         "with several measures (docs/efficacy.md)")
     e.add_argument("--full-strengths", default="8,16", metavar="LIST",
                    help="curves: the strengths measured under every purifier (the others: unpurified and after "
-                        "SDEdit 0.2, and not for the ablations)")
+                        "SDEdit 0.2, and not for the ablations); 'none': no strength under every purifier")
     e.add_argument("--curve-dir", default=None, metavar="DIR",
                    help="curves: where curve.csv, curves.png, curve.md and the contact sheets go (default OUT/curve)")
     e.add_argument("--assemble-only", action="store_true",
@@ -134,7 +134,11 @@ def run_efficacy_cli(args: argparse.Namespace) -> int:
             if args.column:
                 raise ArtveilError("config", "--column is the table's; the curves have their own purifiers")
             strengths = CV.parse_strengths(args.strengths)
-            full = CV.parse_strengths(args.full_strengths)
+            full = () if args.full_strengths.strip().lower() == "none" else CV.parse_strengths(args.full_strengths)
+            if set(full) - set(strengths):
+                raise ArtveilError("config", f"--full-strengths {args.full_strengths!r}: "
+                                             f"{', '.join(f'{s:g}' for s in sorted(set(full) - set(strengths)))} "
+                                             f"not among --strengths {args.strengths!r}")
             plan = CV.CurvePlan(strengths=strengths, full_strengths=full)
             if args.only is not None or args.row:  # a subset still has its clean mimic and its Random control
                 plan.rows = [ROWS[0], CV.RANDOM_ROW] + [r for r in settings.rows if r[1] != "none"]
