@@ -14,7 +14,8 @@ from typing import Any, Iterator, Protocol
 
 import numpy as np
 
-from engine.jobs import Job, ProtectProgress, ProtectResult, ProtectSettings
+from engine.events import Event
+from engine.jobs import Job, ProtectSettings
 
 
 @dataclass(frozen=True)
@@ -96,15 +97,6 @@ class ModelChoices:
 
 
 @dataclass(frozen=True)
-class LoadedPixels:
-    """An input image: HxWxC uint8 (C = 3 or 4), with its colour profile kept for export."""
-
-    pixels: np.ndarray
-    icc_profile: bytes | None
-    name: str
-
-
-@dataclass(frozen=True)
 class PurifierRequest:
     """One purifier to run in the preview: its engine name and parameters (engine units)."""
 
@@ -115,33 +107,29 @@ class PurifierRequest:
 class EngineBackend(Protocol):
     """The calls the engine thread makes. Each runs on the engine thread only.
 
-    A long call takes its engine.jobs.Job as ``job``: it reports progress through job.report(...) and
-    ends with Cancelled once job.cancelled (within one optimizer or denoising step, or one download chunk).
+    A long call takes its engine.jobs.Job as ``job``: it reports engine.events through job.report(event) (or
+    yields them: protect_batch) and ends with Cancelled from job.check() once Stop was asked for (within one
+    optimizer or denoising step, or one download chunk). app.client has one method per call.
     """
 
     def engine_info(self) -> EngineInfo: ...
     def load_model(self, source: str) -> ModelSummary: ...
     def estimate_step_seconds(self, settings: ProtectSettings, height: int, width: int) -> float: ...
-    def load_image(self, path: str) -> LoadedPixels: ...
-    def protect_batch(self, inputs: list[Path], settings: ProtectSettings, options: Any, job: Job) -> Iterator[Any]:
-        """engine.batch.protect_batch's events for these inputs (options: engine.batch.BatchOptions)."""
+    def protect_batch(self, inputs: list[Path], settings: ProtectSettings, options: Any, job: Job) -> Iterator[Event]:
+        """engine.batch.protect_batch's events for these inputs (options: engine.batch.BatchOptions); the last,
+        Result(BatchDone), is the call's result."""
     def save_image(self, pixels: np.ndarray, path: str, icc_profile: bytes | None, overwrite: bool,
-                   original: np.ndarray | None = None, budget_levels: float | None = None) -> str:
-        """Write pixels to path. With original and budget_levels (pixel levels): measured as the format
-        would hold them first, and refused (ArtveilError "output") when the file would break the budget."""
-    def robustness(
-        self, original: np.ndarray, protected: np.ndarray, settings: ProtectSettings,
-        purifiers: list[PurifierRequest], job: Job | None = None,
-    ) -> Any: ...
-    def list_local_models(self) -> list[LocalModel]: ...
+                   original: np.ndarray | None = None, strength_levels: float | None = None) -> str:
+        """Write pixels to path. With original and strength_levels (pixel levels): measured as the format
+        would hold them first, and refused (ArtveilError "output") when the file would exceed the strength."""
     def model_choices(self) -> ModelChoices: ...
     def check_model_source(self, path: str) -> str | None: ...
     def download_model(self, name: str, job: Job) -> str:
-        """Reports engine.hub.DownloadProgress values through job.report."""
+        """Reports Progress("download") events (detail: engine.hub.DownloadProgress) to the job."""
     def preview_purifier(
         self, original: np.ndarray, protected: np.ndarray, request: PurifierRequest, job: Job,
     ) -> Any:
-        """Reports each phase of engine.jobs.PREVIEW_PHASES as it begins, through job.report(phase)."""
+        """Reports Progress(phase) to the job as each of engine.jobs.PREVIEW_PHASES begins."""
 
 
 # The recommended download: the model most style mimicry is fine-tuned from.
@@ -162,16 +150,6 @@ def check_model_source(path: str) -> str | None:
     from engine.model_check import check_model_path
 
     return check_model_path(path)
-
-
-def output_path_for(input_path: Path, out_dir: Path, fmt: str) -> Path:
-    """Where the protected copy of ``input_path`` goes: ``{stem}.protected.{png|webp|jpg}`` in ``out_dir``.
-
-    A pure path function, so the window calls it on its own thread to find conflicts before a batch.
-    """
-    from engine.images import output_path_for as engine_output_path_for
-
-    return Path(engine_output_path_for(Path(input_path), Path(out_dir), fmt=fmt))
 
 
 def method_choices() -> tuple[Choice, ...]:
@@ -241,35 +219,21 @@ class RealBackend:
 
         return float(estimate_step_seconds(self._require_model(), settings, height, width))
 
-    def load_image(self, path: str) -> LoadedPixels:
-        from engine.images import load_image
-
-        loaded = load_image(Path(path))
-        return LoadedPixels(loaded.pixels, loaded.icc_profile, loaded.name)
-
     def protect_batch(self, inputs, settings, options, job):
         from engine.batch import protect_batch
 
         return protect_batch(self._require_model(), inputs, settings, options, job)
 
-    def save_image(self, pixels, path, icc_profile, overwrite, original=None, budget_levels=None):
+    def save_image(self, pixels, path, icc_profile, overwrite, original=None, strength_levels=None):
         from engine.batch import measure_as_written
         from engine.images import save_image
 
-        if original is not None and budget_levels is not None:  # JPEG moves pixels again: never past the budget
-            measure_as_written(original, pixels, Path(path), budget_levels)
+        if original is not None and strength_levels is not None:  # JPEG moves pixels again: never past the strength
+            measure_as_written(original, pixels, Path(path), strength_levels)
         save_image(pixels, Path(path), icc_profile=icc_profile, overwrite=overwrite)
         return str(path)
 
-    def robustness(self, original, protected, settings, purifiers, job=None):
-        from engine.robustness import robustness_summary
-
-        return robustness_summary(
-            self._require_model(), original, protected, settings, [(p.name, dict(p.params)) for p in purifiers],
-            job=job,
-        )
-
-    def list_local_models(self) -> list[LocalModel]:
+    def _local_models(self) -> list[LocalModel]:
         from engine.hub import list_local_models
 
         # Only complete copies: a half-downloaded model would fail at load time.
@@ -289,7 +253,7 @@ class RealBackend:
         present = next((m.path for m in list_local_models() if m.name == spec.name and m.present), None)
         offer = DownloadOffer(spec.name, spec.title, spec.download_bytes, spec.licence, spec.licence_url,
                               download_destination(), present)
-        return ModelChoices(source, title, note, offer, tuple(self.list_local_models()))
+        return ModelChoices(source, title, note, offer, tuple(self._local_models()))
 
     def check_model_source(self, path: str) -> str | None:
         return check_model_source(path)

@@ -5,12 +5,14 @@ engine thread, one at a time, in order); results come back as signals and resolv
 the window's qasync loop. Only plain data crosses: numpy arrays, dataclasses of them, strings.
 Cancellation does not queue behind the running job: the window makes the ``Job`` and calls its
 cancel() directly (a threading.Event underneath), and the engine checks it once per step. The same Job
-carries the job's progress back: on the engine thread its reports become ``job_progress`` signals.
+carries the job's events back (engine.events): on the engine thread they become ``job_progress`` signals,
+through one path with one throttle, whether the backend reports them to the Job or yields them (a batch).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import time
 import weakref
@@ -20,6 +22,7 @@ from typing import Any, Callable
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from engine.errors import ArtveilError, Cancelled, ErrorInfo
+from engine.events import STEP_PHASES, Event, Progress, Result
 from engine.jobs import Job, ProtectProgress
 from .signals import emit
 
@@ -30,35 +33,40 @@ PROGRESS_INTERVAL_S = 0.05  # ~20 updates a second: smooth bars without flooding
 
 
 class ProgressThrottle:
-    """Lets through at most one progress item per interval; the last one always gets out.
+    """Lets through at most one step event (engine.events.STEP_PHASES) per interval; every other event gets
+    out at once, after the step it overtook, so nothing is reordered and the last step is never lost.
 
-    A dropped item's preview is carried forward, so previews are never lost to throttling, only
-    delivered with the next item that gets through.
+    A dropped step's picture (a ProtectProgress's preview) is carried forward, so previews are never lost to
+    throttling, only delivered with the next step that gets through.
     """
 
     def __init__(self, interval_s: float = PROGRESS_INTERVAL_S, clock: Callable[[], float] = time.monotonic):
         self._interval = interval_s
         self._clock = clock
         self._last_sent = float("-inf")
-        self._pending: ProtectProgress | None = None
+        self._pending: Progress | None = None
         self._pending_preview = None
 
-    def offer(self, item: ProtectProgress) -> ProtectProgress | None:
-        if item.preview is None and self._pending_preview is not None:
-            item = replace(item, preview=self._pending_preview)
+    def offer(self, event: Event) -> list[Event]:
+        """The events to send now, in order."""
+        if not (isinstance(event, Progress) and event.phase in STEP_PHASES):
+            return [*self.flush(), event]
+        detail = event.detail
+        if isinstance(detail, ProtectProgress) and detail.preview is None and self._pending_preview is not None:
+            event = replace(event, detail=replace(detail, preview=self._pending_preview))
         now = self._clock()
         if now - self._last_sent >= self._interval:
             self._last_sent = now
             self._pending = None
             self._pending_preview = None
-            return item
-        self._pending = item
-        self._pending_preview = item.preview
-        return None
+            return [event]
+        self._pending = event
+        self._pending_preview = event.detail.preview if isinstance(event.detail, ProtectProgress) else None
+        return []
 
-    def flush(self) -> ProtectProgress | None:
-        item, self._pending, self._pending_preview = self._pending, None, None
-        return item
+    def flush(self) -> list[Event]:
+        event, self._pending, self._pending_preview = self._pending, None, None
+        return [] if event is None else [event]
 
 
 class EngineWorker(QObject):
@@ -66,7 +74,7 @@ class EngineWorker(QObject):
 
     finished = Signal(int, object)  # request id, result
     failed = Signal(int, object)  # request id, ErrorInfo
-    progress = Signal(int, object)  # request id, a batch event or the tuple of values a Job reported
+    progress = Signal(int, object)  # request id, an engine.events event (steps throttled)
 
     def __init__(self, backend_factory: Callable[[], Any]):
         super().__init__()
@@ -82,58 +90,47 @@ class EngineWorker(QObject):
 
     @Slot(int, str, object, object)
     def call(self, request_id: int, method: str, args: tuple, kwargs: dict) -> None:
+        """backend.method(*args, **kwargs) on this thread. The events of the request's Job, and those of a
+        call that returns a stream of them (a batch), go to the window through one throttle; a stream's
+        last Result (index None) is the call's result."""
+        throttle = ProgressThrottle()
+
+        def forward(event: Event) -> None:
+            for item in throttle.offer(event):
+                emit(self.progress, request_id, item)
+
         try:
             kwargs = dict(kwargs)
             job = kwargs.get("job")
             if isinstance(job, Job):
-                # The window's Stop flag, with the reports of this request sent to the window.
-                kwargs["job"] = job.with_progress(lambda *values: emit(self.progress, request_id, values))
+                job.check()  # stopped while queued: not started at all
+                kwargs["job"] = job.with_events(forward)  # the window's Stop flag, its events sent to the window
             result = getattr(self.backend, method)(*args, **kwargs)
+            if inspect.isgenerator(result):
+                stream, result = result, None
+                for event in stream:
+                    if isinstance(event, Result) and event.index is None:
+                        result = event.value
+                    else:
+                        forward(event)
+                if result is None:
+                    raise ArtveilError("internal", f"The engine ended {method} without a result.")
+            for item in throttle.flush():
+                emit(self.progress, request_id, item)
         except BaseException as exc:  # errors are values for the window, never lost on this thread
+            for item in throttle.flush():
+                emit(self.progress, request_id, item)
             emit(self.failed, request_id, ErrorInfo.from_exception(exc))
             return
         emit(self.finished, request_id, result)
-
-    @Slot(int, object, object, object, object)
-    def protect_batch(self, request_id: int, inputs, settings, options, job: Job) -> None:
-        """engine.batch.protect_batch on this thread: every event goes to the window (steps throttled),
-        the closing BatchDone resolves the request."""
-        from engine.batch import BatchDone, ImageStep
-
-        throttle = ProgressThrottle()
-        summary, last_index = None, 0
-        try:
-            if job.cancelled:
-                raise Cancelled()
-            for event in self.backend.protect_batch(inputs, settings, options, job):
-                if isinstance(event, ImageStep):
-                    offered = throttle.offer(event.progress)
-                    if offered is not None:
-                        emit(self.progress, request_id, replace(event, progress=offered))
-                    last_index = event.index
-                    continue
-                pending = throttle.flush()
-                if pending is not None:
-                    emit(self.progress, request_id, ImageStep(last_index, pending))
-                if isinstance(event, BatchDone):
-                    summary = event
-                else:
-                    emit(self.progress, request_id, event)
-            if summary is None:
-                raise ArtveilError("internal", "The engine stopped the batch without a summary.")
-        except BaseException as exc:
-            emit(self.failed, request_id, ErrorInfo.from_exception(exc))
-            return
-        emit(self.finished, request_id, summary)
 
 
 class EngineBridge(QObject):
     """The window's handle on the engine thread. Methods return asyncio futures."""
 
-    job_progress = Signal(int, object)  # request id, a batch event (steps throttled) or a Job's reported values
+    job_progress = Signal(int, object)  # request id, an engine.events event (steps throttled)
 
     _call_requested = Signal(int, str, object, object)
-    _batch_requested = Signal(int, object, object, object, object)
 
     def __init__(self, backend_factory: Callable[[], Any], parent: QObject | None = None):
         super().__init__(parent)
@@ -146,7 +143,6 @@ class EngineBridge(QObject):
         self._thread.finished.connect(self._worker.deleteLater)
         # Cross-thread connections are queued: the slots run on the engine thread, in order.
         self._call_requested.connect(self._worker.call)
-        self._batch_requested.connect(self._worker.protect_batch)
         self._worker.finished.connect(self._on_finished)
         self._worker.failed.connect(self._on_failed)
         self._worker.progress.connect(self._on_progress)
@@ -170,18 +166,11 @@ class EngineBridge(QObject):
     def call_tracked(self, method: str, *args, **kwargs) -> tuple[int, asyncio.Future]:
         """Like ``call``, also giving the request id that its ``job_progress`` signals carry.
 
-        Pass the request's Job as ``job=job``: Stop on it reaches the engine at once, and each
-        job.report(*values) the backend makes arrives as ``job_progress(request_id, values)``.
+        Pass the request's Job as ``job=job``: Stop on it reaches the engine at once, and each event the
+        backend reports (job.report(event)) or yields arrives as ``job_progress(request_id, event)``.
         """
         request_id, future = self._new_request()
         emit(self._call_requested, request_id, method, args, kwargs)
-        return request_id, future
-
-    def protect_batch(self, inputs, settings, options, job: Job) -> tuple[int, asyncio.Future]:
-        """Protect and export a batch on the engine thread (engine.batch): ``job_progress`` carries its
-        events; the future resolves to its BatchDone."""
-        request_id, future = self._new_request()
-        emit(self._batch_requested, request_id, list(inputs), settings, options, job)
         return request_id, future
 
     @Slot(int, object)

@@ -82,15 +82,15 @@ def xcb_problem() -> str | None:
 
 
 def self_test(steps: int = 3, size: int = 32) -> tuple[bool, str]:
-    """Protect one small generated image with the built-in tiny model and check the budget.
+    """Protect one small generated image with the built-in tiny model and check the strength.
 
-    The budget check is on the 8-bit result, as exported: |protected − original| ≤ strength levels.
+    The strength check is on the 8-bit result, as exported: |protected − original| ≤ strength levels.
     """
     import time
 
     import numpy as np
 
-    from engine.jobs import ProtectSettings
+    from engine.jobs import STRENGTH_PRESETS, ProtectSettings
     from engine.models import load_model
     from engine.protect import protect_image
 
@@ -99,7 +99,7 @@ def self_test(steps: int = 3, size: int = 32) -> tuple[bool, str]:
         model = load_model("tiny")
         yy, xx = np.mgrid[0:size, 0:size]
         image = np.stack([xx * 255 // size, yy * 255 // size, (xx + yy) * 127 // size], axis=2).astype(np.uint8)
-        settings = ProtectSettings(strength_levels=8.0, steps=steps, preview_every=0)
+        settings = ProtectSettings(strength_levels=STRENGTH_PRESETS["default"], steps=steps, preview_every=0)
         result = protect_image(model, image, settings)
         diff = int(np.abs(result.protected.astype(np.int16) - image.astype(np.int16)).max())
     except Exception as exc:  # the bundle is broken: say how, in one line
@@ -108,7 +108,7 @@ def self_test(steps: int = 3, size: int = 32) -> tuple[bool, str]:
     if result.protected.shape != image.shape or result.protected.dtype != np.uint8:
         return False, f"artveil self-test FAILED: result is {result.protected.dtype} {result.protected.shape}"
     if diff > settings.strength_levels:
-        return False, f"artveil self-test FAILED: largest change {diff} levels exceeds the budget of 8"
+        return False, f"artveil self-test FAILED: largest change {diff} levels exceeds the strength of 8"
     return True, (
         f"artveil self-test OK: protected a {size}x{size} image in {steps} steps on {model.device} "
         f"(largest change {diff} of 8 levels, {seconds:.1f} s)"

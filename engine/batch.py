@@ -1,14 +1,17 @@
 """The one batch pipeline: what protecting a set of images means, for the window, the CLI and `artveil eval`.
 
     for event in protect_batch(model, inputs, settings, BatchOptions(out_dir, model_source=...), job):
-        ...
+        match event:
+            case Started(index=i, source=src): ...
+            case Result(value=BatchDone() as summary): ...
 
 It owns everything a batch means, so a figure of the evaluation is a figure of what the window does:
 reading and checking each input, planning output names (`plan_batch`, also called by the window before
 it starts, to ask about existing files once), the journal and resume (an input already exported with
-the same settings and model is skipped, its file intact), set-level work (methods that tune a surrogate
-on the protected set share one across the batch, engine.surrogate.SurrogatePool), per-image timing and
-the export. The caller only shows the events: one line per file (CLI), a bar per image (window).
+the same settings and model is skipped, its file intact) and the export, around the in-memory step that
+protects the set (engine.protect_set: the protector, and the surrogate the set shares for the methods
+that tune one on it). The caller only shows the events (engine.events): one line per file (CLI), a bar
+per image (window).
 
 Output names: `{stem}.protected.{fmt}` in the output folder. When two inputs of one batch map to one
 name (a.png and a.jpg), the later one gets `{stem}.protected-2.{fmt}` (-3, ...), and so does an input
@@ -31,7 +34,8 @@ from typing import Iterator
 import numpy as np
 
 from engine.errors import ArtveilError, Cancelled
-from engine.jobs import Job, ProtectProgress, ProtectResult, ProtectSettings
+from engine.events import Event, Failed, ImageRead, Message, Progress, Result, Started, Stopped
+from engine.jobs import Job, ProtectResult, ProtectSettings
 
 ON_EXISTING = ("error", "overwrite", "skip", "keep_both")
 
@@ -128,40 +132,14 @@ def free_name(target: Path, taken: set[str]) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True)
-class ImageStarted:
-    index: int
-    total: int
-    source: Path
-    target: Path | None
-
-
-@dataclass(frozen=True)
-class ImageLoaded:
-    """The input as read: HxWxC uint8 (C = 3 or 4), its colour profile, what reading it noticed."""
-
-    index: int
-    pixels: np.ndarray
-    icc_profile: bytes | None
-    notes: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ImageStep:
-    index: int
-    progress: ProtectProgress
-
-
-@dataclass(frozen=True)
-class ImageSaving:
-    index: int
+# A batch speaks engine.events: per image (index) Started("image", source, target), Progress("read") with
+# the pixels as read (ImageRead), Progress("protect") per optimizer step, Progress("save"), then Result(ImageDone),
+# Failed or Stopped; Message for a note about the batch; Result(BatchDone) (index None) last.
 
 
 @dataclass(frozen=True)
 class ImageDone:
-    """Exported (result set), or skipped (skipped says why; result None).
+    """Result's value for one image: exported (result set), or skipped (skipped says why; result None).
 
     For a skip because an earlier run exported it, with BatchOptions.load_skipped the original and the
     exported pixels come along, so a window can show it. note: something the artist should know about
@@ -181,34 +159,14 @@ class ImageDone:
 
 
 @dataclass(frozen=True)
-class ImageFailed:
-    index: int
-    source: Path
-    message: str  # one line, names the file
-
-
-@dataclass(frozen=True)
-class ImageStopped:
-    index: int
-    source: Path
-
-
-@dataclass(frozen=True)
-class BatchNote:
-    message: str
-
-
-@dataclass(frozen=True)
 class BatchDone:
+    """The last event's value: what the batch did."""
+
     done: int
     skipped: int
     failed: int
     stopped: bool
     seconds: float
-
-
-BatchEvent = (ImageStarted | ImageLoaded | ImageStep | ImageSaving | ImageDone | ImageFailed | ImageStopped
-              | BatchNote | BatchDone)
 
 
 # ----------------------------------------------------------------------------------------------- running
@@ -218,8 +176,7 @@ BatchEvent = (ImageStarted | ImageLoaded | ImageStep | ImageSaving | ImageDone |
 class BatchOptions:
     """out_dir: created if missing. model_source: the model as the user named it (part of the journal's
     fingerprint). on_existing: see the module docstring. redo: protect again even what the journal says is
-    exported (the CLI's --overwrite). load_skipped: read the pixels of skipped-as-done images (the window).
-    set_jointly: methods that share a surrogate across a set get one for the whole batch."""
+    exported (the CLI's --overwrite). load_skipped: read the pixels of skipped-as-done images (the window)."""
 
     out_dir: Path
     fmt: str = "png"
@@ -228,7 +185,6 @@ class BatchOptions:
     redo: bool = False
     load_skipped: bool = False
     journal: bool = True
-    set_jointly: bool = True
     plan: tuple[PlannedImage, ...] | None = None  # a plan_batch result to follow (the window's); None: plan now
 
 
@@ -269,33 +225,28 @@ def fingerprint_for(settings: ProtectSettings, options: BatchOptions) -> str:
     return settings_fingerprint(settings, options.model_source, options.fmt)
 
 
-def protect_batch(model, inputs: list[Path], settings: ProtectSettings, options: BatchOptions,
-                  job: Job | None = None, *, protect=None, save=None) -> Iterator[BatchEvent]:
-    """Protect and export `inputs` in order; yields events, the last one BatchDone.
+def protect_batch(protector, inputs: list[Path], settings: ProtectSettings, options: BatchOptions,
+                  job: Job | None = None, *, save=None) -> Iterator[Event]:
+    """Protect and export `inputs` in order; yields engine.events (see above), the last one Result(BatchDone).
 
-    A file that fails is reported (ImageFailed) and the batch goes on; Stop (job.cancel()) ends the
-    current image within one optimizer step (ImageStopped, nothing written for it) and the batch.
-    Raises ArtveilError before the first event when the batch cannot start (settings, output folder,
-    the folder's journal held by another run).
-
-    protect, save: stand-ins for engine.protect.protect_iter(model, pixels, settings, job, pool=...) and
-    engine.images.save_image, for the window's tests, whose fake engine has no model; None: the real ones.
+    protector: an engine.protect_set.Protector, or a model (then the engine's own, ModelProtector). The
+    settings pass engine.protect.validate_settings whoever the protector is.
+    A file that fails is reported (Failed) and the batch goes on; Stop (job.cancel()) ends the current image
+    within one optimizer step (Stopped, nothing written for it) and the batch. Raises ArtveilError before
+    the first event when the batch cannot start (settings, output folder, the folder's journal held by
+    another run). save: the writer, engine.images.save_image unless a test slows it down.
     """
     from engine.images import load_image
     from engine.journal import BatchJournal, input_identity
+    from engine.protect_set import ModelProtector, SetRun
 
     started = time.perf_counter()
-    job = job or Job()
     if options.on_existing not in ON_EXISTING:
         raise ArtveilError("config", f"on_existing must be one of {', '.join(ON_EXISTING)}, got {options.on_existing!r}.")
-    shares_set = False
-    if protect is None:
-        from engine.methods import get_method
-        from engine.protect import protect_iter as protect
-        from engine.protect import validate_settings
-
-        validate_settings(settings)
-        shares_set = options.set_jointly and get_method(settings.method, settings.method_params).tunes_on_set()
+    if not hasattr(protector, "protect"):
+        protector = ModelProtector(protector)
+    run = SetRun(protector, settings, job)
+    job = run.job
     if save is None:
         from engine.images import save_image as save
     out_dir = prepare_output_folder(Path(options.out_dir))
@@ -310,16 +261,16 @@ def protect_batch(model, inputs: list[Path], settings: ProtectSettings, options:
         if journal is not None:
             stale = journal.remove_stale_temps([p.target for p in plan if p.target is not None])
             if stale:
-                yield BatchNote(f"removed {len(stale)} unfinished temporary file(s) left by an interrupted run.")
-        pool = _set_pool(model, plan, settings) if shares_set else None
+                yield Message(f"removed {len(stale)} unfinished temporary file(s) left by an interrupted run.")
+        run.begin(lambda: _readable(plan, load_image))
         taken = {p.target.name.lower() for p in plan if p.target is not None}
         total = len(plan)
         for planned in plan:
-            if job.cancelled:
+            if _stop_asked(job):
                 stopped = True
                 break
             source, target, i = planned.source, planned.target, planned.index
-            yield ImageStarted(i, total, source, target)
+            yield Started("image", i, total, source, target)
             try:
                 if planned.problem is not None:
                     raise ArtveilError("output", planned.problem)
@@ -327,14 +278,14 @@ def protect_batch(model, inputs: list[Path], settings: ProtectSettings, options:
                 if planned.done_before or (journal is not None and not options.redo and identity is not None
                                            and journal.finished(identity, fingerprint, target)):
                     skipped += 1
-                    yield _skipped_done(planned, options, load_image)
+                    yield Result(_skipped_done(planned, options, load_image), i)
                     continue
                 overwrite = False
                 if target.exists() or target.is_symlink():
                     policy = "overwrite" if options.redo else options.on_existing
                     if policy == "skip":
                         skipped += 1
-                        yield ImageDone(i, source, target, skipped="a file with that name exists")
+                        yield Result(ImageDone(i, source, target, skipped="a file with that name exists"), i)
                         continue
                     if policy == "keep_both":
                         target = free_name(target, taken)
@@ -347,19 +298,17 @@ def protect_batch(model, inputs: list[Path], settings: ProtectSettings, options:
                         raise ArtveilError("output", f"{target.name}: already exists in {out_dir}{why} "
                                                      "(use --overwrite to replace it).")
                 image = load_image(source)
-                yield ImageLoaded(i, image.pixels, image.icc_profile, tuple(image.notes))
-                if pool is not None:
-                    pool.current = i
+                yield Progress("read", index=i, detail=ImageRead(image.pixels, image.icc_profile, tuple(image.notes)))
                 result = None
-                for item in protect(model, image.pixels, settings, job, pool=pool):
-                    if isinstance(item, ProtectResult):
-                        result = item
+                for event in run.image(i, image.pixels):
+                    if isinstance(event, Result):
+                        result = event.value
                     else:
-                        yield ImageStep(i, item)
+                        yield event
                 note = None
                 if target.suffix.lower() != ".png":
                     result, note = _as_written(result, target, settings)
-                yield ImageSaving(i)
+                yield Progress("save", index=i)
 
                 def record_committing(tmp: Path, target=target) -> None:
                     # An export the journal does not know would be refused by a re-run as someone else's file
@@ -374,26 +323,48 @@ def protect_batch(model, inputs: list[Path], settings: ProtectSettings, options:
                 if journal is not None and identity is not None:
                     # Without this line the "committing" one (same file, same hash) still resumes it.
                     journal.record("done", identity, fingerprint, target, target)
-                if pool is not None:
-                    pool.images[i] = _pool_tensor(model, result.protected, settings.working_size)
+                run.finished(i, result.protected)
                 done += 1
-                yield ImageDone(i, source, target, result=result, note=note)
+                yield Result(ImageDone(i, source, target, result=result, note=note), i)
             except Cancelled:
                 stopped = True
-                yield ImageStopped(i, source)
+                yield Stopped(i, source)
                 break
             except Exception as exc:  # one file's failure is a line of the report, not the batch's end
                 failed += 1
-                yield ImageFailed(i, source, failure_message(source, exc))
+                yield Failed(failure_message(source, exc), i, source,
+                             exc.kind if isinstance(exc, ArtveilError) else "internal")
     finally:
         if journal is not None:
             journal.close()
-    yield BatchDone(done, skipped, failed, stopped or job.cancelled, time.perf_counter() - started)
+    yield Result(BatchDone(done, skipped, failed, stopped or _stop_asked(job), time.perf_counter() - started))
+
+
+def _stop_asked(job: Job) -> bool:
+    """Whether Stop was asked for, read through job.check() as everywhere."""
+    try:
+        job.check()
+    except Cancelled:
+        return True
+    return False
+
+
+def _readable(plan: list[PlannedImage], load_image) -> dict[int, np.ndarray]:
+    """Every input's pixels for a set that is shared; an unreadable one is left out here and reported at
+    its turn."""
+    clean = {}
+    for planned in plan:
+        if planned.problem is None:
+            try:
+                clean[planned.index] = load_image(planned.source).pixels
+            except (ArtveilError, OSError):
+                continue
+    return clean
 
 
 def _as_written(result: ProtectResult, target: Path, settings: ProtectSettings) -> tuple[ProtectResult, str | None]:
     """The result as the file at target's format holds it, measured there (JPEG moves pixels again), and a
-    note for what the format loses. ArtveilError("output") when the file would break the budget: nothing is
+    note for what the format loses. ArtveilError("output") when the file would exceed the strength: nothing is
     written then, rather than a file whose noise is larger than the artist allowed."""
     from dataclasses import replace
 
@@ -402,9 +373,9 @@ def _as_written(result: ProtectResult, target: Path, settings: ProtectSettings) 
 
 
 def measure_as_written(original: np.ndarray, protected: np.ndarray, target: Path,
-                       budget_levels: float) -> tuple[dict[str, float], str | None]:
+                       strength_levels: float) -> tuple[dict[str, float], str | None]:
     """(metrics of the file target's format would hold, against the original; a note for what the format
-    loses). ArtveilError("output") when that file would differ from the original by more than budget_levels
+    loses). ArtveilError("output") when that file would differ from the original by more than strength_levels
     (pixel levels): the batch's export and the window's Export both call this before writing."""
     from engine.images import pixels_as_written
     from engine.metrics import image_metrics
@@ -412,10 +383,10 @@ def measure_as_written(original: np.ndarray, protected: np.ndarray, target: Path
     written = pixels_as_written(protected, target.suffix)
     metrics = image_metrics(original[..., : written.shape[2]], written)
     linf = metrics["linf_levels"]
-    if linf > budget_levels:
+    if linf > strength_levels:
         raise ArtveilError("output", f"{target.name}: as {target.suffix.lstrip('.').upper()} it would differ from the "
                                      f"original by up to {linf:.0f} levels (PSNR {metrics['psnr']:.1f} dB), beyond the "
-                                     f"{budget_levels:g}-level budget; not written (PNG and WebP keep the protection exactly).")
+                                     f"{strength_levels:g}-level strength; not written (PNG and WebP keep the protection exactly).")
     note = None
     if written.shape[2] < protected.shape[2]:
         note = f"{target.suffix.lstrip('.').upper()} has no transparency: the alpha channel was dropped."
@@ -444,56 +415,3 @@ def _skipped_done(planned: PlannedImage, options: BatchOptions, load_image) -> I
                    "linf_levels": float(np.abs(diff).max())}
     return ImageDone(planned.index, planned.source, planned.target, skipped=reason, original=original.pixels,
                      protected=exported.pixels, icc_profile=original.icc_profile, metrics=metrics)
-
-
-def _pool_tensor(model, pixels: np.ndarray, working_size: int):
-    """An image as the protection loop optimizes it, kept on the CPU until a tuning step needs it."""
-    from engine.protect import working_tensor
-
-    return working_tensor(pixels, working_size, model.vae_scale_factor).cpu()
-
-
-def _set_pool(model, plan: list[PlannedImage], settings: ProtectSettings):
-    """The set's shared surrogate pool (for methods that tune a surrogate on the protected set), holding
-    every input's clean working tensor. An unreadable input is left out here and reported at its turn."""
-    from engine.images import load_image
-    from engine.surrogate import SurrogatePool
-
-    pool = SurrogatePool()
-    for planned in plan:
-        if planned.problem is not None:
-            continue
-        try:
-            pixels = load_image(planned.source).pixels
-        except (ArtveilError, OSError):
-            continue
-        pool.clean[planned.index] = _pool_tensor(model, pixels, settings.working_size)
-        pool.images[planned.index] = pool.clean[planned.index]
-    return pool
-
-
-def protect_arrays(model, images: list[np.ndarray], settings: ProtectSettings, job: Job | None = None,
-                   set_jointly: bool = True) -> list[ProtectResult]:
-    """The batch's protection for images already in memory (HxWx3/4 uint8), nothing written: one
-    ProtectResult per image, the set shared exactly as protect_batch shares it."""
-    import tempfile
-
-    from engine.images import save_image
-
-    with tempfile.TemporaryDirectory(prefix="artveil-set-") as tmp:
-        paths = []
-        for k, pixels in enumerate(images):
-            path = Path(tmp) / "in" / f"{k:05d}.png"
-            path.parent.mkdir(exist_ok=True)
-            save_image(pixels, path)
-            paths.append(path)
-        options = BatchOptions(Path(tmp) / "out", journal=False, set_jointly=set_jointly)
-        results: list[ProtectResult | None] = [None] * len(images)
-        for event in protect_batch(model, paths, settings, options, job):
-            if isinstance(event, ImageDone) and event.result is not None:
-                results[event.index] = event.result
-            elif isinstance(event, ImageFailed):
-                raise ArtveilError("input", event.message)
-            elif isinstance(event, ImageStopped):
-                raise Cancelled()
-    return [r for r in results if r is not None]

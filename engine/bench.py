@@ -35,9 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.jobs import BUDGET_PRESETS
 from engine.plan import RANDOM_CONFIGS  # the configs' names live with the planner, which reads them
 
-EXTRAPOLATED_STEPS = 100
+EXTRAPOLATED_STEPS = BUDGET_PRESETS["default"]
 
 
 # --- the model under test -----------------------------------------------------------------------
@@ -187,7 +188,7 @@ def time_naive(model, settings, image: np.ndarray, warmup: int) -> dict:
     eps = settings.strength_levels / 255.0
     alpha = default_step_levels(settings.strength_levels, settings.steps) / 255.0
     gen = torch.Generator(device=model.device).manual_seed(settings.seed)
-    ctx = MethodContext(model=model, x_clean=x, cond=model.encode_prompt(""), generator=gen, budget=eps,
+    ctx = MethodContext(model=model, x_clean=x, cond=model.encode_prompt(""), generator=gen, eps=eps,
                         steps=settings.steps, timesteps_per_step=settings.timesteps_per_step)
     method.setup(ctx)
     delta = torch.zeros_like(x)

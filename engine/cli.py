@@ -20,6 +20,7 @@ from pathlib import Path
 
 from engine.cli_args import MODEL_HELP, default_model_source, load_model_or_exit, parse_param, parse_steps, parse_strength
 from engine.errors import ArtveilError, Cancelled
+from engine.events import Failed, Message, Progress, Result, Started
 from engine.jobs import BUDGET_PRESETS, STRENGTH_PRESETS, STRENGTH_RANGE, ProtectSettings
 
 # Subcommands that live in their own modules register themselves when present.
@@ -70,6 +71,8 @@ def run_protect(args: argparse.Namespace) -> int:
         step_levels=args.step_size,
         seed=args.seed,
         eot=tuple(args.eot or ()),
+        eot_samples=args.eot_samples,
+        low_vram=args.low_vram,
         working_size=args.working_size or 512,  # auto (None): set once the model is known, below
         large_image=args.large_image,
         timesteps_per_step=args.timesteps_per_step,
@@ -107,32 +110,32 @@ def run_protect(args: argparse.Namespace) -> int:
     said_plan = None
     try:
         for event in B.protect_batch(model, inputs, settings, options):
-            if isinstance(event, B.BatchNote):
-                print(f"note: {event.message}", file=sys.stderr)
-            elif isinstance(event, B.ImageStarted):
-                names[event.index] = event.source.name
-            elif isinstance(event, B.ImageLoaded):
-                for note in event.notes:
-                    print(f"note: {names[event.index]}: {note}", file=sys.stderr)
-            elif isinstance(event, B.ImageStep):
-                item = event.progress
-                if item.plan and item.plan != said_plan:  # said once, again only when an image needs another
-                    said_plan = item.plan
-                    lead = "\n" if bar.enabled else ""
-                    print(f"{lead}note: {names[event.index]}: {item.plan}", file=sys.stderr)
-                if item.message:
-                    lead = "\n" if bar.enabled else ""
-                    print(f"{lead}note: {names[event.index]}: {item.message}", file=sys.stderr)
-                bar.update(names[event.index], item.step, item.total, item.eta_s)
-            elif isinstance(event, B.ImageSaving):
-                bar.update(names[event.index], settings.steps, settings.steps, None, final=True)
-            elif isinstance(event, B.ImageFailed):
-                bar.update("", 0, 1, None, final=True)
-                print(f"error: {event.message}", file=sys.stderr)
-            elif isinstance(event, B.ImageDone):
-                _print_done(event, settings, args.json)
-            elif isinstance(event, B.BatchDone):
-                summary = event
+            match event:
+                case Message(text=text):
+                    print(f"note: {text}", file=sys.stderr)
+                case Started(index=i, source=source):
+                    names[i] = source.name
+                case Progress(phase="read", index=i, detail=read):
+                    for note in read.notes:
+                        print(f"note: {names[i]}: {note}", file=sys.stderr)
+                case Progress(phase="protect", index=i, detail=item):
+                    if item.plan and item.plan != said_plan:  # said once, again only when an image needs another
+                        said_plan = item.plan
+                        lead = "\n" if bar.enabled else ""
+                        print(f"{lead}note: {names[i]}: {item.plan}", file=sys.stderr)
+                    if item.message:
+                        lead = "\n" if bar.enabled else ""
+                        print(f"{lead}note: {names[i]}: {item.message}", file=sys.stderr)
+                    bar.update(names[i], item.step, item.total, item.eta_s)
+                case Progress(phase="save", index=i):
+                    bar.update(names[i], settings.steps, settings.steps, None, final=True)
+                case Failed(message=message):
+                    bar.update("", 0, 1, None, final=True)
+                    print(f"error: {message}", file=sys.stderr)
+                case Result(value=B.ImageDone() as done):
+                    _print_done(done, settings, args.json)
+                case Result(value=B.BatchDone() as done):
+                    summary = done
     except ArtveilError as exc:  # the batch could not start: output folder, journal held by another run
         print(f"artveil: {B.one_line(exc.message)}", file=sys.stderr)
         return 2
@@ -307,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--method", default="antipure", choices=sorted(METHODS), help="protection method (default: antipure)")
     p.add_argument("--strength", type=parse_strength, default=STRENGTH_PRESETS["default"],
-                   help=f"budget in pixel levels 0-255, at most {STRENGTH_RANGE[1]}, or {_presets_text(STRENGTH_PRESETS)}")
+                   help=f"strength ε in pixel levels 0-255, at most {STRENGTH_RANGE[1]}, or {_presets_text(STRENGTH_PRESETS)}")
     p.add_argument("--steps", type=parse_steps, default=BUDGET_PRESETS["default"],
                    help=f"optimizer steps, or {_presets_text(BUDGET_PRESETS)}")
     p.add_argument("--step-size", type=float, default=None, help="step size in pixel levels (default: automatic)")
@@ -315,6 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:1 or cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eot", action="append", choices=["blur", "resize", "jpeg", "flip"], help="robustness transforms (repeatable)")
+    p.add_argument("--eot-samples", type=int, default=1, metavar="K",
+                   help="with --eot: transforms averaged per step (K times the cost of a step)")
+    p.add_argument("--low-vram", action="store_true",
+                   help="the leanest memory plan (two-pass, checkpointing, 256 px tiles) whatever the device has free")
     p.add_argument("--working-size", type=int, default=None,
                    help="longer side optimized at (px; default 512, or 256 for a Stable Diffusion model on the CPU)")
     p.add_argument("--large-image", choices=["resize", "tiles"], default="resize")

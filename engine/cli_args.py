@@ -20,7 +20,7 @@ MODEL_HELP = ("diffusers folder, .safetensors file or cached hub id; default: th
 
 
 def parse_strength(value: str) -> float:
-    """--strength: a budget in pixel levels (0-255), or a preset name (subtle, default, ...)."""
+    """--strength: the strength ε in pixel levels (0-255), or a preset name (subtle, default, ...)."""
     if value in STRENGTH_PRESETS:
         return STRENGTH_PRESETS[value]
     try:

@@ -11,6 +11,7 @@ from typing import TextIO
 
 from engine import hub
 from engine.errors import ArtveilError
+from engine.events import Event, Progress
 from engine.jobs import Job
 
 
@@ -102,7 +103,10 @@ class _ProgressLine:
         self._stream = stream
         self._width = 0
 
-    def show(self, event: hub.DownloadProgress) -> None:
+    def show(self, event: Event) -> None:
+        if not isinstance(event, Progress) or event.phase != "download":
+            return
+        event = event.detail
         percent = 100 * event.bytes_done / event.bytes_total if event.bytes_total else 100
         name = event.current_file if len(event.current_file) <= 48 else "…" + event.current_file[-47:]
         text = (f"{name:<48} {format_bytes(event.bytes_done):>9} / {format_bytes(event.bytes_total):<9}"

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from engine.errors import ArtveilError, Cancelled
+from engine.errors import ArtveilError
+from engine.events import Progress
 from engine.jobs import Job
 
 # The only parts of a Stable Diffusion repository that inference uses. safety_checker and
@@ -106,6 +107,11 @@ class DownloadProgress:
     speed_bps: float
     eta_s: float | None
     current_file: str
+
+
+def download_event(progress: DownloadProgress) -> Progress:
+    """A download's progress as the event stream carries it: Progress("download", bytes done, bytes total)."""
+    return Progress("download", progress.bytes_done, progress.bytes_total, detail=progress)
 
 
 @dataclass(frozen=True)
@@ -305,8 +311,7 @@ class _ProgressTracker:
         return min(self._done_before_file + max(self._in_file, 0), self.bytes_total)
 
     def check_cancel(self) -> None:
-        if self._job.cancelled:
-            raise Cancelled("Download stopped by the user; finished files are kept.")
+        self._job.check("Download stopped by the user; finished files are kept.")
 
     def _speed(self, now: float) -> float:
         if len(self._samples) < 2:
@@ -325,7 +330,7 @@ class _ProgressTracker:
             warmed_up = self._transfer_started is not None and now - self._transfer_started >= self._WARMUP_S
             eta = (self.bytes_total - done) / speed if speed > 0 and warmed_up else None
             event = DownloadProgress(done, self.bytes_total, speed, eta, self._current)
-        self._job.report(event)
+        self._job.report(download_event(event))
 
     def bar_class(self) -> type:
         """A tqdm stand-in for huggingface_hub's `tqdm_class` that feeds this tracker."""

@@ -12,6 +12,9 @@ from typing import Any, Callable
 import numpy as np
 
 from engine.errors import ArtveilError, Cancelled
+from engine.events import Event, Failed, Message, Progress, Result, Started, Stopped
+
+EVENT_TYPES = (Started, Progress, Message, Result, Failed, Stopped)
 
 # A job's two main numbers, their limits and their named presets, in this one place: the command line
 # (engine.cli_args), the window's settings and sliders (app.settings, app.ui.controls_panel) and
@@ -51,8 +54,8 @@ PREVIEW_PHASES = ("original", "protected", "comparing")
 class ProtectSettings:
     """What a protection job needs besides the image and the model.
 
-    strength_levels: L-infinity budget in pixel levels (0-255 scale); 8 is the product default.
-    step_levels: PGD step size in pixel levels; None picks 1 level, or strength/10 for short budgets
+    strength_levels: the strength ε, the L-infinity bound of the change, in pixel levels (0-255 scale); 8 is the product default.
+    step_levels: PGD step size in pixel levels; None picks 1 level, or strength/10 for short runs
         (under 100 steps) when that is larger (engine.protect.default_step_levels).
     working_size: images whose longer side exceeds this are optimized at this size (δ resized back)
         or in tiles of this size, as large_image says.
@@ -120,39 +123,38 @@ class ProtectResult:
 
 
 class Job:
-    """One job's Stop flag and progress sink, handed explicitly to the engine code that runs it.
+    """One job's Stop flag and event sink, handed explicitly to the engine code that runs it.
 
-    cancel() may be called from any thread; the engine checks `cancelled` (or calls check(), which raises
-    Cancelled) once per optimizer or denoising step. report(*values) passes progress to on_progress, on
-    the thread that runs the job. The CLI, the window and the evaluation all use this one object.
+    cancel() may be called from any thread. The engine reads Stop only through check(), once per optimizer
+    or denoising step (or download chunk): it raises Cancelled once Stop was asked for. report(event) hands
+    one engine.events event to on_event, on the thread that runs the job. The CLI, the window and the
+    evaluation all use this one object.
     """
 
-    def __init__(self, on_progress: Callable[..., None] | None = None) -> None:
+    def __init__(self, on_event: Callable[[Event], None] | None = None) -> None:
         self._event = threading.Event()
-        self._on_progress = on_progress
+        self._on_event = on_event
 
     def cancel(self) -> None:
         self._event.set()
 
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-    def check(self) -> None:
-        """Raise Cancelled once Stop was asked for."""
+    def check(self, message: str | None = None) -> None:
+        """Raise Cancelled (with message, or the default one) once Stop was asked for."""
         if self._event.is_set():
-            raise Cancelled()
+            raise Cancelled(message) if message else Cancelled()
 
-    def report(self, *values: Any) -> None:
-        if self._on_progress is not None:
-            self._on_progress(*values)
+    def report(self, event: Event) -> None:
+        if not isinstance(event, EVENT_TYPES):
+            raise TypeError(f"Job.report takes an engine.events event, got {type(event).__name__}")
+        if self._on_event is not None:
+            self._on_event(event)
 
-    def with_progress(self, on_progress: Callable[..., None] | None) -> Job:
-        """This job with another progress sink: the same Stop flag (cancelling either stops both).
+    def with_events(self, on_event: Callable[[Event], None] | None) -> Job:
+        """This job with another event sink: the same Stop flag (cancelling either stops both).
 
-        The window's engine bridge uses it to route the reports of a Job made on the window's thread to
-        a signal, from the engine thread that runs it.
+        The window's engine bridge uses it to route the events of a Job made on the window's thread to a
+        signal, from the engine thread that runs it.
         """
-        job = Job(on_progress)
+        job = Job(on_event)
         job._event = self._event
         return job

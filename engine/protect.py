@@ -7,7 +7,7 @@ Large images: with large_image="resize" (default) δ is optimized on a copy whos
 `working_size` and resized back bilinearly (a convex interpolation, so |δ| stays within ε); this is
 Mist-v2's choice and matches what a mimic feeds a model. With "tiles" δ is optimized at full resolution
 on overlapping working_size tiles and blended with convex weights. Either way the output is the
-original at full resolution plus δ, rounded to 8 bits and clamped so the budget holds on the file.
+original at full resolution plus δ, rounded to 8 bits and clamped so the strength holds on the file.
 Before the first step the memory plan (engine.plan) picks how the job runs: one pass, two-pass,
 checkpointing, tiles or a smaller working size, the cheapest whose estimated peak fits the device; on
 out-of-memory the job restarts once with the next smaller plan and says so.
@@ -35,6 +35,7 @@ from engine import diffusion as D
 from engine.eot import EOT_TRANSFORMS, draw_transform
 from engine.errors import ArtveilError, Cancelled
 from engine.faults import is_out_of_memory
+from engine.events import Progress
 from engine.jobs import STRENGTH_RANGE, Job, ProtectProgress, ProtectResult, ProtectSettings, check_seed
 from engine.methods import MethodContext, get_method
 from engine.metrics import image_metrics, to_tensor
@@ -55,7 +56,7 @@ SHORT_BUDGET_STEPS = 100
 
 
 def default_step_levels(strength_levels: float, steps: int) -> float:
-    """α in pixel levels (methods.md §2): 1 level per step; for short budgets (under 100 steps) ε/10
+    """α in pixel levels (methods.md §2): 1 level per step; for short runs (under 100 steps) ε/10
     when that is larger, so δ reaches the border of the ball within 10 steps at any strength."""
     if steps < SHORT_BUDGET_STEPS:
         return max(1.0, strength_levels / 10.0)
@@ -290,7 +291,7 @@ def _optimize_region(
     method,
     x: torch.Tensor,
     settings: ProtectSettings,
-    job: Job | None,
+    job: Job,
     seed: int,
     step_offset: int,
     total_steps: int,
@@ -313,18 +314,17 @@ def _optimize_region(
         x_clean=x_pad,
         cond=model.encode_prompt(""),
         generator=gen,
-        budget=eps,
+        eps=eps,
         steps=settings.steps,
         timesteps_per_step=settings.timesteps_per_step,
-        check_cancelled=_stop_check(job),
+        job=job,
         pool=pool,
     )
     method.setup(ctx)
     delta = torch.zeros_like(x_pad)
     n_eot = max(1, settings.eot_samples) if settings.eot else 1
     for step in range(settings.steps):
-        if job is not None and job.cancelled:
-            raise Cancelled()
+        job.check()
         method.between_steps(ctx, (x_pad + delta).detach(), step)
         delta.requires_grad_(True)
         x_adv = x_pad + delta
@@ -360,14 +360,6 @@ def _optimize_region(
         obj0 = method.objective(ctx, x_pad, JOB_OBJECTIVE_SEEDS, JOB_OBJECTIVE_BATCH)
         obj1 = method.objective(ctx, (x_pad + delta).detach(), JOB_OBJECTIVE_SEEDS, JOB_OBJECTIVE_BATCH)
     yield delta[..., :h, :w].detach().float().cpu(), obj0, obj1
-
-
-def _stop_check(job: Job | None):
-    def check() -> None:
-        if job is not None and job.cancelled:
-            raise Cancelled()
-
-    return check
 
 
 def _run(model, pixels, settings, job, choice: PlanChoice, notes, pool=None) -> Iterator[ProtectProgress | ProtectResult]:
@@ -427,7 +419,7 @@ def _run(model, pixels, settings, job, choice: PlanChoice, notes, pool=None) -> 
     protected = np.concatenate([protected_rgb, pixels[..., 3:]], axis=2) if pixels.shape[2] == 4 else protected_rgb
     metrics = image_metrics(pixels, protected)
     if metrics["linf_levels"] > settings.strength_levels:
-        raise ArtveilError("internal", f"budget check failed: {metrics['linf_levels']} > {settings.strength_levels}")
+        raise ArtveilError("internal", f"strength check failed: {metrics['linf_levels']} > {settings.strength_levels}")
     yield ProtectResult(
         original=pixels,
         protected=protected,
@@ -474,6 +466,7 @@ def protect_iter(
     surrogate share it); None for an image on its own.
     """
     validate_settings(settings)
+    job = job or Job()
     if pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or pixels.dtype != np.uint8:
         raise ArtveilError("input", f"expected an HxWx3 or HxWx4 uint8 image, got {pixels.dtype} {pixels.shape}")
     notes: list[str] = []
@@ -503,14 +496,20 @@ def protect_iter(
         yield ProtectProgress(0, settings.steps, {}, 0.0, None, None, message=message)
 
 
+def step_event(progress: ProtectProgress, index: int | None = None) -> Progress:
+    """One optimizer step as the event stream carries it (engine.events)."""
+    return Progress("protect", progress.step, progress.total, index, progress)
+
+
 def protect_image(model, pixels, settings, job: Job | None = None) -> ProtectResult:
-    """protect_iter, drained: returns the result, passing each ProtectProgress to job.report."""
+    """protect_iter, drained: returns the result, reporting each step to job as Progress("protect", step,
+    total, detail=the ProtectProgress)."""
     result = None
     for item in protect_iter(model, pixels, settings, job):
         if isinstance(item, ProtectResult):
             result = item
         elif job is not None:
-            job.report(item)
+            job.report(step_event(item))
     assert result is not None
     return result
 
@@ -545,6 +544,6 @@ def method_objective(model: ModelBundle, pixels: np.ndarray, settings: ProtectSe
 
     x_ref = prepare(ref)
     ctx = MethodContext(model=model, x_clean=x_ref, cond=model.encode_prompt(""), generator=_make_generator(model.device, settings.seed),
-                        budget=settings.strength_levels / 255.0, steps=settings.steps, timesteps_per_step=settings.timesteps_per_step)
+                        eps=settings.strength_levels / 255.0, steps=settings.steps, timesteps_per_step=settings.timesteps_per_step)
     method.setup(ctx)
     return method.objective(ctx, prepare(pixels))

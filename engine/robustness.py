@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from engine import diffusion as D
-from engine.jobs import Job, ProtectSettings
+from engine.events import Progress
+from engine.jobs import PREVIEW_PHASES, Job, ProtectSettings
 from engine.metrics import to_tensor
 from engine.models import ModelBundle
 from engine.protect import method_objective, pad_to_multiple
@@ -54,14 +55,27 @@ class RobustnessReport:
 
 
 @torch.no_grad()
-def _latent(model: ModelBundle, pixels: np.ndarray, working_size: int) -> torch.Tensor:
+def survival_latent(model: ModelBundle, pixels: np.ndarray, side: int) -> torch.Tensor:
+    """The latent the survival measure compares: the image (HxWxC uint8) scaled to at most `side` px on its
+    longer side and padded as the protection pads it (engine.protect.pad_to_multiple)."""
     x = to_tensor(pixels[..., :3])
     h, w = x.shape[-2:]
-    if max(h, w) > working_size:
-        s = working_size / max(h, w)
-        x = torch.nn.functional.interpolate(x, size=(max(8, round(h * s)), max(8, round(w * s))), mode="bilinear", align_corners=False, antialias=True)
+    if max(h, w) > side:
+        s = side / max(h, w)
+        x = torch.nn.functional.interpolate(x, size=(max(8, round(h * s)), max(8, round(w * s))), mode="bilinear",
+                                            align_corners=False, antialias=True)
     x, _, _ = pad_to_multiple(x.to(model.device), model.vae_scale_factor)
     return D.encode(model, x)
+
+
+def latent_survival(model: ModelBundle, original: np.ndarray, protected: np.ndarray, purified_original: np.ndarray,
+                    purified_protected: np.ndarray, side: int) -> float:
+    """||E(P(x')) − E(P(x))|| / ||E(x') − E(x)||, unclipped: the share of the protection's latent shift that
+    is left after the purifier P (0 when nothing was added: never the 1 a ratio of two zeros could turn into)."""
+    before = float((survival_latent(model, protected, side) - survival_latent(model, original, side)).norm())
+    after = float((survival_latent(model, purified_protected, side)
+                   - survival_latent(model, purified_original, side)).norm())
+    return after / max(before, 1e-12)
 
 
 def verdict_for(survival: float | None, is_demo: bool = False) -> str:
@@ -73,7 +87,7 @@ def verdict_for(survival: float | None, is_demo: bool = False) -> str:
     elif survival >= 0.3:
         words = f"Part of the protection survives the strongest clean-up tried ({pct}% left): consider a higher strength."
     else:
-        words = f"Little of the protection survives the strongest clean-up tried ({pct}% left): raise strength or budget."
+        words = f"Little of the protection survives the strongest clean-up tried ({pct}% left): raise the strength or the steps."
     if is_demo:
         words += " (Demo model: these numbers say nothing about real protection.)"
     return words
@@ -84,25 +98,41 @@ def robustness_summary(
     original: np.ndarray,
     protected: np.ndarray,
     settings: ProtectSettings,
-    purifiers: list[str | tuple[str, dict]],
+    purifiers: list[str | tuple[str, dict] | tuple[str, dict, dict]],
     seed: int = 0,
     with_objective: bool = True,
     job: Job | None = None,
+    side: int | None = None,
 ) -> RobustnessReport:
-    """How much of the protection each purifier leaves. Stop on `job` ends it within one
-    denoising step of a diffusion purifier, or between purifiers (raises Cancelled)."""
-    ws = settings.working_size
-    z_o, z_p = _latent(model, original, ws), _latent(model, protected, ws)
-    base_latent = float((z_p - z_o).norm())
+    """How much of the protection each purifier leaves, at `side` px (default: settings.working_size).
+
+    A purifier is a name, (name, params), or (name, params, shown): params run it, shown (default params)
+    names it in the report (the window's preview runs at a smaller size and step count than it shows).
+    For each purifier, Progress events of engine.jobs.PREVIEW_PHASES go to the job as each phase begins;
+    Stop on it ends the summary within one denoising step of a diffusion purifier, or between phases
+    (raises Cancelled).
+    """
+    job = job or Job()
+    side = settings.working_size if side is None else side
     if with_objective:
         j_o = method_objective(model, original, settings)
         j_p = method_objective(model, protected, settings, reference=original)
     rows = []
     for spec in purifiers:
-        name, params = (spec, {}) if isinstance(spec, str) else spec
+        name, params, shown = (spec, {}, {}) if isinstance(spec, str) else (spec + (spec[1],))[:3]
+        phases = iter(enumerate(PREVIEW_PHASES, 1))
+
+        def begin() -> None:
+            k, phase = next(phases)
+            job.check()
+            job.report(Progress(phase, k, len(PREVIEW_PHASES)))
+
+        begin()
         po = purify(model, original, name, seed=seed, job=job, **params)
+        begin()
         pp = purify(model, protected, name, seed=seed, job=job, **params)
-        lat = float((_latent(model, pp, ws) - _latent(model, po, ws)).norm()) / max(base_latent, 1e-12)
+        begin()
+        lat = latent_survival(model, original, protected, po, pp, side)
         obj_ratio = None
         if with_objective and abs(j_p - j_o) > 1e-9:
             jpo = method_objective(model, po, settings, reference=original)
@@ -111,8 +141,8 @@ def robustness_summary(
         rows.append(
             PurifierOutcome(
                 name=name,
-                label=purifier_label(name, params),
-                params=dict(params),
+                label=purifier_label(name, shown),
+                params=dict(shown),
                 survival=float(np.clip(lat, 0.0, 1.0)),
                 latent_ratio=lat,
                 objective_ratio=obj_ratio,
@@ -124,4 +154,4 @@ def robustness_summary(
     return RobustnessReport(rows, worst, verdict_for(worst.survival if worst else None, model.is_demo))
 
 
-__all__ = ["PURIFIERS", "PurifierOutcome", "RobustnessReport", "robustness_summary", "verdict_for"]
+__all__ = ["PURIFIERS", "PurifierOutcome", "RobustnessReport", "latent_survival", "robustness_summary", "verdict_for"]

@@ -24,10 +24,11 @@ from PIL import Image
 from PySide6.QtCore import QThread
 
 from app.backend import (
-    Choice, DownloadOffer, EngineInfo, LoadedPixels, LocalModel, ModelChoices, ModelSummary, check_model_source,
+    Choice, DownloadOffer, EngineInfo, LocalModel, ModelChoices, ModelSummary, check_model_source,
 )
 from app.bridge import LIVE_THREADS
-from engine.errors import ArtveilError, Cancelled
+from engine.errors import ArtveilError
+from engine.events import Progress
 from engine.jobs import ProtectProgress, ProtectResult
 
 __all__ = [
@@ -109,13 +110,6 @@ class FakeBackend:
         self._record("estimate_step_seconds")
         return 0.5
 
-    def load_image(self, path):
-        self._record("load_image", path)
-        from engine.images import load_image
-
-        loaded = load_image(path)
-        return LoadedPixels(loaded.pixels, loaded.icc_profile, loaded.name)
-
     def protect_iter(self, pixels, settings, job):
         self._record("protect_iter")
         self.engine.jobs.append(settings)
@@ -128,8 +122,7 @@ class FakeBackend:
             while time.monotonic() < deadline:  # set-up: the engine reports nothing meanwhile
                 time.sleep(0.005)
             for step in range(1, settings.steps + 1):
-                if job is not None and job.cancelled:
-                    raise Cancelled()
+                job.check()
                 self.engine.step_started.set()
                 if self.engine.step_delay_s:
                     time.sleep(self.engine.step_delay_s)
@@ -147,13 +140,23 @@ class FakeBackend:
                             time.perf_counter() - started, done)
 
     def protect_batch(self, inputs, settings, options, job):
-        """The real engine.batch pipeline (planning, journal, export), with this fake's optimizer."""
+        """The real engine.batch pipeline (planning, journal, export), with this fake's optimizer as its
+        protector (engine.protect_set.Protector)."""
         self._record("protect_batch")
         from engine.batch import protect_batch
         from engine.images import save_image
 
-        def protect(model, pixels, settings, job, pool=None):
-            return self.protect_iter(pixels, settings, job)
+        backend = self
+
+        class FakeProtector:
+            def begin(self, settings, clean):
+                pass
+
+            def protect(self, index, pixels, settings, job):
+                return backend.protect_iter(pixels, settings, job)
+
+            def finished(self, index, protected):
+                pass
 
         def save(pixels, path, icc_profile=None, overwrite=False, before_replace=None):
             self._record("save_image", path)
@@ -161,39 +164,19 @@ class FakeBackend:
                 time.sleep(self.engine.save_delay_s)
             return save_image(pixels, path, icc_profile=icc_profile, overwrite=overwrite, before_replace=before_replace)
 
-        return protect_batch(None, inputs, settings, options, job, protect=protect, save=save)
+        return protect_batch(FakeProtector(), inputs, settings, options, job, save=save)
 
-    def save_image(self, pixels, path, icc_profile, overwrite, original=None, budget_levels=None):
+    def save_image(self, pixels, path, icc_profile, overwrite, original=None, strength_levels=None):
         self._record("save_image", path)
         from engine.batch import measure_as_written
         from engine.images import save_image
 
-        if original is not None and budget_levels is not None:  # as the real backend: the engine's own check
-            measure_as_written(original, pixels, Path(path), budget_levels)
+        if original is not None and strength_levels is not None:  # as the real backend: the engine's own check
+            measure_as_written(original, pixels, Path(path), strength_levels)
 
         if self.engine.save_delay_s:
             time.sleep(self.engine.save_delay_s)
         return str(save_image(pixels, path, icc_profile=icc_profile, overwrite=overwrite))
-
-    def robustness(self, original, protected, settings, purifiers, job=None):
-        self._record("robustness")
-        # A real re-draw takes minutes on a CPU: with preview_delay_s set, wait like one, step by step.
-        deadline = time.monotonic() + self.engine.preview_delay_s
-        while time.monotonic() < deadline:
-            if job is not None and job.cancelled:
-                raise Cancelled()
-            time.sleep(0.01)
-        rows = []
-        for i, request in enumerate(purifiers):
-            rows.append(_Row(request.name, f"{request.name} {request.params}", 0.8 - 0.3 * i,
-                             np.clip(original.astype(int) // 2 + 60, 0, 255).astype(np.uint8),
-                             np.clip(protected.astype(int) // 2 + 60, 0, 255).astype(np.uint8)))
-        worst = min(rows, key=lambda r: r.survival)
-        return _Report(rows, worst, "Part of the protection survives the strongest clean-up tried.")
-
-    def list_local_models(self):
-        self._record("list_local_models")
-        return list(self.engine.models)
 
     def model_choices(self):
         self._record("model_choices")
@@ -210,9 +193,9 @@ class FakeBackend:
     def preview_purifier(self, original, protected, request, job):
         self._record("preview_purifier")
         self.engine.purified.append((request.name, dict(request.params)))
-        for phase in ("original", "protected", "comparing"):
+        for k, phase in enumerate(("original", "protected", "comparing"), 1):
             job.check()
-            job.report(phase)
+            job.report(Progress(phase, k, 3))
             deadline = time.monotonic() + self.engine.preview_delay_s / 3
             while time.monotonic() < deadline:  # a denoising step every 10 ms, each checking Stop
                 job.check()
@@ -223,15 +206,15 @@ class FakeBackend:
         return _Report([row], row, "Most of the protection survives even the strongest clean-up tried.")
 
     def download_model(self, name, job):
-        from engine.hub import DownloadProgress
+        from engine.hub import DownloadProgress, download_event
 
         self._record("download_model")
         total = 2_133_000_000
         for i in range(1, 11):  # ten chunks over download_delay_s, Stop honoured between them
-            if job.cancelled:
-                raise Cancelled("Download stopped by the user; finished files are kept.")
+            job.check("Download stopped by the user; finished files are kept.")
             time.sleep(self.engine.download_delay_s / 10)
-            job.report(DownloadProgress(total * i // 10, total, 5e7, 10.0 - i, "unet/diffusion_pytorch_model.fp16.safetensors"))
+            job.report(download_event(DownloadProgress(total * i // 10, total, 5e7, 10.0 - i,
+                                                       "unet/diffusion_pytorch_model.fp16.safetensors")))
         return f"/downloads/{name}"
 
 

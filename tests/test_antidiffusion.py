@@ -13,7 +13,7 @@ from engine.jobs import ProtectSettings
 from engine.methods import MethodContext, get_method
 from engine.methods.antidiffusion import capture_cross_attention, schedule, semantic_disturbance_loss
 from engine.protect import protect_image
-from engine.batch import protect_arrays
+from engine.protect_set import protect_images
 from tests.conftest import make_image
 
 FAST = {"pt_steps": 3, "rounds": 2, "surrogate_steps": 2}
@@ -39,7 +39,7 @@ def assert_unet_restored(model, snapshot):
 
 def _ctx(model, x, steps=12, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return MethodContext(model=model, x_clean=x, cond=model.encode_prompt(""), generator=g, budget=8 / 255, steps=steps)
+    return MethodContext(model=model, x_clean=x, cond=model.encode_prompt(""), generator=g, eps=8 / 255, steps=steps)
 
 
 def test_schedule_maps_published_rounds_onto_steps():
@@ -103,7 +103,7 @@ def test_unet_restored_bit_exactly_after_protection(tiny_model, textured_image):
     before = D.unet(tiny_model, z, t, tiny_model.encode_prompt(""))
     params = {**FAST, "pt_steps": 1, "rounds": 1}
     lora = ProtectSettings(method="antidiffusion", strength_levels=8, steps=4, preview_every=0, measure_objective=False, method_params=params)
-    protect_arrays(tiny_model, [textured_image[:32, :32], textured_image[32:, 32:]], lora)
+    protect_images(tiny_model, [textured_image[:32, :32], textured_image[32:, 32:]], lora)
     assert_unet_restored(tiny_model, snap)
     full = ProtectSettings(method="antidiffusion", strength_levels=8, steps=4, preview_every=0, measure_objective=False,
                            method_params={**params, "surrogate": "full", "surrogate_lr": 1e-3})

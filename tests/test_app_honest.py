@@ -10,7 +10,6 @@ from dataclasses import replace
 
 import pytest
 
-from app.backend import ModelSummary
 from app.viewmodel import ItemState
 from conftest_app import *  # noqa: F401,F403 - fixtures
 from conftest_app import FakeBackend, write_image

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -333,7 +332,7 @@ def test_export_saves_again_in_the_chosen_format(make_window, tmp_path, drive):
     # refused with the reason on the row, and nothing past the budget is written (issue 31).
     assert sorted(p.name for p in out.iterdir()) == [".artveil-journal.jsonl", "a.protected.png"]
     item = ws.queue.items[0]
-    assert "beyond the 8-level budget; not written" in item.note
+    assert "beyond the 8-level strength; not written" in item.note
 
     async def again_as_webp():
         window.controls.format_combo.setCurrentIndex(window.controls.format_combo.findData("webp"))

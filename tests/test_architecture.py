@@ -268,3 +268,91 @@ def test_checker_reports_a_circle_and_every_spelling_of_a_private_import():
     ]
     graph["pkg.c"].discard("pkg.a")  # the lazy import that closed it
     assert find_circles(graph) == []
+
+
+# The floors, lowest first: a module imports only from its own floor or a lower one. Everything under a
+# prefix is on that floor; an engine module not named here is on "engine" (the library the window, the
+# command line and the evaluation share).
+FLOORS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("data", ("engine.errors", "engine.events", "engine.params", "engine.jobs")),
+    ("engine", ("engine",)),
+    ("proxy", ("engine.proxy",)),
+    ("evaluation", ("engine.evaluation",)),
+    ("entry points", ("engine.cli", "engine.cli_models", "engine.bench", "engine.__main__")),
+    ("window", ("app",)),
+)
+
+
+def floor_of(module: str, floors=FLOORS) -> int:
+    """The index of the floor whose longest matching prefix names module."""
+    best, best_len = None, -1
+    for level, (_, prefixes) in enumerate(floors):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best_len:
+                best, best_len = level, len(prefix)
+    if best is None:
+        raise AssertionError(f"{module} is on no floor")
+    return best
+
+
+def upward_imports(graph: dict[str, set[str]], floors=FLOORS) -> list[str]:
+    """'a -> b (floor x imports floor y)' for every import from a lower floor to a higher one."""
+    out = []
+    for module, targets in sorted(graph.items()):
+        for target in sorted(targets):
+            if floor_of(target, floors) > floor_of(module, floors):
+                out.append(f"{module} -> {target} ({floors[floor_of(module, floors)][0]} imports "
+                           f"{floors[floor_of(target, floors)][0]})")
+    return out
+
+
+def test_no_import_goes_up_a_floor():
+    graph, _ = scan(project_sources())
+    up = upward_imports(graph)
+    assert not up, "imports from a lower floor to a higher one:\n" + "\n".join(up)
+
+
+def test_the_floor_check_sees_an_import_that_goes_up():
+    graph = {"engine.jobs": {"engine.errors"}, "engine.proxy.sanity": {"engine.evaluation.customize", "engine.jobs"},
+             "app.bridge": {"engine.jobs"}, "engine.batch": {"app.bridge"}}
+    assert upward_imports(graph) == [
+        "engine.batch -> app.bridge (engine imports window)",
+        "engine.proxy.sanity -> engine.evaluation.customize (proxy imports evaluation)",
+    ]
+
+
+def _trees():
+    for module, (text, _) in project_sources().items():
+        yield module, ast.parse(text)
+
+
+def test_stop_is_read_only_through_job_check():
+    """No `x.cancelled` property read (a Job has none any more) and no closure of its own: cancel() and check()."""
+    reads = []
+    for module, tree in _trees():
+        called = {id(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in ("cancelled", "check_cancelled") and id(node) not in called:
+                reads.append(f"{module}:{node.lineno} reads .{node.attr}")
+            if isinstance(node, ast.FunctionDef) and node.name in ("_stop_check", "check_cancelled"):
+                reads.append(f"{module}:{node.lineno} defines {node.name}")
+    assert not reads, "\n".join(reads)
+
+
+def test_no_receiver_tells_events_apart_by_their_shape():
+    """Events are typed (engine.events): nobody asks whether one is a tuple."""
+    shaped = []
+    for module, tree in _trees():
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "isinstance"
+                    and len(node.args) == 2 and isinstance(node.args[0], ast.Name)
+                    and node.args[0].id in ("event", "events", "values", "item", "report")
+                    and "tuple" in ast.unparse(node.args[1])):
+                shaped.append(f"{module}:{node.lineno}: {ast.unparse(node)}")
+    assert not shaped, "\n".join(shaped)
+
+
+def test_the_survival_measure_and_its_latent_exist_once():
+    defs = [(module, node.name) for module, tree in _trees() for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef) and node.name in ("_latent", "survival_latent", "latent_survival")]
+    assert sorted(defs) == [("engine.robustness", "latent_survival"), ("engine.robustness", "survival_latent")]

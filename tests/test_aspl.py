@@ -9,7 +9,7 @@ import torch
 from engine import diffusion as D
 from engine.jobs import ProtectSettings
 from engine.methods import MethodContext, get_method
-from engine.batch import protect_arrays
+from engine.protect_set import protect_images
 from engine.surrogate import Surrogate, SurrogateParams
 from tests.test_antidiffusion import _unet_snapshot, assert_surrogate_method_keeps_budget_and_unet, assert_unet_restored
 
@@ -38,7 +38,7 @@ def test_surrogate_changes_output_only_inside_applied(tiny_model, textured_image
 def test_aspl_tunes_clean_copy_each_round_and_protected_surrogate_between(tiny_model, textured_image):
     x = torch.from_numpy(textured_image[:32, :32]).permute(2, 0, 1)[None].float() / 255
     ctx = MethodContext(model=tiny_model, x_clean=x, cond=tiny_model.encode_prompt(""), generator=torch.Generator().manual_seed(0),
-                        budget=8 / 255, steps=15)
+                        eps=8 / 255, steps=15)
     method = get_method("aspl", FAST)
     method.setup(ctx)
     for step in range(15):
@@ -59,7 +59,7 @@ def test_aspl_attacks_the_tuned_copy_not_the_base_model(tiny_model, textured_ima
 
     x = torch.from_numpy(textured_image[:32, :32]).permute(2, 0, 1)[None].float() / 255
     ctx = MethodContext(model=tiny_model, x_clean=x, cond=tiny_model.encode_prompt(""), generator=torch.Generator().manual_seed(0),
-                        budget=8 / 255, steps=6, timesteps_per_step=4)
+                        eps=8 / 255, steps=6, timesteps_per_step=4)
     method = get_method("aspl", {"pgd_per_round": 6, "clean_tune_steps": 2, "protected_tune_steps": 1,
                                  "surrogate_lr": 1e-2})
     method.setup(ctx)
@@ -95,7 +95,7 @@ def test_a_batch_shares_one_surrogate_and_restores_unet(tiny_model, textured_ima
     params = {"pgd_per_round": 3, "clean_tune_steps": 1, "protected_tune_steps": 1}
     settings = ProtectSettings(method="aspl", strength_levels=6.4, steps=6, step_levels=2.0, preview_every=0,
                                measure_objective=False, method_params=params)
-    results = protect_arrays(tiny_model, images, settings)
+    results = protect_images(tiny_model, images, settings)
     assert len(results) == 2
     assert all(0 < np.abs(r.protected.astype(int) - im.astype(int)).max() <= 6 for r, im in zip(results, images))
     by_surrogate: dict[int, set[int]] = {}
@@ -111,7 +111,7 @@ def test_antipure_aspl_mode_tunes_a_surrogate_and_attacks_it(tiny_model, texture
     snap = _unet_snapshot(tiny_model)
     x = torch.from_numpy(textured_image[:32, :32]).permute(2, 0, 1)[None].float() / 255
     ctx = MethodContext(model=tiny_model, x_clean=x, cond=tiny_model.encode_prompt(""), generator=torch.Generator().manual_seed(0),
-                        budget=8 / 255, steps=4)
+                        eps=8 / 255, steps=4)
     method = get_method("antipure", {"aspl_rounds": 1, "aspl_tune_steps": 2, "use_pfg": False, "use_etg": False})
     method.setup(ctx)
     base, _ = method.loss(ctx, x, torch.Generator().manual_seed(5))

@@ -1,6 +1,6 @@
 """engine.batch: the batch rules every face (window, CLI, evaluation) gets, checked with a stand-in optimizer.
 
-The stand-in adds a fixed pattern within the budget, so these tests need no model and no torch; the real
+The stand-in protector adds a fixed pattern within the strength, so these tests need no model and no torch; the real
 optimizer through the same pipeline is checked in test_app_real_engine.py (window and CLI give the same bytes).
 """
 
@@ -14,6 +14,7 @@ from PIL import Image
 
 from engine import batch as B
 from engine.errors import ArtveilError
+from engine.events import Failed, Progress, Result
 from engine.jobs import Job, ProtectProgress, ProtectResult, ProtectSettings
 from engine.journal import JOURNAL_NAME
 
@@ -26,30 +27,43 @@ def write(path: Path, seed: int = 0, size=(40, 48)) -> Path:
     return path
 
 
-def stand_in(calls: list, stop_at: tuple[int, Job] | None = None):
-    """A protect_iter stand-in: +/-budget checkerboard; with stop_at=(n, job) it presses Stop at call n."""
-    def protect(model, pixels, settings, job, pool=None):
-        calls.append(pixels.shape)
+class StandIn:
+    """A protector (engine.protect_set.Protector) with no model: +/-strength checkerboard; with
+    stop_at=(n, job) it presses Stop at its n-th image."""
+
+    def __init__(self, calls: list, stop_at: tuple[int, Job] | None = None):
+        self.calls, self.stop_at = calls, stop_at
+
+    def begin(self, settings, clean):
+        pass
+
+    def protect(self, index, pixels, settings, job):
+        self.calls.append(pixels.shape)
         for step in range(1, settings.steps + 1):
-            if stop_at is not None and len(calls) == stop_at[0] and step == 2:
-                stop_at[1].cancel()
+            if self.stop_at is not None and len(self.calls) == self.stop_at[0] and step == 2:
+                self.stop_at[1].cancel()
             job.check()
             yield ProtectProgress(step, settings.steps, {}, 0.0, None)
         yy, xx = np.indices(pixels.shape[:2])
         sign = np.where((yy + xx) % 2 == 0, 1, -1)[..., None]
         out = np.clip(pixels.astype(int) + sign * int(settings.strength_levels), 0, 255).astype(np.uint8)
         yield ProtectResult(pixels, out, settings, {"psnr": 40.0, "ssim": 0.99, "linf_levels": 4.0}, 0.0, settings.steps)
-    return protect
+
+    def finished(self, index, protected):
+        pass
 
 
 def run(inputs, out, job=None, calls=None, **options):
     calls = [] if calls is None else calls
     job = job or Job()
-    return list(B.protect_batch(None, inputs, SETTINGS, B.BatchOptions(out, model_source="stand-in", **options), job,
-                                protect=stand_in(calls)))
+    return list(B.protect_batch(StandIn(calls), inputs, SETTINGS, B.BatchOptions(out, model_source="stand-in", **options),
+                                job))
 
 
 def of(events, kind):
+    """The events of one type, or (for ImageDone and BatchDone) the values of the Results that carry one."""
+    if kind in (B.ImageDone, B.BatchDone):
+        return [e.value for e in events if isinstance(e, Result) and isinstance(e.value, kind)]
     return [e for e in events if isinstance(e, kind)]
 
 
@@ -87,7 +101,7 @@ def test_an_existing_file_is_handled_as_asked_and_never_lost_unasked(tmp_path, p
     events = run([source], out, on_existing=policy)
     left = (out / "fox.protected.png").read_bytes()
     if outcome == "failed":
-        (failure,) = of(events, B.ImageFailed)
+        (failure,) = of(events, Failed)
         assert "fox.protected.png: already exists" in failure.message and left == b"earlier work"
     elif outcome == "skipped":
         assert of(events, B.ImageDone)[0].skipped and left == b"earlier work"
@@ -112,10 +126,10 @@ def test_an_input_named_like_an_output_is_an_original_and_never_written(tmp_path
 def test_stop_ends_the_current_image_unwritten_and_starts_no_other(tmp_path):
     inputs = [write(tmp_path / "in" / f"{n}.png", k) for k, n in enumerate("abc")]
     out, job, calls = tmp_path / "out", Job(), []
-    events = list(B.protect_batch(None, inputs, SETTINGS, B.BatchOptions(out), job, protect=stand_in(calls, (2, job))))
-    assert [type(e).__name__ for e in events if not isinstance(e, (B.ImageStep, B.ImageLoaded, B.ImageSaving))] == [
-        "ImageStarted", "ImageDone", "ImageStarted", "ImageStopped", "BatchDone"]
-    steps_of_b = [e.progress.step for e in events if isinstance(e, B.ImageStep) and e.index == 1]
+    events = list(B.protect_batch(StandIn(calls, (2, job)), inputs, SETTINGS, B.BatchOptions(out), job))
+    assert [(type(e).__name__, e.index) for e in events if not isinstance(e, Progress)] == [
+        ("Started", 0), ("Result", 0), ("Started", 1), ("Stopped", 1), ("Result", None)]
+    steps_of_b = [e.step for e in events if isinstance(e, Progress) and e.phase == "protect" and e.index == 1]
     assert steps_of_b == [1]  # stopped within the step Stop was pressed in
     assert sorted(p.name for p in out.iterdir()) == [JOURNAL_NAME, "a.protected.png"]
     assert of(events, B.BatchDone)[0].stopped and len(calls) == 2
@@ -127,7 +141,7 @@ def test_a_broken_file_is_one_line_and_the_batch_goes_on(tmp_path):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not a png")
     good = write(tmp_path / "in" / "good.png")
     events = run([bad, good], tmp_path / "out")
-    (failure,) = of(events, B.ImageFailed)
+    (failure,) = of(events, Failed)
     assert failure.message.startswith("broken.png") and "\n" not in failure.message
     assert of(events, B.ImageDone)[0].source == good
     done = of(events, B.BatchDone)[0]
@@ -137,8 +151,22 @@ def test_a_broken_file_is_one_line_and_the_batch_goes_on(tmp_path):
 def test_a_second_batch_into_the_same_folder_is_refused_while_one_runs(tmp_path):
     source = write(tmp_path / "in" / "a.png")
     out = tmp_path / "out"
-    first = B.protect_batch(None, [source], SETTINGS, B.BatchOptions(out), Job(), protect=stand_in([]))
+    first = B.protect_batch(StandIn([]), [source], SETTINGS, B.BatchOptions(out), Job())
     next(first)  # holds the folder's journal now
     with pytest.raises(ArtveilError, match="another"):
         run([source], out)
     list(first)
+
+
+def test_the_consumer_example_of_the_engine_api_runs_as_written(tmp_path, capsys):
+    """docs/engine-api.md's example of a consumer of the event stream, run on a stand-in protector: what
+    the document shows is what the engine does."""
+    import re
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "engine-api.md").read_text(encoding="utf-8")
+    (code,) = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    inputs = [write(tmp_path / "in" / "fox.png"), tmp_path / "in" / "missing.png"]
+    exec(code, {"model": StandIn([]), "inputs": inputs, "settings": SETTINGS, "out_dir": tmp_path / "out"})
+    printed = capsys.readouterr().out
+    assert "1: fox.png" in printed and "saved fox.protected.png" in printed
+    assert "error: missing.png" in printed and "1 protected, 1 failed" in printed

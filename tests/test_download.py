@@ -21,6 +21,7 @@ import torch
 
 from engine import cli_models, hub
 from engine.errors import ArtveilError, Cancelled
+from engine.events import Progress
 from engine.jobs import Job
 
 REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -236,9 +237,12 @@ def test_download_fetches_only_inference_files_and_diffusers_loads_them_offline(
 
 
 def test_progress_reports_growing_bytes_against_a_fixed_total(fake_hub, tiny_repo, tmp_path):
-    events: list[hub.DownloadProgress] = []
+    reported = []
     result = hub.download_model("sd15", local_dir=tmp_path / "sd15", endpoint=fake_hub.endpoint,
-                                job=Job(events.append))
+                                job=Job(reported.append))
+    assert all(isinstance(e, Progress) and e.phase == "download" and (e.step, e.total) == (e.detail.bytes_done, e.detail.bytes_total)
+               for e in reported)
+    events: list[hub.DownloadProgress] = [e.detail for e in reported]
 
     total = sum(len(tiny_repo[f]) for f in SELECTED)
     assert len(events) >= len(SELECTED)
@@ -300,8 +304,8 @@ def test_damage_is_cured_by_one_refetch_in_transit_and_on_disk(fake_hub, tiny_re
 
 
 def test_cancel_stops_the_transfer_and_keeps_nothing_half_written(fake_hub, tmp_path):
-    def on_progress(event: hub.DownloadProgress) -> None:
-        if event.current_file == UNET_FP16:
+    def on_progress(event: Progress) -> None:
+        if event.detail.current_file == UNET_FP16:
             job.cancel()  # Stop, pressed as the weights begin
 
     job = Job(on_progress)

@@ -105,6 +105,7 @@ def test_paired_measures_are_exactly_neutral_for_the_clean_mimic_itself(artist_r
 
 def test_the_random_control_is_plus_or_minus_epsilon_on_the_exported_file(tiny_model, tmp_path):
     from engine import batch as B
+    from engine.events import Failed
     from engine.images import load_image, save_image
     from engine.jobs import ProtectSettings
 
@@ -115,7 +116,7 @@ def test_the_random_control_is_plus_or_minus_epsilon_on_the_exported_file(tiny_m
                                    preview_every=0, measure_objective=False)
         out = tmp_path / f"e{eps}"
         events = list(B.protect_batch(tiny_model, [src], settings, B.BatchOptions(out, fmt="png", journal=False)))
-        assert not [e for e in events if isinstance(e, B.ImageFailed)]
+        assert not [e for e in events if isinstance(e, Failed)]
         a = load_image(src).pixels[..., :3].astype(int)
         b = load_image(next(out.glob("*.png"))).pixels[..., :3].astype(int)
         d = b - a
@@ -305,11 +306,11 @@ def _kill_all(procs) -> None:
             pass
 
 
-def test_a_table_row_with_a_budget_the_engine_refuses_is_refused_up_front():
+def test_a_table_row_with_a_strength_the_engine_refuses_is_refused_up_front():
     from engine.evaluation import efficacy as E
 
     for params, words in (({"strength": 64}, "between 0 and 32"), ({"steps": 0}, "at least 1"),
-                          ({"strength": float("nan")}, "not a budget")):
+                          ({"strength": float("nan")}, "not a strength")):
         with pytest.raises(ArtveilError, match=words):
             E.validate_rows([("none", "none", {}), ("AdvDM x", "advdm", params)])
     E.validate_rows([("AdvDM 32", "advdm", {"strength": 32, "steps": 10})])

@@ -10,6 +10,7 @@ from PIL import Image
 
 from engine.errors import ArtveilError, Cancelled
 from engine.images import load_image, save_image
+from engine.events import Progress
 from engine.jobs import Job, ProtectProgress, ProtectResult, ProtectSettings
 from engine.protect import protect_image, protect_iter
 from tests.conftest import make_image
@@ -85,19 +86,20 @@ def test_cancel_from_another_thread_lands_at_the_next_step(tiny_model):
     assert steps_after_cancel == []
 
 
-def test_stop_on_a_job_reaches_its_copy_with_another_progress_sink(tiny_model):
-    """The window's bridge hands the engine job.with_progress(sink): Stop pressed on the window's Job stops
-    the copy within one step, and the copy's progress goes to the new sink only."""
+def test_stop_on_a_job_reaches_its_copy_with_another_event_sink(tiny_model):
+    """The window's bridge hands the engine job.with_events(sink): Stop pressed on the window's Job stops
+    the copy within one step, and the copy's events go to the new sink only."""
     window_side, engine_side = [], []
     job = Job(window_side.append)
 
-    def on_step(progress: ProtectProgress) -> None:
-        engine_side.append(progress.step)
-        if progress.step == 3:
+    def on_event(event: Progress) -> None:
+        assert event.phase == "protect" and isinstance(event.detail, ProtectProgress)
+        engine_side.append(event.step)
+        if event.step == 3:
             job.cancel()  # Stop, pressed on the window's Job
 
     with pytest.raises(Cancelled):
-        protect_image(tiny_model, make_image(64, 64), quick("advdm", steps=50), job.with_progress(on_step))
+        protect_image(tiny_model, make_image(64, 64), quick("advdm", steps=50), job.with_events(on_event))
     assert engine_side == [1, 2, 3] and window_side == []
 
 

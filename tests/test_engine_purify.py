@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.errors import ArtveilError
-from engine.jobs import ProtectSettings
+from engine.errors import ArtveilError, Cancelled
+from engine.jobs import Job, ProtectSettings
 from engine.metrics import image_metrics
 from engine.protect import protect_image
-from engine.purify import parse_purifier, purify
+from engine.purify import parse_purifier, purifier_label, purify
 from engine.robustness import robustness_summary
 from tests.conftest import make_image
 
@@ -102,10 +102,11 @@ def test_an_unprotected_image_has_no_survival_to_report(tiny_model):
     assert "Little of the protection survives" in report.verdict
 
 
-class _CancelAfter:
-    """A Job stand-in that turns cancelled once the UNet has run `steps` times."""
+class _CancelAfter(Job):
+    """A Job whose Stop is pressed once the UNet has run `steps` times."""
 
     def __init__(self, unet, steps: int):
+        super().__init__()
         self.calls = 0
         self.steps = steps
         unet.register_forward_hook(self._count)
@@ -113,9 +114,9 @@ class _CancelAfter:
     def _count(self, *args):
         self.calls += 1
 
-    @property
-    def cancelled(self) -> bool:
-        return self.calls >= self.steps
+    def check(self, message=None) -> None:
+        if self.calls >= self.steps:
+            raise Cancelled()
 
 
 def test_stop_ends_an_sdedit_redraw_within_one_denoising_step(tiny_model):
@@ -147,3 +148,30 @@ def test_a_stopped_purification_check_raises_before_redrawing(tiny_model):
     with pytest.raises(Cancelled):
         robustness_summary(tiny_model, img, img, ProtectSettings(method="advdm"), ["sdedit"], with_objective=False,
                            job=job)
+
+
+def test_the_preview_reports_the_robustness_measure_at_its_own_size_in_its_three_phases(tiny_model):
+    """The window's preview is the robustness summary for one purifier at the preview's size: its survival is
+    the latent ratio measured here from the images it returns, and it reports each phase as it begins."""
+    from engine import diffusion as D
+    from engine.events import Progress
+    from engine.metrics import to_tensor
+    from engine.preview import PreviewOptions, preview_purification
+
+    img = make_image(64, 64)
+    settings = ProtectSettings(method="advdm", steps=4, working_size=64, measure_objective=False)
+    protected = protect_image(tiny_model, img, settings).protected
+    events = []
+    report = preview_purification(tiny_model, img, protected, "noise", {"sigma": 0.05}, PreviewOptions(max_side=64),
+                                  job=Job(events.append))
+
+    def latent(a):
+        return D.encode(tiny_model, to_tensor(a[..., :3]))
+
+    row = report.rows[0]
+    left = float((latent(row.purified_protected) - latent(row.purified_original)).norm()) / float(
+        (latent(protected) - latent(img)).norm())
+    assert row.latent_ratio == pytest.approx(left, rel=1e-4) and 0 < row.survival < 1
+    assert row.label == purifier_label("noise", {"sigma": 0.05})  # named as the artist chose it, not at the preview size
+    assert [(e.phase, e.step, e.total) for e in events if isinstance(e, Progress)] == [
+        ("original", 1, 3), ("protected", 2, 3), ("comparing", 3, 3)]

@@ -20,7 +20,7 @@ TWO_PASS_METHODS = ("antipure", "advdm", "mist")
 def _context(model, image: np.ndarray, method, seed: int = 0) -> MethodContext:
     g = torch.Generator().manual_seed(seed)
     ctx = MethodContext(model=model, x_clean=to_tensor(image), cond=model.encode_prompt(""), generator=g,
-                        budget=8 / 255, steps=10, timesteps_per_step=2)
+                        eps=8 / 255, steps=10, timesteps_per_step=2)
     method.setup(ctx)
     return ctx
 

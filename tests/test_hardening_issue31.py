@@ -252,7 +252,7 @@ def test_jpeg_that_breaks_the_budget_is_refused_with_its_numbers(cli, tmp_path):
     (line,) = error_lines(err)
     prefix = "error: a.png: a.protected.jpg: as JPG it would differ from the original by up to "
     assert line.startswith(prefix) and line.endswith(
-        "beyond the 4-level budget; not written (PNG and WebP keep the protection exactly).")
+        "beyond the 4-level strength; not written (PNG and WebP keep the protection exactly).")
     levels = int(line[len(prefix):].split(" ")[0])
     assert levels > 4
     assert corpus.folder_listing(out) == {JOURNAL_NAME}
@@ -377,7 +377,7 @@ def test_the_windows_export_never_writes_a_jpeg_past_the_budget(tmp_path):
     signs = rng.choice(np.array([-4, 4]), size=original.shape)
     protected = np.clip(original.astype(int) + signs, 0, 255).astype(np.uint8)
     backend = RealBackend()
-    with pytest.raises(ArtveilError, match="beyond the 4-level budget; not written") as err:
+    with pytest.raises(ArtveilError, match="beyond the 4-level strength; not written") as err:
         backend.save_image(protected, str(tmp_path / "x.jpg"), None, False, original, 4.0)
     assert err.value.kind == "output" and "\n" not in err.value.message
     assert not (tmp_path / "x.jpg").exists()
@@ -393,17 +393,17 @@ def test_export_passes_each_images_original_and_budget_to_the_engine(tmp_path):
 
     calls = []
 
-    class Bridge:
-        async def call(self, name, *args):
-            calls.append((name, args))
+    class Engine:  # app.client.EngineClient's save_image, recorded
+        async def save_image(self, *args):
+            calls.append(("save_image", args))
             return args[1]
 
     original = np.zeros((8, 8, 3), np.uint8)
     item = SimpleNamespace(protected=original + 1, original=original, icc_profile=None,
-                           metrics={"budget_levels": 6.0}, note="", error="", output_path=None)
+                           metrics={"strength_levels": 6.0}, note="", error="", output_path=None)
     item.mark_written = lambda p: setattr(item, "output_path", Path(p))
     planned = SimpleNamespace(target=tmp_path / "a.jpg", conflict=False, problem=None)
-    asyncio.run(export_items(Bridge(), [item], [planned], "overwrite", lambda i: None))
+    asyncio.run(export_items(Engine(), [item], [planned], "overwrite", lambda i: None))
     assert calls and calls[0][0] == "save_image"
     assert calls[0][1][4] is original and calls[0][1][5] == 6.0
 

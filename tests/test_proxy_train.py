@@ -94,7 +94,7 @@ def test_unet_training_resumes_where_it_stopped(toy_model):
 
 
 def test_toy_sanity_reports_every_number(toy_model):
-    from engine.proxy.sanity import TOY_SETTINGS, run_sanity
+    from engine.evaluation.sanity import TOY_SETTINGS, run_sanity
 
     report = run_sanity(toy_model, "cpu", TOY_SETTINGS)
     on_disk = json.loads((toy_model / "sanity.json").read_text())
@@ -115,7 +115,7 @@ def test_the_customization_check_is_the_mean_over_its_mimic_seeds(toy_model):
     """One mimic's result moves with its seed; the bar judges the mean of several, and says each."""
     from dataclasses import replace
 
-    from engine.proxy.sanity import TOY_SETTINGS, run_sanity
+    from engine.evaluation.sanity import TOY_SETTINGS, run_sanity
 
     report = run_sanity(toy_model, "cpu", replace(TOY_SETTINGS, mimic_seeds=(0, 1), seed=5))
     per_seed = report["held_out_with_lora_per_seed"]

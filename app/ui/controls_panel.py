@@ -23,6 +23,7 @@ from engine.jobs import BUDGET_PRESETS, BUDGET_RANGE, BUDGET_STEP, STRENGTH_PRES
 
 from ..backend import EngineInfo
 from ..viewmodel import LEVEL_NAMES, PREVIEW_NOTE, ItemState, Workspace, format_duration
+from .bind import bind, refresh_on
 from .common import caption, section_title
 from .model_dialog import tilde
 
@@ -137,6 +138,10 @@ class ControlsPanel(QWidget):
         self.output_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.output_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
+        self._lay_out()
+        self._wire(workspace)
+
+    def _lay_out(self) -> None:
         content = QWidget()
         layout = QVBoxLayout(content)
         layout.setContentsMargins(10, 4, 12, 10)
@@ -199,39 +204,27 @@ class ControlsPanel(QWidget):
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
 
-        # view → settings
-        self.strength_slider.valueChanged.connect(lambda v: setattr(settings, "strength_levels", float(v)))
-        self.budget_slider.valueChanged.connect(lambda v: setattr(settings, "steps", int(v) * BUDGET_STEP))
+    def _wire(self, workspace: Workspace) -> None:
+        """Widgets ↔ settings (app.ui.bind), and the workspace's signals to what they change here."""
+        settings = workspace.settings
+        bind(settings, "strength_levels", self.strength_slider.valueChanged, self._show_strength, float)
+        bind(settings, "steps", self.budget_slider.valueChanged, self._show_budget, lambda v: int(v) * BUDGET_STEP)
+        bind(settings, "purifier_level", self.purifier_level.valueChanged, self._show_purifier_level, int)
+        bind(settings, "export_format", self.format_combo.currentIndexChanged, self._show_format,
+             lambda _: self.format_combo.currentData())
         self.method_combo.currentIndexChanged.connect(self._method_picked)
         self.detail_combo.activated.connect(self._detail_picked)
         self.purifier_combo.currentIndexChanged.connect(self._purifier_picked)
-        self.purifier_level.valueChanged.connect(lambda v: setattr(settings, "purifier_level", int(v)))
-        self.format_combo.currentIndexChanged.connect(
-            lambda _: setattr(settings, "export_format", self.format_combo.currentData())
-        )
-        # settings → view
-        settings.strength_levels_changed.connect(self._show_strength)
-        settings.steps_changed.connect(self._show_budget)
         settings.output_dir_changed.connect(self._show_output)
-        settings.export_format_changed.connect(self._show_format)
-        settings.purifier_level_changed.connect(self._show_purifier_level)
         workspace.estimate_changed.connect(self._show_estimate)
         workspace.engine_info_changed.connect(self._fill_choices)
         workspace.busy_changed.connect(self._show_busy)
-        workspace.selection_changed.connect(lambda _: self._show_busy(workspace.busy))
-        workspace.item_updated.connect(lambda _: self._show_busy(workspace.busy))
-        workspace.queue.rowsInserted.connect(lambda *_: self._show_busy(workspace.busy))
-        workspace.queue.rowsRemoved.connect(lambda *_: self._show_busy(workspace.busy))
-        workspace.model_changed.connect(lambda _: self._show_busy(workspace.busy))
-        workspace.stopping_changed.connect(lambda _: self._show_busy(workspace.busy))
-        workspace.model_status_changed.connect(lambda _: self._show_busy(workspace.busy))
+        refresh_on((workspace.selection_changed, workspace.item_updated, workspace.queue.rowsInserted,
+                    workspace.queue.rowsRemoved, workspace.model_changed, workspace.stopping_changed,
+                    workspace.model_status_changed), lambda: self._show_busy(workspace.busy))
         self.open_folder_button.clicked.connect(self.open_output_folder)
 
-        self._show_strength(settings.strength_levels)
-        self._show_budget(settings.steps)
         self._show_output(settings.output_dir)
-        self._show_format(settings.export_format)
-        self._show_purifier_level(settings.purifier_level)
         if workspace.engine_info is not None:
             self._fill_choices(workspace.engine_info)
         else:

@@ -20,7 +20,6 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QFileDialog,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
@@ -29,11 +28,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.errors import ArtveilError, Cancelled
-from engine.jobs import Job
+from engine.errors import ArtveilError
 
 from ..backend import ModelChoices
-from ..viewmodel import Workspace, format_duration, one_line
+from ..viewmodel import Workspace, one_line
+from ..viewmodel.download import Download
 from .common import caption, section_title
 from ..signals import emit
 
@@ -79,8 +78,7 @@ class ModelDialog(QDialog):
         self.setWindowTitle("Choose a model")
         self.setMinimumWidth(620)
         self.choices: ModelChoices | None = None
-        self._download_job: Job | None = None
-        self._download_request: int | None = None
+        self.download = Download(workspace.engine, self)  # the view-model of a download; this dialog draws it
         self._downloaded: str | None = None
         self._check_task: asyncio.Future | None = None
         self._checked: tuple[str, str | None] | None = None  # (path, problem) of the last check
@@ -182,7 +180,7 @@ class ModelDialog(QDialog):
         self.download_button.clicked.connect(self._start_download)
         self.download_stop.clicked.connect(self._stop_download)
         self.options.buttonToggled.connect(lambda *_: self._sync())
-        workspace.bridge.job_progress.connect(self._on_download_progress)
+        self.download.changed.connect(self._show_download)
         self._preselect(workspace.settings.model_source)
         self._sync()
 
@@ -222,7 +220,7 @@ class ModelDialog(QDialog):
 
     async def _refresh(self) -> None:
         try:
-            choices = await self.workspace.bridge.call("model_choices")
+            choices = await self.workspace.engine.model_choices()
         except ArtveilError as exc:
             self.download_facts.setText(f"Could not look for models: {one_line(exc.message)}")
             return
@@ -303,7 +301,7 @@ class ModelDialog(QDialog):
             return "Choose a .safetensors file or a model folder."
         self._show_folder_status(None, "Checking…")
         try:
-            problem = await self.workspace.bridge.call("check_model_source", path)
+            problem = await self.workspace.engine.check_model_source(path)
         except ArtveilError as exc:
             problem = one_line(exc.message)
         if self.folder_edit.text().strip() == path:  # not typed over meanwhile
@@ -349,7 +347,7 @@ class ModelDialog(QDialog):
         return None
 
     def _sync(self) -> None:
-        downloading = self._download_request is not None
+        downloading = self.download.running
         if self.folder_option.isChecked():
             path = self.folder_edit.text().strip()
             ok = bool(path) and not (self._checked and self._checked[0] == path and self._checked[1])
@@ -400,65 +398,40 @@ class ModelDialog(QDialog):
         self._spawn(self._download(offer.name))
 
     def _stop_download(self) -> None:
-        if self._download_job is not None:
-            self._download_job.cancel()
-            self.download_stop.setEnabled(False)
-            self.download_stop.setText("Stopping…")
+        self.download.stop()
 
     async def _download(self, name: str) -> None:
-        self._download_job = Job()
-        self.download_button.setVisible(False)
-        self.download_stop.setVisible(True)
-        self.download_stop.setEnabled(True)
-        self.download_stop.setText("Stop download")
-        self.download_progress.setVisible(True)
-        self.download_progress.setRange(0, 0)
-        self.download_progress.setFormat("Connecting…")
         self._show_error("")
-        request_id, future = self.workspace.bridge.call_tracked("download_model", name, job=self._download_job)
-        self._download_request = request_id
-        self._sync()
-        try:
-            self._downloaded = await future
-        except Cancelled:
-            self.download_note.setText("Download stopped. Click Download again to resume: finished files are kept.")
-            return
-        except ArtveilError as exc:
-            self.download_note.setText(f"Download failed: {one_line(exc.message)} Click Download to try again.")
-            self.download_note.setObjectName("Warning")
-            return
-        finally:
-            self._download_request = None
-            self.download_button.setVisible(True)
-            self.download_stop.setVisible(False)
-            self.download_progress.setVisible(False)
-            self._sync()
-        self.download_note.setText(f"Downloaded to {self._downloaded}")
-        self._choose(self._downloaded)
+        path = await self.download.run(name)
+        if path is not None:
+            self._downloaded = path
+            self._choose(path)
 
-    def _on_download_progress(self, request_id: int, values) -> None:
-        if request_id != self._download_request or not isinstance(values, tuple):
-            return
-        report = values[0] if values else None  # engine.hub.DownloadProgress
-        done, total = getattr(report, "bytes_done", 0), getattr(report, "bytes_total", 0)
-        if total:
+    def _show_download(self) -> None:
+        d = self.download
+        self.download_button.setVisible(not d.running)
+        self.download_stop.setVisible(d.running)
+        self.download_stop.setEnabled(d.running and not d.stopping)
+        self.download_stop.setText("Stopping…" if d.stopping else "Stop download")
+        self.download_progress.setVisible(d.running)
+        if d.fraction is None:
+            self.download_progress.setRange(0, 0)
+        else:
             self.download_progress.setRange(0, 1000)
-            self.download_progress.setValue(int(1000 * done / total))
-            eta = getattr(report, "eta_s", None)
-            self.download_progress.setFormat(
-                f"{done / 1e9:.2f} of {total / 1e9:.1f} GB" + (f" · {format_duration(eta)} left" if eta else "")
-            )
+            self.download_progress.setValue(int(1000 * d.fraction))
+        self.download_progress.setFormat(d.text)
+        if d.note:
+            self.download_note.setText(d.note)
+            if d.warning:
+                self.download_note.setObjectName("Warning")
+        self._sync()
 
     def reject(self) -> None:
-        if self._download_job is not None:
-            self._download_job.cancel()
+        self.download.stop()
         super().reject()
 
     def done(self, result: int) -> None:
-        try:
-            self.workspace.bridge.job_progress.disconnect(self._on_download_progress)
-        except (RuntimeError, TypeError):
-            pass
+        self.download.close()
         super().done(result)
 
 

@@ -1,7 +1,7 @@
 """A protect batch while it runs: engine.batch's events, on the window's thread, moving the queue's items.
 
 engine.batch runs the batch on the engine thread (planning, journal, export); the window sees its events
-(ImageStarted, ImageStep, ImageSaving, ImageDone, …) and keeps, per item, a bar that moves with the clock
+(engine.events: Started, Progress read/protect/save, Result, …) and keeps, per item, a bar that moves with the clock
 between them (app.progress.JobClock, from the times learned on this machine).
 """
 
@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from typing import Iterable, Protocol
 
-from engine import batch
+from engine.batch import ImageDone
+from engine.events import Event, Failed, Message, Progress, Result, Started, Stopped
 from engine.jobs import ProtectProgress, ProtectSettings
 
 from ..progress import JobClock, JobTimes
@@ -50,46 +51,47 @@ class BatchRun:
         self._eta_reason = ""
         self._eta_reason_until = 0.0
 
-    def on_event(self, event) -> None:
-        """One event of this batch (engine.batch)."""
-        if isinstance(event, batch.BatchNote):
-            self.host.report_problem(one_line(event.message))
+    def on_event(self, event: Event) -> None:
+        """One event of this batch (engine.batch's, in engine.events' types)."""
+        if isinstance(event, Message):
+            self.host.report_problem(one_line(event.text))
             return
-        if not 0 <= getattr(event, "index", -1) < len(self.items):
+        if event.index is None or not 0 <= event.index < len(self.items):
             return
         item = self.items[event.index]
-        if isinstance(event, (batch.ImageDone, batch.ImageFailed, batch.ImageStopped)):
+        if isinstance(event, (Result, Failed, Stopped)):
             item.late = ""
-        if isinstance(event, batch.ImageStarted):
-            if item in self.remaining:
-                self.remaining.remove(item)
-            self.position = (event.index + 1, event.total)
-            self.active = item
-            item.state, item.progress, item.error, item.note, item.phase = ItemState.PROTECTING, 0.0, "", "", "setup"
-            item.protected, item.preview, item.report = None, None, None
-            self.clock = self._job_clock(item)
-            self.host.touch(item)
-            self.show_position()
-        elif isinstance(event, batch.ImageLoaded):
-            item.original, item.icc_profile, item.size = event.pixels, event.icc_profile, event.pixels.shape[:2]
-            self.host.touch(item)
-        elif isinstance(event, batch.ImageStep):
-            self._on_step(item, event.progress)
-        elif isinstance(event, batch.ImageSaving):
-            if self.clock is not None:
-                self.clock.enter("saving")
-            item.phase = "saving"
-            self.tick()
-        elif isinstance(event, batch.ImageDone):
-            self._on_image_done(item, event)
-        elif isinstance(event, batch.ImageFailed):
-            # The whole reason: the row elides it at its end, its tooltip shows it complete.
-            item.state, item.error, item.phase, item.progress = ItemState.FAILED, one_line(event.message, 2000), "", 0.0
-            self.failed.append(item)
-            self._end_item(item)
-        elif isinstance(event, batch.ImageStopped):
-            item.state, item.progress, item.preview, item.phase = ItemState.STOPPED, 0.0, None, ""
-            self._end_item(item)
+        match event:
+            case Started(index=index, total=total):
+                if item in self.remaining:
+                    self.remaining.remove(item)
+                self.position = (index + 1, total)
+                self.active = item
+                item.state, item.progress, item.error, item.note, item.phase = ItemState.PROTECTING, 0.0, "", "", "setup"
+                item.protected, item.preview, item.report = None, None, None
+                self.clock = self._job_clock(item)
+                self.host.touch(item)
+                self.show_position()
+            case Progress(phase="read", detail=read):
+                item.original, item.icc_profile, item.size = read.pixels, read.icc_profile, read.pixels.shape[:2]
+                self.host.touch(item)
+            case Progress(phase="protect", detail=progress):
+                self._on_step(item, progress)
+            case Progress(phase="save"):
+                if self.clock is not None:
+                    self.clock.enter("saving")
+                item.phase = "saving"
+                self.tick()
+            case Result(value=ImageDone() as done):
+                self._on_image_done(item, done)
+            case Failed(message=message):
+                # The whole reason: the row elides it at its end, its tooltip shows it complete.
+                item.state, item.error, item.phase, item.progress = ItemState.FAILED, one_line(message, 2000), "", 0.0
+                self.failed.append(item)
+                self._end_item(item)
+            case Stopped():
+                item.state, item.progress, item.preview, item.phase = ItemState.STOPPED, 0.0, None, ""
+                self._end_item(item)
 
     def _job_clock(self, item: QueueItem) -> JobClock:
         steps = self.settings.steps
@@ -102,9 +104,9 @@ class BatchRun:
     def _on_image_done(self, item: QueueItem, event) -> None:
         result, clock = event.result, self.clock
         if result is not None:
-            # the budget travels with the pixels: a later Export (JPEG) is checked against it
+            # the strength travels with the pixels: a later Export (JPEG) is checked against it
             item.protected, item.preview = result.protected, None
-            item.metrics = {**result.metrics, "budget_levels": result.settings.strength_levels}
+            item.metrics = {**result.metrics, "strength_levels": result.settings.strength_levels}
             item.mark_written(event.target)
             item.note = f"saved as {event.target.name}"
             if result.plan:  # the memory plan the engine chose (engine.plan), as the command line says it
@@ -117,7 +119,7 @@ class BatchRun:
         elif event.protected is not None:  # exported by an earlier run with these settings: shown, not redone
             item.original, item.protected, item.icc_profile = event.original, event.protected, event.icc_profile
             item.size, item.output_path = event.original.shape[:2], event.target
-            item.metrics = {**(event.metrics or {}), "budget_levels": self.settings.strength_levels}
+            item.metrics = {**(event.metrics or {}), "strength_levels": self.settings.strength_levels}
             item.note = f"already exported as {event.target.name} by an earlier run"
             item.state = ItemState.DONE
             self.done += 1

@@ -85,7 +85,7 @@ class TimeEstimates:
         current = self._working_size()
         return self.times.scaled((working_size / current) ** 2 if current else 1.0), False
 
-    async def measure(self, bridge, settings: ProtectSettings) -> None:
+    async def measure(self, engine, settings: ProtectSettings) -> None:
         """Time a few optimizer steps on the engine thread, for a prior until a real job has run.
 
         The probe is a whole tiny job (set-up, then 3 steps), so its wall time less its steps gives the
@@ -95,7 +95,7 @@ class TimeEstimates:
         probe_steps = 3
         started = time.monotonic()
         try:
-            seconds = await bridge.call("estimate_step_seconds", settings, MEASURE_SIDE, MEASURE_SIDE)
+            seconds = await engine.estimate_step_seconds(settings, MEASURE_SIDE, MEASURE_SIDE)
         except ArtveilError as exc:
             log.warning("step time not measured: %s", exc.message)
             return

@@ -60,7 +60,7 @@ def plan_outputs(settings: Settings, prompts: Prompts, items: list[QueueItem], j
     return out_dir, plan, choice
 
 
-async def export_items(bridge, items: list[QueueItem], plan: list[PlannedImage], choice: str,
+async def export_items(engine, items: list[QueueItem], plan: list[PlannedImage], choice: str,
                        touch: Callable[[QueueItem], None]) -> str:
     """Save the items' protected pixels on the engine thread, named as a batch names them; each item's
     note says where it went (touch shows it). Returns the summary line."""
@@ -80,8 +80,8 @@ async def export_items(bridge, items: list[QueueItem], plan: list[PlannedImage],
         try:
             if planned.problem is not None:
                 raise ArtveilError("output", planned.problem)
-            path = await bridge.call("save_image", item.protected, str(target), item.icc_profile, overwrite,
-                                     item.original, item.metrics.get("budget_levels"))
+            path = await engine.save_image(item.protected, str(target), item.icc_profile, overwrite,
+                                           item.original, item.metrics.get("strength_levels"))
         except ArtveilError as exc:
             item.error = one_line(exc.message)
             item.note = f"export failed: {item.error}"

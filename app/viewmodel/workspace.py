@@ -19,10 +19,12 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from engine.batch import PlannedImage
 from engine.errors import ArtveilError, Cancelled
+from engine.events import Progress
 from engine.jobs import Job, ProtectSettings
 
 from ..backend import EngineInfo, ModelSummary, PurifierRequest
 from ..bridge import EngineBridge
+from ..client import EngineClient
 from ..settings import Settings
 from ..signals import emit
 from .batch_run import BatchRun
@@ -61,6 +63,7 @@ class Workspace(QObject):
         super().__init__(parent)
         self.settings = settings
         self.bridge = bridge
+        self.engine = EngineClient(bridge)  # every engine call goes through it
         self.prompts = prompts
         self.queue = QueueModel(self)
         self.view = CompareViewState(self)  # the compare view's zoom and difference toggle
@@ -83,7 +86,7 @@ class Workspace(QObject):
         self._preview: PreviewRun | None = None
         # Unexpected failures surface in the window; they are never swallowed.
         self._tasks = Tasks(on_failure=lambda exc: self.set_summary(f"Something went wrong: {one_line(exc)}"))
-        bridge.job_progress.connect(self._on_progress)
+        self.engine.events.connect(self._on_progress)
         settings.steps_changed.connect(lambda _: emit(self.estimate_changed))
         settings.method_changed.connect(lambda _: self._on_method_changed())
         settings.detail_changed.connect(lambda _: self._on_method_changed())
@@ -144,7 +147,7 @@ class Workspace(QObject):
 
     async def _start(self) -> None:
         try:
-            self.engine_info = await self.bridge.call("engine_info")
+            self.engine_info = await self.engine.engine_info()
         except ArtveilError as exc:
             self.set_summary(f"The engine could not start: {exc.message}")
             return
@@ -162,7 +165,7 @@ class Workspace(QObject):
         self._set_model_status(f"Loading model {source} …")
         self._set_busy(True)
         try:
-            self.model = await self.bridge.call("load_model", source)
+            self.model = await self.engine.load_model(source)
         except ArtveilError as exc:
             self.model = None
             self._set_model_status(f"Model not loaded: {one_line(exc.message)}")
@@ -175,7 +178,7 @@ class Workspace(QObject):
         emit(self.model_changed, self.model)
         self.estimates.reload()
         if self.estimates.times is None:
-            await self.estimates.measure(self.bridge, self.job_settings())
+            await self.estimates.measure(self.engine, self.job_settings())
         emit(self.estimate_changed)
         return True
 
@@ -183,7 +186,7 @@ class Workspace(QObject):
         self.estimates.reload()
         emit(self.estimate_changed)
         if self.estimates.times is None and self.model is not None:
-            self._tasks.spawn(self.estimates.measure(self.bridge, self.job_settings()))
+            self._tasks.spawn(self.estimates.measure(self.engine, self.job_settings()))
 
     # ---- estimates and settings to a job -----------------------------------------------------
 
@@ -360,7 +363,7 @@ class Workspace(QObject):
         stopped, problem = False, ""
         self._heartbeat.start()
         try:
-            run.request_id, future = self.bridge.protect_batch([item.path for item in items], settings, options,
+            run.request_id, future = self.engine.protect_batch([item.path for item in items], settings, options,
                                                                self._job)
             stopped = (await future).stopped
         except Cancelled:
@@ -376,7 +379,7 @@ class Workspace(QObject):
             self.set_summary(problem)
             self.report_problem(problem)
             return
-        summary = run.summary(stopped or self._job.cancelled)
+        summary = run.summary(stopped)
         broken = [i.name for i in self.queue.items if i.unreadable]
         if broken:
             names = ", ".join(broken[:3]) + (" …" if len(broken) > 3 else "")
@@ -413,8 +416,8 @@ class Workspace(QObject):
         batch, preview = self._batch, self._preview
         if batch is not None and request_id == batch.request_id and batch.items:
             batch.on_event(event)
-        elif preview is not None and request_id == preview.request_id and isinstance(event, tuple):
-            if preview.begin(event[0] if event else None):
+        elif preview is not None and request_id == preview.request_id and isinstance(event, Progress):
+            if preview.begin(event.phase):
                 self._tick()
 
     def _tick(self) -> None:
@@ -453,7 +456,7 @@ class Workspace(QObject):
     async def _export(self, items: list[QueueItem], plan: list[PlannedImage], choice: str) -> None:
         self._set_busy(True)
         try:
-            summary = await export_items(self.bridge, items, plan, choice, self.touch)
+            summary = await export_items(self.engine, items, plan, choice, self.touch)
         finally:
             self._set_busy(False)
         self.set_summary(summary)
@@ -480,9 +483,7 @@ class Workspace(QObject):
         self._heartbeat.start()
         self._tick()
         try:
-            run.request_id, future = self.bridge.call_tracked(
-                "preview_purifier", item.original, item.protected, request, job=self._job,
-            )
+            run.request_id, future = self.engine.preview_purifier(item.original, item.protected, request, self._job)
             report = await future
         except Cancelled:
             self.set_summary("Purification preview stopped.")
@@ -505,4 +506,4 @@ class Workspace(QObject):
         """Stop any job and the engine thread (blocks at most one optimizer step)."""
         self.stop()
         self._tasks.cancel_all()
-        self.bridge.shutdown()
+        self.engine.shutdown()

@@ -15,6 +15,7 @@ import sys
 
 def register(subparsers) -> None:
     from engine.cli_args import parse_param, parse_steps, parse_strength
+    from engine.jobs import BUDGET_PRESETS, STRENGTH_PRESETS
     from engine.methods import METHODS
 
     e = subparsers.add_parser("eval", help="evaluate a protection: protect, purify, customize, generate, score",
@@ -23,8 +24,9 @@ def register(subparsers) -> None:
     e.add_argument("--out", required=True, help="run folder (created; reused to resume)")
     e.add_argument("--method", default="antipure", choices=["none"] + sorted(METHODS),
                    help="the protection to evaluate; 'none' gives the mimic the clean images (the baseline)")
-    e.add_argument("--strength", type=parse_strength, default=8.0, help="budget in pixel levels (0-255)")
-    e.add_argument("--steps", type=parse_steps, default=100)
+    e.add_argument("--strength", type=parse_strength, default=STRENGTH_PRESETS["default"],
+                   help="strength ε in pixel levels (0-255)")
+    e.add_argument("--steps", type=parse_steps, default=BUDGET_PRESETS["default"])
     e.add_argument("--param", action="append", type=parse_param, metavar="KEY=VALUE", help="method parameter (repeatable)")
     e.add_argument("--purifier", action="append", help="purifier spec, e.g. sdedit:0.2, jpeg:75 (repeatable; default sdedit:0.2 and jpeg:75)")
     e.add_argument("--no-purifier", action="store_true", help="run no purifier")

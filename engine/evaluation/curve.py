@@ -1,6 +1,6 @@
 """`artveil efficacy --strengths 4,8,16,32`: the efficacy curves (issue 27, docs/efficacy.md).
 
-The table (engine.evaluation.efficacy) measures one budget; the curves put the budget on an axis. Each
+The table (engine.evaluation.efficacy) measures one strength; the curves put the strength on an axis. Each
 protection is measured at several strengths, each against the Random ±ε control at the same strength, under
 the purifiers a mimic would use, with several measures of the mimic's samples (engine.evaluation.measures),
 each with a 95 % interval over mimic seeds, beside the protected images' PSNR and SSIM.

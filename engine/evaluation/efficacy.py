@@ -1,6 +1,6 @@
 """`artveil efficacy`: the efficacy table (docs/efficacy.md) on the proxy world.
 
-Rows are protections, all at the same budget and steps; columns are purifiers. A cell is the held-out style's
+Rows are protections, all at the same strength and steps; columns are purifiers. A cell is the held-out style's
 accuracy after a mimic's LoRA on the (purified) protected images: the fraction of the LoRA model's generations
 that the proxy world's style judge calls the artist's style. Lower is better for the artist; the "none" row is
 what the mimic gets from the clean images. Each row also gives the PSNR of its protected images.
@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 from engine import machine
 from engine.errors import ArtveilError
+from engine.jobs import BUDGET_PRESETS, STRENGTH_PRESETS
 
 # (label, method, method parameters): the table of the issue, in its order.
 ROWS: list[tuple[str, str, dict[str, Any]]] = [
@@ -66,7 +67,7 @@ TUNING_SEED_OFFSET = 100  # ... and protection / mimic seeds + 100
 
 
 def _sanity():
-    from engine.proxy.sanity import SanitySettings
+    from engine.evaluation.sanity import SanitySettings
 
     return SanitySettings()
 
@@ -80,10 +81,10 @@ def _per_content(samples: int) -> int:
 @dataclass
 class EfficacySettings:
     """The shared settings of every row. The mimic (LoRA, sampling) defaults to the sanity bar's own
-    (engine.proxy.sanity.SanitySettings), the one shown to learn the style from the clean images."""
+    (engine.evaluation.sanity.SanitySettings), the one shown to learn the style from the clean images."""
 
-    strength_levels: float = 8.0
-    steps: int = 100
+    strength_levels: float = STRENGTH_PRESETS["default"]
+    steps: int = BUDGET_PRESETS["default"]
     timesteps_per_step: int = 1
     train_images: int = field(default_factory=lambda: _sanity().lora_images)
     heldout: int = 1
@@ -131,13 +132,13 @@ def check_proxy_model(model_dir: Path, allow_unchecked: bool) -> tuple[dict, dic
     sanity = json.loads(sanity_file.read_text()) if sanity_file.is_file() else None
     passed = bool(sanity and sanity.get("bar", {}).get("passed"))
     if not passed and not allow_unchecked:
-        why = "has no sanity.json (run python -m engine.proxy.sanity first)" if sanity is None else "did not pass the sanity bar"
+        why = "has no sanity.json (run python -m engine.evaluation.sanity first)" if sanity is None else "did not pass the sanity bar"
         raise ArtveilError("model", f"{model_dir.name}: {why}; on such a model no efficacy number means anything "
                                     "(--allow-unchecked runs it anyway, marked as such)")
     return world, sanity
 
 
-# Row parameters that are the table's, not the method's: a row may set its own budget (levels) or steps,
+# Row parameters that are the table's, not the method's: a row may set its own strength (levels) or steps,
 # e.g. a dose-response on the tuning split: --row 'AntiPure ε 32' antipure strength=32
 ROW_SETTINGS = ("strength", "steps")
 
@@ -148,7 +149,7 @@ def split_row_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
     return {k: v for k, v in params.items() if k not in own}, own
 
 
-def row_budget(settings: "EfficacySettings", params: dict[str, Any]) -> tuple[float, int]:
+def row_strength_steps(settings: "EfficacySettings", params: dict[str, Any]) -> tuple[float, int]:
     """(ε in levels, steps) of a row: its own where it names them, else the table's."""
     _, own = split_row_params(params)
     return float(own.get("strength", settings.strength_levels)), int(own.get("steps", settings.steps))
@@ -174,12 +175,12 @@ def validate_rows(rows: list[tuple[str, str, dict[str, Any]]]) -> None:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             if not ok or (key == "steps" and value != int(value)):
                 raise ArtveilError("config", f"row {label!r}: {key}={value!r} is not a "
-                                             + ("budget in levels" if key == "strength" else "step count"))
+                                             + ("strength in levels" if key == "strength" else "step count"))
         try:
-            # The engine's own check of the budget (strength up to STRENGTH_RANGE's top, steps at least 1),
+            # The engine's own check of the strength (up to STRENGTH_RANGE's top, steps at least 1),
             # so a row the protection would refuse hours later is refused now.
-            validate_settings(ProtectSettings(method=method, strength_levels=float(own.get("strength", 8.0)),
-                                              steps=int(own.get("steps", 100)), method_params=dict(params)))
+            validate_settings(ProtectSettings(method=method, strength_levels=float(own.get("strength", STRENGTH_PRESETS["default"])),
+                                              steps=int(own.get("steps", BUDGET_PRESETS["default"])), method_params=dict(params)))
             get_method(method, params)
         except ArtveilError as exc:
             raise ArtveilError("config", f"row {label!r}: {exc.message}") from None
@@ -208,7 +209,7 @@ def row_config(settings: EfficacySettings, artist: Path, resolution: int, style:
     from engine.proxy.styles import CONTENTS, prompt_for
 
     seed = settings.seed + split_offsets(settings.split)[1]
-    strength, steps = row_budget(settings, params)
+    strength, steps = row_strength_steps(settings, params)
     return EvalConfig(
         images=[str(artist)], method=method, strength_levels=strength, steps=steps,
         method_params=split_row_params(params)[0], timesteps_per_step=settings.timesteps_per_step,
@@ -648,11 +649,11 @@ def goal_verdict(table: dict) -> list[str]:
 
 def render_markdown(table: dict, command: str | None = None) -> str:
     s = table["settings"]
-    own_budgets = []  # rows that set their own ε or steps (a dose response)
+    own_settings = []  # rows that set their own ε or steps (a dose response)
     for r in table["rows"]:
         own = split_row_params(r.get("params") or {})[1]
         if own:
-            own_budgets.append(f"{r['label']} " + ", ".join(f"{k} {v:g}" for k, v in own.items()))
+            own_settings.append(f"{r['label']} " + ", ".join(f"{k} {v:g}" for k, v in own.items()))
     seeds = len(s.get("mimic_seeds") or [0])
     lines = ["# Efficacy on the proxy world", ""]
     if s.get("split", "final") != "final":
@@ -665,7 +666,7 @@ def render_markdown(table: dict, command: str | None = None) -> str:
         f"Model `{table['model_dir_name']}` on {table['device']}, {table['date']}; artist style **{table['style']}** "
         f"(held out of the model's training), {table['resolution']} px, {s['train_images']} training images.",
         f"Every protection at ε = {s['strength_levels']:g}/255 and {s['steps']} steps"
-        + (" (except where a row names its own: " + "; ".join(own_budgets) + ")" if own_budgets else "")
+        + (" (except where a row names its own: " + "; ".join(own_settings) + ")" if own_settings else "")
         + ", the set protected through engine.batch as the window and the CLI do. Mimic: "
         + ("a DreamBooth-style fine-tune of the whole UNet" if s.get("mimic_mode") == "full"
            else f"LoRA rank {s['lora_rank']}")

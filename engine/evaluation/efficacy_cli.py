@@ -10,6 +10,7 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from engine.errors import ArtveilError
 from engine.evaluation import curve as CV
@@ -35,6 +36,7 @@ def _parse_row(values: list[str]) -> tuple[str, str, dict[str, Any]]:
 
 def register(subparsers) -> None:
     from engine.cli_args import parse_steps, parse_strength
+    from engine.jobs import STRENGTH_PRESETS
 
     e = subparsers.add_parser("efficacy", help="the efficacy table on the proxy world (methods × purifiers)",
                               description="Protect the proxy world's held-out style with every method, purify, "
@@ -44,7 +46,8 @@ def register(subparsers) -> None:
                    help="the proxy model folder, or 'proxy' for the built-in one (it must have passed the sanity bar)")
     e.add_argument("--out", required=True, help="run folder (created; reused to resume)")
     e.add_argument("--write", default=None, help="also write the table to this Markdown file (e.g. docs/efficacy.md)")
-    e.add_argument("--strength", type=parse_strength, default=8.0, help="budget in pixel levels (0-255), every row")
+    e.add_argument("--strength", type=parse_strength, default=STRENGTH_PRESETS["default"],
+                   help="strength ε in pixel levels (0-255), every row")
     e.add_argument("--steps", type=parse_steps, default=100)
     e.add_argument("--only", action="append", default=None, metavar="LABEL",
                    help="run only these rows of the standard table (repeatable; e.g. --only none --only AntiPure)")

@@ -27,7 +27,7 @@ def _one(model_dir: str, steps: int, threads: int, seed: int, start, queue) -> N
     from engine.evaluation import customize as C
     from engine.models import load_model
     from engine.proxy.data import render_set
-    from engine.proxy.sanity import SanitySettings
+    from engine.evaluation.sanity import SanitySettings
     from engine.proxy.styles import HELD_OUT_STYLE
 
     s = SanitySettings()

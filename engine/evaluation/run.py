@@ -30,11 +30,12 @@ import numpy as np
 from PIL import Image
 
 from engine.errors import ArtveilError
+from engine.events import Failed, Result
 from engine.evaluation import customize as C
 from engine.evaluation import generate as G
 from engine.evaluation import judges as J
 from engine.images import collect_inputs, load_image, safe_stem, save_image
-from engine.jobs import ProtectSettings
+from engine.jobs import BUDGET_PRESETS, STRENGTH_PRESETS, ProtectResult, ProtectSettings
 from engine.models import ModelBundle
 from engine.purify import get_purifier, parse_purifier, purifier_label, purify
 
@@ -45,8 +46,8 @@ class EvalConfig:
 
     images: list[str] = field(default_factory=list)
     method: str = "antipure"  # or "none": the mimic gets the clean images (the table's baseline row)
-    strength_levels: float = 8.0
-    steps: int = 100
+    strength_levels: float = STRENGTH_PRESETS["default"]
+    steps: int = BUDGET_PRESETS["default"]
     method_params: dict[str, Any] = field(default_factory=dict)
     timesteps_per_step: int = 1
     purifiers: list[str] = field(default_factory=lambda: ["sdedit:0.2", "jpeg:75"])
@@ -199,13 +200,14 @@ def _protect_purify_stages(runner: StageRunner, model: ModelBundle, config: Eval
                                      journal=False)
             files, seconds = [], []
             for event in B.protect_batch(model, [run_dir / f for f in clean_files], settings, options):
-                if isinstance(event, B.ImageFailed):
-                    raise ArtveilError("input", event.message)
-                if isinstance(event, B.ImageDone) and event.result is not None:
-                    files.append(str(event.target.replace(out / Path(clean_files[event.index]).name)))
-                    seconds.append(round(event.result.seconds, 3))
-                if isinstance(event, B.BatchDone) and event.stopped:
-                    raise ArtveilError("internal", "the protection batch stopped before its end.")
+                match event:
+                    case Failed(message=message):
+                        raise ArtveilError("input", message)
+                    case Result(value=B.ImageDone(result=ProtectResult() as result) as done):
+                        files.append(str(done.target.replace(out / Path(clean_files[done.index]).name)))
+                        seconds.append(round(result.seconds, 3))
+                    case Result(value=B.BatchDone(stopped=True)):
+                        raise ArtveilError("internal", "the protection batch stopped before its end.")
             return files, {"seconds_per_image": seconds}
 
         conditions["protected"] = (runner.run(f"{prefix}protect", pkey, protect)["files"], pkey)

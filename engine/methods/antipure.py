@@ -16,7 +16,7 @@ parameter so ablations can switch it:
   default), or maximize the denoising error only inside the band ("band_error").
 - λ_f, λ_t are relative weights: with normalize=True each term is first scaled so its gradient norm
   matches L_sem's, both norms averaged over `normalize_draws` fixed (t, noise, s) draws. The norms are
-  taken at a random δ of the budget's size, not at δ = 0: there the contrast term and its gradient
+  taken at a random δ of the strength's size, not at δ = 0: there the contrast term and its gradient
   vanish (x_hat(x') = x_hat(x)) and the scale would be set by floating-point residue.
 - PFG's match term stops the gradient at x' (pfg_stop_gradient): the optimizer pulls the purified image
   toward the protection's high frequencies instead of lowering the distance by removing them from x'.
@@ -210,7 +210,7 @@ class AntiPure(ProtectionMethod):
     def gradient_norms(self, ctx: MethodContext, draws: int | None = None, seed: int | None = None) -> dict[str, float]:
         """Each term's gradient norm w.r.t. the image, averaged over `draws` fixed (t, noise, s) draws.
 
-        Measured at x_clean + a random ±budget/2 δ (fixed seed): at δ = 0 the contrast term is identically
+        Measured at x_clean + a random ±ε/2 δ (fixed seed): at δ = 0 the contrast term is identically
         0 and its gradient is floating-point residue. One draw is not enough: the semantic norm alone
         varies by well over 10× between draws on the tiny model.
         """
@@ -219,12 +219,12 @@ class AntiPure(ProtectionMethod):
         seed = p.normalize_seed if seed is None else seed
         g0 = ctx.fresh_generator(seed)
         noise = torch.rand(ctx.x_clean.shape, generator=g0, device=g0.device).to(ctx.x_clean.device) * 2 - 1
-        x0 = (ctx.x_clean + 0.5 * ctx.budget * noise).clamp(0, 1)
+        x0 = (ctx.x_clean + 0.5 * ctx.eps * noise).clamp(0, 1)
         with torch.no_grad():
             z0 = D.encode(ctx.model, x0)
         sums: dict[str, float] = {}
         for i in range(draws):
-            ctx.check_cancelled()  # a draw is a few forward/backward passes: Stop waits at most one
+            ctx.job.check()  # a draw is a few forward/backward passes: Stop waits at most one
             names, grads = self._term_gradients(ctx, x0, z0, ctx.fresh_generator(seed * 1000 + i))
             for k, g in zip(names, grads):
                 sums[k] = sums.get(k, 0.0) + (float(g.norm()) if g is not None else 0.0)

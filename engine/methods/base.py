@@ -1,6 +1,6 @@
 """What a protection method is: given the model, the image and δ, a loss to maximize.
 
-The optimizer loop (engine.protect) owns everything else once: the budget, the sign-gradient step,
+The optimizer loop (engine.protect) owns everything else once: the strength ε, the sign-gradient step,
 tiling, EOT, progress and cancel. A new method is one module here plus one line in the registry.
 
 A method declares its loss once, in one of two forms: `loss_from_latent(ctx, z, x, generator)` when the
@@ -23,6 +23,7 @@ import torch
 
 from engine import diffusion as D
 from engine.errors import ArtveilError
+from engine.jobs import Job
 from engine.models import ModelBundle
 from engine.params import REFUSED, Param
 
@@ -53,9 +54,9 @@ class MethodContext:
     """What a method sees of one image (or one tile) being protected.
 
     x_clean: [1, 3, h, w] in [0, 1], fp32, on the model's device.
-    budget: the L-infinity budget in [0, 1] units (strength_levels / 255).
+    eps: the strength ε, the L-infinity bound of δ, in [0, 1] units (strength_levels / 255).
     cache: per-image scratch space (targets, normalizers) filled by setup().
-    check_cancelled: call between long pieces of set-up work; raises Cancelled after Stop.
+    job: the engine.jobs.Job; long set-up work calls job.check() between pieces (Cancelled after Stop).
     transform: during an EOT step, the random transform the loss's x went through (x = T(x_clean + δ)),
         so a method can put its clean references through the same T; None otherwise.
     """
@@ -64,14 +65,14 @@ class MethodContext:
     x_clean: torch.Tensor
     cond: torch.Tensor
     generator: torch.Generator
-    budget: float
+    eps: float
     steps: int
     timesteps_per_step: int = 1
     cache: dict[str, Any] = field(default_factory=dict)
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None
-    # Raises Cancelled when the user pressed Stop: long set-up work (AntiPure's normalisation draws) calls it
-    # between pieces, so Stop is not held up until the first optimizer step.
-    check_cancelled: Callable[[], None] = lambda: None
+    # Stop: long set-up work (AntiPure's normalisation draws) calls job.check() between pieces, so Stop is not
+    # held up until the first optimizer step.
+    job: Job = field(default_factory=Job)
     # The set's engine.surrogate.SurrogatePool when engine.batch protects a set; None for one image.
     pool: Any = None
 

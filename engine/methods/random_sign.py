@@ -1,8 +1,8 @@
 """Random ±ε: the control every protection must beat (issue 27), not a protection.
 
 δ = ε · s with s a random sign per pixel and channel, drawn once per image from the job's seed. It is
-declared as a loss so that it runs through the very pipeline the protections run through (budget, 8-bit
-export, the budget check on the file): the loss ⟨s, x⟩ has the constant gradient s, so every sign-gradient
+declared as a loss so that it runs through the very pipeline the protections run through (the strength ε, 8-bit
+export, the strength check on the file): the loss ⟨s, x⟩ has the constant gradient s, so every sign-gradient
 step moves δ by α·s and δ sits on the corner ε·s of the L∞ ball once steps · α ≥ ε (100 steps of 1 level
 reach 32 levels). Pixels that would leave [0, 1] are clipped, as for every method.
 
@@ -19,7 +19,7 @@ from engine.methods.base import MethodContext, ProtectionMethod
 class RandomSign(ProtectionMethod):
     name = "random"
     label = "Random ±ε (control)"
-    summary = "Random sign noise at the full budget: what a protection must beat. Protects nothing by design."
+    summary = "Random sign noise at the full strength: what a protection must beat. Protects nothing by design."
 
     def setup(self, ctx: MethodContext) -> None:
         g = ctx.fresh_generator(int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator, device=ctx.generator.device)))

@@ -7,8 +7,10 @@ trains itself, in exactly the diffusers SD layout, on procedural art whose style
 - `engine.proxy.data`: seed ranges per use and data sets;
 - `engine.proxy.tokenizer`: the CLIPTokenizer files (one token per caption word);
 - `engine.proxy.classifier`: the style judge (`load_judge`);
-- `engine.proxy.train`: trains and exports the proxy StableDiffusionPipeline;
-- `engine.proxy.sanity`: checks that a proxy model is good enough to measure protections on.
+- `engine.proxy.train`: trains and exports the proxy StableDiffusionPipeline.
+
+Whether a proxy model is good enough to measure protections on is `engine.evaluation.sanity`'s check (it
+runs the evaluation's mimic, so it lives with the evaluation).
 
 This package file imports nothing heavy: the generator needs only numpy.
 """

@@ -825,7 +825,7 @@ def model_card(run: _Run, size: int) -> str:
         "## Sanity bar",
         "",
         CARD_SANITY_BEGIN,
-        "Not measured yet: run `python -m engine.proxy.sanity --model <this folder>`.",
+        "Not measured yet: run `python -m engine.evaluation.sanity --model <this folder>`.",
         CARD_SANITY_END,
         "",
     ]

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import ArtveilError, Cancelled
+from engine.errors import ArtveilError
 from engine.jobs import Job, check_seed
 from engine.purify.base import Param, Purifier
 from engine.purify.diffusion import GRIDPURE, SDEDIT, UPSCALE
@@ -73,8 +73,8 @@ def purify(model, pixels: np.ndarray, name: str, seed: int = 0, job: Job | None 
     if purifier.needs_model and model is None:
         raise ArtveilError("model", f"purifier {name} runs on a diffusion model; load one first.")
     rgb = np.ascontiguousarray(pixels[..., :3])
-    if job is not None and job.cancelled:
-        raise Cancelled()
+    if job is not None:
+        job.check()
     out = purifier.function(model, rgb, seed, job, **merged)
     if pixels.shape[2] == 4:
         out = np.concatenate([out, pixels[..., 3:]], axis=2)

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.errors import ArtveilError, Cancelled
+from engine.errors import ArtveilError
+from engine.events import Progress
 from engine.purify.base import Param, Purifier
 
 
@@ -28,16 +29,17 @@ def _fit(rgb: np.ndarray, max_side: int, multiple: int) -> tuple[Image.Image, tu
     return img, (w, h)
 
 
-def _stop_check(job):
-    """A diffusers step-end callback that raises Cancelled once the job is stopped: checked after every
-    denoising step, so Stop ends a long re-draw within one step instead of at its end."""
+def _step_end(job, total: int):
+    """A diffusers step-end callback: after every denoising step, Progress("purify", step, total) to the job
+    and job.check(), so Stop ends a long re-draw within one step instead of at its end."""
 
-    def check(pipe, step, timestep, callback_kwargs):
-        if job is not None and job.cancelled:
-            raise Cancelled()
+    def step_end(pipe, step, timestep, callback_kwargs):
+        if job is not None:
+            job.report(Progress("purify", step + 1, total))
+            job.check()
         return callback_kwargs
 
-    return check
+    return step_end
 
 
 def _img2img(model, img: Image.Image, strength: float, seed: int, steps: int, prompt: str, job) -> np.ndarray:
@@ -54,7 +56,7 @@ def _img2img(model, img: Image.Image, strength: float, seed: int, steps: int, pr
             guidance_scale=1.0,
             generator=generator,
             output_type="np",
-            callback_on_step_end=_stop_check(job),
+            callback_on_step_end=_step_end(job, max(1, int(steps * strength))),
         ).images[0]
     return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
 
@@ -124,8 +126,9 @@ def purify_upscale(model, rgb: np.ndarray, seed: int, job=None, *, sigma: float,
     noisy = np.clip(rgb / 255.0 + rng.normal(0, sigma, rgb.shape), 0, 1)
     small = Image.fromarray((noisy * 255).round().astype(np.uint8)).resize((max(8, w // 4), max(8, h // 4)), Image.Resampling.BICUBIC)
     generator = torch.Generator(device=model.device).manual_seed(seed)
+    # diffusers' upscale pipeline has only the older per-step `callback=`, not callback_on_step_end.
     with torch.no_grad():
-        out = pipe(prompt=prompt, image=small, noise_level=int(noise_level), num_inference_steps=steps, guidance_scale=0.0, generator=generator, output_type="np", callback=lambda step, t, latents: _stop_check(job)(pipe, step, t, {}), callback_steps=1).images[0]
+        out = pipe(prompt=prompt, image=small, noise_level=int(noise_level), num_inference_steps=steps, guidance_scale=0.0, generator=generator, output_type="np", callback=lambda step, t, latents: _step_end(job, steps)(pipe, step, t, {}), callback_steps=1).images[0]
     out = (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
     return np.asarray(Image.fromarray(out).resize((w, h), Image.Resampling.LANCZOS))
 

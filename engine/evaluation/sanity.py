@@ -14,7 +14,7 @@ Three checks, all judged by the shipped style judge (engine.proxy.classifier):
 3. Purification: SDEdit at strength 0.2 (empty prompt, no guidance) keeps the style of its input
    (bar: mean >= 0.8), so the purifier in the threat model does not destroy clean art on its own.
 
-    python -m engine.proxy.sanity --model runs/proxy [--device cuda] [--toy]
+    python -m engine.evaluation.sanity --model runs/proxy [--device cuda] [--toy]
 
 Writes <model>/sanity.json and the numbers into <model>/README.md. All fractions are in [0, 1].
 """
@@ -223,7 +223,7 @@ def _write_card_section(card: Path, report: dict) -> None:
     bar = report["bar"]
     lines = [
         CARD_SANITY_BEGIN,
-        f"Measured by `engine.proxy.sanity` on {report['device']} in {report['seconds']} s "
+        f"Measured by `engine.evaluation.sanity` on {report['device']} in {report['seconds']} s "
         f"(judge: resources/proxy/classifier). **{'PASSED' if bar['passed'] else 'NOT PASSED'}**.",
         "",
         "| check | measured | bar |",
