@@ -154,6 +154,26 @@ def test_the_plan_keeps_the_cells_the_issue_names():
     assert all(r.folder.isascii() for r in runs)
 
 
+def test_a_plan_with_no_full_strength_measures_only_the_edge_purifiers_and_clean_mimic_under_them():
+    """--full-strengths none: every row (not the ablations) unpurified and after SDEdit 0.2 at every strength,
+    and the clean mimic under those two purifiers only: no JPEG or GrIDPure mimic that no row is compared with."""
+    plan = CV.CurvePlan(strengths=(8.0, 32.0), full_strengths=())
+    runs = plan.runs()
+    assert runs[0].method == "none" and runs[0].purifiers == ("none", "SDEdit 0.2")
+    assert all(r.purifiers == ("none", "SDEdit 0.2") for r in runs)
+    assert not [r for r in runs if r.label in CV.ABLATIONS]
+    assert len(runs) == 1 + 8 * 2
+
+
+def test_full_strengths_outside_the_strengths_are_refused_in_one_line(tmp_path, capsys, toy_proxy_model):
+    out = tmp_path / "run"
+    code = cli_main(["efficacy", "--model", str(toy_proxy_model), "--out", str(out), "--allow-unchecked",
+                     "--strengths", "8,32", "--full-strengths", "16"])
+    err = capsys.readouterr().err
+    assert code == 2 and "16 not among --strengths" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
 def test_a_strength_the_engine_refuses_is_refused_before_anything_runs(tmp_path, capsys, toy_proxy_model):
     with pytest.raises(ArtveilError, match="strength 64"):
         CV.validate_plan(CV.CurvePlan(strengths=(8.0, 64.0)), steps=100)
