@@ -241,6 +241,20 @@ def test_a_toy_curve_writes_the_csv_schema_the_plot_and_the_sheets(toy_proxy_mod
                     ("Random ±ε", "8", "JPEG 75"), ("Random ±ε", "4", "none")}
     assert len(body) == len(M.MEASURES) * 5
 
+    # --assemble-only measures the finished runs again, and refuses runs made with other settings
+    from dataclasses import replace
+
+    from engine.models import load_model
+
+    model_dir, out = tmp_path / "proxy", tmp_path / "run"
+    model = load_model(str(model_dir), device="cpu")
+    same = E.EfficacySettings(steps=2, lora_steps=2, k=1, gen_steps=2, purify_steps=2)
+    again = CV.run_curve(model, model_dir, out, same, plan, allow_unchecked=True, log=lambda m: None, assemble_only=True)
+    assert again["missing"] == []
+    with pytest.raises(ArtveilError, match="runs/none was measured with lora_steps 2, not 3"):
+        CV.run_curve(model, model_dir, out, replace(same, lora_steps=3), plan, allow_unchecked=True, log=lambda m: None,
+                     assemble_only=True)
+
 
 @pytest.mark.slow
 def test_a_toy_curve_with_every_purifier_keeps_the_plans_cells(toy_proxy_model, tmp_path):

@@ -194,7 +194,12 @@ def run_curve(model, model_dir: Path, out: Path, settings: E.EfficacySettings, p
     E.write_artist_set(artist, style, settings.train_images + settings.heldout, resolution, E.split_offsets(settings.split)[0])
     runs = plan.runs()
     clock = E.WallClock(out, jobs, machine.describe(model.device))
-    if not assemble_only:
+    if assemble_only:
+        stale = stale_runs(out, {r.folder: run_config(settings, plan, r, artist, resolution, style) for r in runs})
+        if stale:
+            raise ArtveilError("config", f"{out}: {stale[0]}" + (f" (and {len(stale) - 1} more run(s))" if len(stale) > 1 else "")
+                               + "; run without --assemble-only to measure them again, or give another --out")
+    else:
         items = [(f"{r.label} ε{r.strength:g}" if r.strength else r.label,
                   run_config(settings, plan, r, artist, resolution, style), out / "runs" / r.folder) for r in runs]
         if jobs > 1:
@@ -214,6 +219,33 @@ def run_curve(model, model_dir: Path, out: Path, settings: E.EfficacySettings, p
                  invocations=clock.invocations, wall_seconds=clock.total_seconds)
     (out / "curve.json").write_text(json.dumps(curve, indent=1, default=_json_default) + "\n")
     return curve
+
+
+# The settings a finished run must share with the curve being assembled: what the mimic learned from and how
+# it was measured (not the paths of the artist's images, which are the folder's own).
+MATCHED_SETTINGS = ("method", "strength_levels", "steps", "method_params", "timesteps_per_step", "purifiers",
+                    "purify_steps", "size", "k", "customize_mode", "lora_rank", "lora_lr", "lora_steps", "lora_batch",
+                    "lora_repeats", "lora_schedule", "lora_augment", "gen_steps", "guidance", "seed", "mimic_seeds")
+
+
+def stale_runs(out: Path, expected: dict) -> list[str]:
+    """'runs/F was measured with steps 50, not 100' for each finished run (results.json) whose settings are not
+    those the curve would run now (expected: folder -> EvalConfig). --assemble-only runs nothing, so it must not
+    mix runs of other settings into one curve."""
+    from dataclasses import asdict
+
+    stale = []
+    for folder, config in expected.items():
+        f = out / "runs" / folder / "results.json"
+        if not f.is_file():
+            continue
+        have = json.loads(f.read_text()).get("config", {})
+        want = json.loads(json.dumps(asdict(config), default=str))
+        for key in MATCHED_SETTINGS:
+            if have.get(key) != want.get(key):
+                stale.append(f"runs/{folder} was measured with {key} {have.get(key)!r}, not {want.get(key)!r}")
+                break
+    return stale
 
 
 def _json_default(value):
