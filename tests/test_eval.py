@@ -195,3 +195,34 @@ def test_batched_generation_matches_one_image_at_a_time(tiny_model):
     diffs = [np.abs(a.astype(int) - b.astype(int)).max() for ra, rb in zip(single, batched) for a, b in zip(ra, rb)]
     assert max(diffs) <= 1  # the same noises; batched arithmetic may round one level differently
     assert np.abs(single[0][0].astype(int) - single[0][1].astype(int)).max() > 10  # samples do differ
+
+
+def test_an_evaluation_reports_each_stage_as_an_event_and_stop_keeps_the_finished_ones(tiny_model, tmp_path):
+    """The evaluation speaks engine.events: each stage's end is a Progress with its StageDone; Stop pressed
+    after the first stage ends the run before the next one, and a second run resumes after it."""
+    from engine.errors import Cancelled
+    from engine.evaluation.run import StageDone
+    from engine.events import Progress
+    from engine.jobs import Job
+
+    art = tmp_path / "art"
+    art.mkdir()
+    for i in range(3):
+        Image.fromarray(make_image(32, 32, seed=40 + i)).save(art / f"piece{i}.png")
+    config = EvalConfig(images=[str(art)], method="advdm", strength_levels=8, steps=1, purifiers=[], size=32,
+                        heldout=1, k=1, lora_steps=1, gen_steps=1, guidance=1.0, judges=["image_stats"])
+    events = []
+
+    def stop_after_the_first(event):
+        events.append(event)
+        job.cancel()
+
+    job = Job(stop_after_the_first)
+    with pytest.raises(Cancelled):
+        run_evaluation(tiny_model, config, tmp_path / "run", job=job)
+    assert [(e.phase, e.step, e.detail.name, e.detail.skipped) for e in events] == [("prepare", 1, "prepare", False)]
+    assert isinstance(events[0], Progress) and isinstance(events[0].detail, StageDone)
+    lines = []
+    resumed = run_evaluation(tiny_model, config, tmp_path / "run", log=lines.append)
+    assert resumed["stages_skipped"] == ["prepare"] and lines[0] == "prepare: done before, skipped"
+    assert lines[-1].startswith("score: done in ")

@@ -30,12 +30,12 @@ import numpy as np
 from PIL import Image
 
 from engine.errors import ArtveilError
-from engine.events import Failed, Result
+from engine.events import Event, Failed, Message, Progress, Result
 from engine.evaluation import customize as C
 from engine.evaluation import generate as G
 from engine.evaluation import judges as J
 from engine.images import collect_inputs, load_image, safe_stem, save_image
-from engine.jobs import BUDGET_PRESETS, STRENGTH_PRESETS, ProtectResult, ProtectSettings
+from engine.jobs import BUDGET_PRESETS, STRENGTH_PRESETS, Job, ProtectResult, ProtectSettings
 from engine.models import ModelBundle
 from engine.purify import get_purifier, parse_purifier, purifier_label, purify
 
@@ -107,12 +107,35 @@ def _digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-class StageRunner:
-    """Runs named stages once; the manifest remembers what each produced and from which inputs."""
+@dataclass(frozen=True)
+class StageDone:
+    """Progress's detail when a stage of an evaluation ends: its name, its seconds, whether an earlier run
+    had done it (then it was skipped)."""
 
-    def __init__(self, run_dir: Path, log: Callable[[str], None]):
+    name: str
+    seconds: float
+    skipped: bool = False
+
+
+def stage_line(event: Event) -> str | None:
+    """One log line for an evaluation's event ('customize:protected-seed0: done in 73.1s'); None: nothing to say."""
+    match event:
+        case Progress(detail=StageDone(name=name, skipped=True)):
+            return f"{name}: done before, skipped"
+        case Progress(detail=StageDone(name=name, seconds=seconds)):
+            return f"{name}: done in {seconds:.1f}s"
+        case Message(text=text):
+            return text
+    return None
+
+
+class StageRunner:
+    """Runs named stages once; the manifest remembers what each produced and from which inputs. Each stage's
+    end is Progress(stage name, stages done so far, detail=StageDone) to the job; Stop is checked before each."""
+
+    def __init__(self, run_dir: Path, job: Job):
         self.run_dir = run_dir
-        self.log = log
+        self.job = job
         self.path = run_dir / "manifest.json"
         self.manifest = json.loads(self.path.read_text()) if self.path.exists() else {"stages": {}}
         self.ran: list[str] = []
@@ -123,9 +146,10 @@ class StageRunner:
         return bool(entry and entry["key"] == key and all((self.run_dir / f).exists() for f in entry["files"]))
 
     def run(self, name: str, key: str, fn: Callable[[], tuple[list[Path], dict]]) -> dict:
+        self.job.check()
         if self.done(name, key):
             self.skipped.append(name)
-            self.log(f"{name}: done before, skipped")
+            self.job.report(Progress(name, len(self.ran) + len(self.skipped), detail=StageDone(name, 0.0, True)))
             return self.manifest["stages"][name]
         start = time.perf_counter()
         files, info = fn()
@@ -140,7 +164,7 @@ class StageRunner:
         tmp.write_text(json.dumps(self.manifest, indent=1))
         os.replace(tmp, self.path)
         self.ran.append(name)
-        self.log(f"{name}: done in {entry['seconds']:.1f}s")
+        self.job.report(Progress(name, len(self.ran) + len(self.skipped), detail=StageDone(name, entry["seconds"])))
         return entry
 
 
@@ -226,13 +250,24 @@ def _protect_purify_stages(runner: StageRunner, model: ModelBundle, config: Eval
     return conditions
 
 
-def run_evaluation(model: ModelBundle, config: EvalConfig, run_dir: str | os.PathLike, log: Callable[[str], None] = print) -> dict:
-    """Run (or resume) an evaluation in run_dir; returns the results dict also written to results.json."""
+def run_evaluation(model: ModelBundle, config: EvalConfig, run_dir: str | os.PathLike, log: Callable[[str], None] = print,
+                   job: Job | None = None) -> dict:
+    """Run (or resume) an evaluation in run_dir; returns the results dict also written to results.json.
+
+    Each stage's end goes to the job as Progress (detail: StageDone); without a job, to log as one line each
+    (stage_line). Stop on the job ends it before its next stage, the finished ones kept."""
     from engine.evaluation.report import write_report
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    runner = StageRunner(run_dir, log)
+    if job is None:
+        def as_lines(event: Event) -> None:
+            line = stage_line(event)
+            if line is not None:
+                log(line)
+
+        job = Job(as_lines)
+    runner = StageRunner(run_dir, job)
     for spec in config.purifiers:
         parse_purifier(spec)
     unknown = set(config.judges) - set(J.JUDGES)
