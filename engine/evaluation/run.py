@@ -250,6 +250,31 @@ def _protect_purify_stages(runner: StageRunner, model: ModelBundle, config: Eval
     return conditions
 
 
+def logging_job(log: Callable[[str], None]) -> Job:
+    """A Job that writes each of an evaluation's events as its one line (stage_line) to log."""
+
+    def as_lines(event: Event) -> None:
+        line = stage_line(event)
+        if line is not None:
+            log(line)
+
+    return Job(as_lines)
+
+
+def check_config(config: EvalConfig) -> None:
+    """ArtveilError("config") in one line for a purifier, judge or method the evaluation does not know."""
+    from engine.methods import CONTROLS, METHODS
+
+    for spec in config.purifiers:
+        parse_purifier(spec)
+    unknown = set(config.judges) - set(J.JUDGES)
+    if unknown:
+        raise ArtveilError("config", f"unknown judge(s) {sorted(unknown)}; known: {', '.join(J.JUDGES)}")
+    if config.method != NO_PROTECTION and config.method not in METHODS and config.method not in CONTROLS:
+        raise ArtveilError("config", f"unknown method {config.method!r}; known: {NO_PROTECTION}, "
+                                     f"{', '.join(sorted(METHODS) + sorted(CONTROLS))}")
+
+
 def run_evaluation(model: ModelBundle, config: EvalConfig, run_dir: str | os.PathLike, log: Callable[[str], None] = print,
                    job: Job | None = None) -> dict:
     """Run (or resume) an evaluation in run_dir; returns the results dict also written to results.json.
@@ -260,24 +285,8 @@ def run_evaluation(model: ModelBundle, config: EvalConfig, run_dir: str | os.Pat
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if job is None:
-        def as_lines(event: Event) -> None:
-            line = stage_line(event)
-            if line is not None:
-                log(line)
-
-        job = Job(as_lines)
-    runner = StageRunner(run_dir, job)
-    for spec in config.purifiers:
-        parse_purifier(spec)
-    unknown = set(config.judges) - set(J.JUDGES)
-    if unknown:
-        raise ArtveilError("config", f"unknown judge(s) {sorted(unknown)}; known: {', '.join(J.JUDGES)}")
-    from engine.methods import CONTROLS, METHODS
-
-    if config.method != NO_PROTECTION and config.method not in METHODS and config.method not in CONTROLS:
-        raise ArtveilError("config", f"unknown method {config.method!r}; known: {NO_PROTECTION}, "
-                                     f"{', '.join(sorted(METHODS) + sorted(CONTROLS))}")
+    runner = StageRunner(run_dir, job if job is not None else logging_job(log))
+    check_config(config)
     if config.captions not in ("instance", "files"):
         raise ArtveilError("config", f"captions must be 'instance' or 'files', not {config.captions!r}")
     inputs = collect_inputs(config.images)
