@@ -441,7 +441,7 @@ MEASURE_TITLES = {"accuracy": "judge's accuracy (lower: better for the artist)",
 
 def plot_curves(curve: dict, path: Path) -> None:
     """curves.png: a grid, one row per measure and one column per purifier; x = PSNR of the protected images
-    (right: more visible), one line per method with its 95 % interval bars, the Random control dashed, the
+    (left: more visible), one line per method with its 95 % interval bars, the Random control dashed, the
     clean mimic's interval as a grey band."""
     import matplotlib
 
@@ -479,7 +479,7 @@ def plot_curves(curve: dict, path: Path) -> None:
             if j == 0:
                 ax.set_ylabel(MEASURE_TITLES[m], fontsize=8)
             if i == len(M.MEASURES) - 1:
-                ax.set_xlabel("PSNR of the protected images, dB (right: more visible)")
+                ax.set_xlabel("PSNR of the protected images, dB (left: more visible)")
             ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     seen = dict(zip(labels, handles))
