@@ -120,7 +120,7 @@ def etg_target(model, z_t: torch.Tensor, t: torch.Tensor, offset: int, cond: tor
 class AntiPure(ProtectionMethod):
     name = "antipure"
     label = "AntiPure (built to survive purification; unproven)"
-    summary = ("Built to survive the clean-up tricks mimics use (light SDEdit, noise, JPEG) before training; on the "
+    summary = ("Aimed at the clean-up tricks mimics use (light SDEdit, noise, JPEG) before training; on the "
                "project's test model it does not damage a mimic yet (docs/efficacy.md).")
     Params = AntiPureParams
 
