@@ -114,15 +114,20 @@ def test_second_run_skips_done_stages_and_a_changed_setting_reruns_only_what_dep
     assert changed["judges"] == ["image_stats"]
 
 
-def test_an_image_changed_in_place_is_prepared_and_protected_again(tiny_model, tmp_path):
-    """Stages are keyed by the images' bytes, not their names: new pixels under an old name are not
-    answered with results made from the old ones."""
+def _one_step_config(tmp_path, seed: int):
+    """Three 32 px pictures in tmp_path/art and an evaluation of them at one step of everything."""
     art = tmp_path / "art"
     art.mkdir()
     for i in range(3):
-        Image.fromarray(make_image(32, 32, seed=20 + i)).save(art / f"piece{i}.png")
-    config = EvalConfig(images=[str(art)], method="advdm", strength_levels=8, steps=1, purifiers=[], size=32,
-                        heldout=1, k=1, lora_steps=1, gen_steps=1, guidance=1.0, judges=["image_stats"])
+        Image.fromarray(make_image(32, 32, seed=seed + i)).save(art / f"piece{i}.png")
+    return art, EvalConfig(images=[str(art)], method="advdm", strength_levels=8, steps=1, purifiers=[], size=32,
+                           heldout=1, k=1, lora_steps=1, gen_steps=1, guidance=1.0, judges=["image_stats"])
+
+
+def test_an_image_changed_in_place_is_prepared_and_protected_again(tiny_model, tmp_path):
+    """Stages are keyed by the images' bytes, not their names: new pixels under an old name are not
+    answered with results made from the old ones."""
+    art, config = _one_step_config(tmp_path, seed=20)
     run_dir = tmp_path / "run"
     run_evaluation(tiny_model, config, run_dir, log=lambda m: None)
     assert run_evaluation(tiny_model, config, run_dir, log=lambda m: None)["stages_run"] == []
@@ -205,12 +210,7 @@ def test_an_evaluation_reports_each_stage_as_an_event_and_stop_keeps_the_finishe
     from engine.events import Progress
     from engine.jobs import Job
 
-    art = tmp_path / "art"
-    art.mkdir()
-    for i in range(3):
-        Image.fromarray(make_image(32, 32, seed=40 + i)).save(art / f"piece{i}.png")
-    config = EvalConfig(images=[str(art)], method="advdm", strength_levels=8, steps=1, purifiers=[], size=32,
-                        heldout=1, k=1, lora_steps=1, gen_steps=1, guidance=1.0, judges=["image_stats"])
+    _, config = _one_step_config(tmp_path, seed=40)
     events = []
 
     def stop_after_the_first(event):
