@@ -93,6 +93,15 @@ def verdict_for(survival: float | None, is_demo: bool = False) -> str:
     return words
 
 
+def _purifier_spec(spec) -> tuple[str, dict, dict]:
+    """(name, params it runs with, params it is shown with) of 'name', (name, params) or (name, params, shown)."""
+    if isinstance(spec, str):
+        return spec, {}, {}
+    if len(spec) == 2:
+        return spec[0], spec[1], spec[1]
+    return spec[0], spec[1], spec[2]
+
+
 def robustness_summary(
     model: ModelBundle,
     original: np.ndarray,
@@ -119,7 +128,7 @@ def robustness_summary(
         j_p = method_objective(model, protected, settings, reference=original)
     rows = []
     for spec in purifiers:
-        name, params, shown = (spec, {}, {}) if isinstance(spec, str) else (spec + (spec[1],))[:3]
+        name, params, shown = _purifier_spec(spec)
         phases = iter(enumerate(PREVIEW_PHASES, 1))
 
         def begin() -> None:
