@@ -317,6 +317,30 @@ def test_the_model_chooser_grows_to_show_all_its_text(make_window, fake_engine, 
     qapp.setFont(font)
 
 
+@pytest.mark.parametrize("scale", [1.0, 2.0])
+def test_no_preset_button_clips_its_text_at_the_usual_window_size(make_window, qapp, scale):
+    """"Default 100" was drawn cut at both ends in a 1366×800 window: every strength and budget preset
+    shows its whole text, at 100 % and at 200 % fonts (the panel scrolls rather than clip)."""
+    window, ws = make_window()
+    font = qapp.font()
+    big = window.font()
+    big.setPointSizeF(big.pointSizeF() * scale)
+    window.setFont(big)
+    for button in window.controls.strength_presets + window.controls.budget_presets:
+        f = button.font()
+        f.setPointSizeF(f.pointSizeF() * scale)
+        button.setFont(f)
+    window.resize(1366, 800)
+    for sizes in ([260, 756, 350], [260, 2000, 0]):  # as it opens, and the panel dragged to its narrowest
+        window.splitter.setSizes(sizes)
+        qapp.processEvents()
+        for button in window.controls.strength_presets + window.controls.budget_presets:
+            assert button.isVisible()
+            needed = button.fontMetrics().horizontalAdvance(button.text())
+            assert button.contentsRect().width() >= needed + 2, (sizes, button.text(), button.contentsRect().width(), needed)
+    qapp.setFont(font)
+
+
 # ---- 6. seeing the change: zoom, the amplified difference, help, the queue kept ------------------------
 
 def grab_pixels(widget):

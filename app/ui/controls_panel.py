@@ -49,6 +49,62 @@ def short_label(label: str) -> str:
     return label.split(" (")[0].strip() or label
 
 
+class PresetRow(QWidget):
+    """Preset buttons in one row when their whole texts fit, otherwise two to a row: a button never
+    draws its text cut ("Default 100" at a narrow panel, or any preset with 200 % fonts)."""
+
+    SPACING = 4
+
+    def __init__(self, buttons: list[QPushButton], parent: QWidget | None = None):
+        super().__init__(parent)
+        self.buttons = buttons
+        self.grid = QGridLayout(self)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.grid.setSpacing(self.SPACING)
+        self.columns = 0
+        self._arrange(len(buttons))
+        for b in buttons:
+            b.installEventFilter(self)
+
+    def _text_width(self, button: QPushButton) -> int:
+        # The text, the style's frame and the sheet's 2 px padding each side, and a little air.
+        return button.fontMetrics().horizontalAdvance(button.text()) + 16
+
+    def _needed(self, columns: int) -> int:
+        widest = max(self._text_width(b) for b in self.buttons)
+        return columns * widest + (columns - 1) * self.SPACING
+
+    def _arrange(self, columns: int) -> None:
+        if columns == self.columns:
+            return
+        self.columns = columns
+        for b in self.buttons:
+            self.grid.removeWidget(b)
+        for i, b in enumerate(self.buttons):
+            self.grid.addWidget(b, i // columns, i % columns)
+        for c in range(len(self.buttons)):
+            self.grid.setColumnStretch(c, 1 if c < columns else 0)
+        self.updateGeometry()
+
+    def minimumSizeHint(self):  # noqa: N802 - Qt's name
+        hint = super().minimumSizeHint()
+        hint.setWidth(self._needed(min(2, len(self.buttons))))
+        return hint
+
+    def _fit(self, width: int) -> None:
+        self._arrange(len(self.buttons) if width >= self._needed(len(self.buttons)) else min(2, len(self.buttons)))
+
+    def resizeEvent(self, event):  # noqa: N802 - Qt's name
+        self._fit(event.size().width())
+        super().resizeEvent(event)
+
+    def eventFilter(self, watched, event):  # noqa: N802 - Qt's name: a button's new font changes what fits
+        if event.type() == event.Type.FontChange:
+            self.updateGeometry()
+            self._fit(self.width())
+        return False
+
+
 class ControlsPanel(QWidget):
     def __init__(self, workspace: Workspace, parent: QWidget | None = None):
         super().__init__(parent)
@@ -152,11 +208,11 @@ class ControlsPanel(QWidget):
         layout.addSpacing(6)
         layout.addLayout(self._row(section_title("Strength"), self.strength_value))
         layout.addWidget(self.strength_slider)
-        layout.addLayout(self._preset_row(self.strength_presets))
+        layout.addWidget(self._preset_row(self.strength_presets))
         layout.addSpacing(6)
         layout.addLayout(self._row(section_title("Budget"), self.budget_value))
         layout.addWidget(self.budget_slider)
-        layout.addLayout(self._preset_row(self.budget_presets))
+        layout.addWidget(self._preset_row(self.budget_presets))
         layout.addWidget(self.budget_estimate)
         layout.addSpacing(6)
         layout.addWidget(section_title("Speed and detail"))
@@ -252,12 +308,8 @@ class ControlsPanel(QWidget):
         return buttons
 
     @staticmethod
-    def _preset_row(buttons: list[QPushButton]) -> QHBoxLayout:
-        row = QHBoxLayout()
-        row.setSpacing(4)
-        for b in buttons:
-            row.addWidget(b)
-        return row
+    def _preset_row(buttons: list[QPushButton]) -> "PresetRow":
+        return PresetRow(buttons)
 
     @staticmethod
     def _row(left: QWidget, right: QWidget) -> QHBoxLayout:
