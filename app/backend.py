@@ -104,6 +104,15 @@ class PurifierRequest:
     params: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class MemoryPlan:
+    """What the engine will do to fit a job in memory, in the words the command line prints, before it starts.
+    fits False: no plan fits, and ``line`` is the engine's refusal (the job would be refused the same way)."""
+
+    line: str
+    fits: bool
+
+
 class EngineBackend(Protocol):
     """The calls the engine thread makes. Each runs on the engine thread only.
 
@@ -115,6 +124,8 @@ class EngineBackend(Protocol):
     def engine_info(self) -> EngineInfo: ...
     def load_model(self, source: str) -> ModelSummary: ...
     def estimate_step_seconds(self, settings: ProtectSettings, height: int, width: int) -> float: ...
+    def memory_plan(self, settings: ProtectSettings, height: int, width: int) -> MemoryPlan:
+        """The memory plan the engine will pick for this job (engine.protect.plan_job), or why none fits."""
     def protect_batch(self, inputs: list[Path], settings: ProtectSettings, options: Any, job: Job) -> Iterator[Event]:
         """engine.batch.protect_batch's events for these inputs (options: engine.batch.BatchOptions); the last,
         Result(BatchDone), is the call's result."""
@@ -218,6 +229,17 @@ class RealBackend:
         from engine.protect import estimate_step_seconds
 
         return float(estimate_step_seconds(self._require_model(), settings, height, width))
+
+    def memory_plan(self, settings: ProtectSettings, height: int, width: int) -> MemoryPlan:
+        from engine.errors import ArtveilError
+        from engine.protect import plan_job
+
+        try:
+            return MemoryPlan(plan_job(self._require_model(), height, width, settings).line(), True)
+        except ArtveilError as exc:
+            if exc.kind != "memory":
+                raise
+            return MemoryPlan(exc.message, False)
 
     def protect_batch(self, inputs, settings, options, job):
         from engine.batch import protect_batch

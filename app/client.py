@@ -35,6 +35,10 @@ class EngineClient:
     def estimate_step_seconds(self, settings: ProtectSettings, height: int, width: int) -> asyncio.Future:
         return self.bridge.call("estimate_step_seconds", settings, height, width)
 
+    def memory_plan(self, settings: ProtectSettings, height: int, width: int) -> asyncio.Future:
+        """MemoryPlan: the plan the engine will pick for this job, or its refusal, before anything runs."""
+        return self.bridge.call("memory_plan", settings, height, width)
+
     def protect_batch(self, inputs: list[Path], settings: ProtectSettings, options: Any,
                       job: Job) -> tuple[int, asyncio.Future]:
         """engine.batch on the engine thread: its events arrive with the request id; the future resolves to

@@ -24,7 +24,7 @@ from PIL import Image
 from PySide6.QtCore import QThread
 
 from app.backend import (
-    Choice, DownloadOffer, EngineInfo, LocalModel, ModelChoices, ModelSummary, check_model_source,
+    Choice, DownloadOffer, EngineInfo, LocalModel, MemoryPlan, ModelChoices, ModelSummary, check_model_source,
 )
 from app.bridge import LIVE_THREADS
 from engine.errors import ArtveilError
@@ -71,6 +71,9 @@ class FakeEngine:
     threads: set = field(default_factory=set)  # thread idents the backend ran on
     step_started: threading.Event = field(default_factory=threading.Event)
     models: list = field(default_factory=lambda: [LocalModel("/models/sd15", "Stable Diffusion 1.5 (sd15)")])
+    memory_plan: MemoryPlan = MemoryPlan("plan: one pass, whole image, working size 512 px (estimated peak 1.2 GB "
+                                         "of 7.8 GB RAM allowed)", True)
+    plans_asked: list = field(default_factory=list)  # (method, working size, height, width) per memory_plan call
 
 
 class FakeBackend:
@@ -109,6 +112,11 @@ class FakeBackend:
     def estimate_step_seconds(self, settings, height, width):
         self._record("estimate_step_seconds")
         return 0.5
+
+    def memory_plan(self, settings, height, width):
+        self._record("memory_plan")
+        self.engine.plans_asked.append((settings.method, settings.working_size, height, width))
+        return self.engine.memory_plan
 
     def protect_iter(self, pixels, settings, job):
         self._record("protect_iter")

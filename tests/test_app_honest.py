@@ -12,7 +12,7 @@ import pytest
 
 from app.viewmodel import ItemState
 from conftest_app import *  # noqa: F401,F403 - fixtures
-from conftest_app import FakeBackend, write_image
+from conftest_app import FakeBackend, until, write_image
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -137,6 +137,28 @@ def test_protect_selected_shows_its_own_estimate(make_window, fake_engine, tmp_p
     assert "Selected (1 image): ≈" in text and "All (3 images): ≈" in text
     one, three = ws.estimate_seconds([ws.queue.items[1]]), ws.estimate_seconds(ws.queue.items)
     assert three == pytest.approx(3 * one)  # same-size images: the selection's estimate is its own
+
+
+def test_the_memory_plan_is_shown_before_the_start_for_the_largest_waiting_image(make_window, fake_engine, tmp_path, drive):
+    """Issue 30: the window says how the job will fit in memory before the artist starts, asked for the
+    image that needs the most; a job that cannot fit is said, as a warning, in the engine's own words."""
+    from app.backend import MemoryPlan
+
+    window, ws = make_window()
+    c = window.controls
+    drive(until(lambda: "plan:" in c.memory_line.text(), message="the plan for one image at the working size"))
+    assert c.memory_line.text() == "Memory " + fake_engine.memory_plan.line
+    assert c.memory_line.objectName() == "Caption" and fake_engine.plans_asked[-1] == ("antipure", 512, 512, 512)
+
+    ws.add_paths([write_image(tmp_path / "small.png", size=(40, 60)), write_image(tmp_path / "big.png", size=(90, 70), seed=1)])
+    drive(until(lambda: fake_engine.plans_asked[-1][2:] == (90, 70), message="asked again for the largest image"))
+    assert c.protect_button.isEnabled()  # asked, and nothing started
+    assert "protect_iter" not in fake_engine.calls
+
+    fake_engine.memory_plan = MemoryPlan("this job needs about 30.0 GB of RAM even with the smallest plan (…)", False)
+    ws.settings.method = "advdm"  # another job: asked again
+    drive(until(lambda: c.memory_line.text().startswith("Will not fit in memory:"), message="the refusal shown"))
+    assert "30.0 GB" in c.memory_line.text() and c.memory_line.objectName() == "Warning"
 
 
 def test_a_long_set_up_keeps_the_bar_moving_and_says_why_time_left_rose(make_window, fake_engine, tmp_path, drive):

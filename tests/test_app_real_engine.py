@@ -39,6 +39,10 @@ def test_protect_on_the_tiny_model_exports_a_png_within_budget(make_window, tmp_
     c = window.controls
     c.strength_slider.setValue(8)
     ws.settings.steps = 4  # below the slider's range: seconds, not minutes, on a CPU
+    # Before the start, the window says how the engine will fit the job in memory (issue 30).
+    drive(until(lambda: "plan:" in c.memory_line.text(), timeout=60, message="the memory plan shown"))
+    planned = c.memory_line.text()
+    assert planned.startswith("Memory plan: one pass, whole image") and "RAM allowed" in planned, planned
 
     async def protect():
         c.protect_button.click()
@@ -49,6 +53,8 @@ def test_protect_on_the_tiny_model_exports_a_png_within_budget(make_window, tmp_
     assert item.state is ItemState.DONE, item.status_text
     # The row says the memory plan the engine chose (issue 30), as the command line does.
     assert "plan: one pass, whole image" in item.status_text and "RAM allowed" in item.status_text
+    shown_before = planned.split("(")[0].removeprefix("Memory ")
+    assert shown_before in item.status_text, (shown_before, item.status_text)  # the plan said is the plan run
     canvas = window.compare.canvas
     assert canvas.before.toImage() != canvas.after.toImage()
     saved = out / "fox.protected.png"

@@ -136,6 +136,13 @@ class ControlsPanel(QWidget):
         self.budget_slider.setToolTip(BUDGET_TIP)
         self.budget_value = caption("")
         self.budget_estimate = caption("")
+        # How the engine will fit the job in memory (engine.plan), shown before the start, as the CLI prints it.
+        self.memory_line = caption("")
+        self.memory_line.setToolTip(
+            "Before a job starts, the engine estimates its peak memory on this device and picks the cheapest way "
+            "to fit it: one pass, two-pass, gradient checkpointing, tiles. A job that cannot fit is refused "
+            "before it loads anything."
+        )
         self.budget_presets = self._presets(
             {k: v // BUDGET_STEP for k, v in BUDGET_PRESETS.items()}, self.budget_slider, BUDGET_TIP,
             labels={k: f"{v}" for k, v in BUDGET_PRESETS.items()},
@@ -214,6 +221,7 @@ class ControlsPanel(QWidget):
         layout.addWidget(self.budget_slider)
         layout.addWidget(self._preset_row(self.budget_presets))
         layout.addWidget(self.budget_estimate)
+        layout.addWidget(self.memory_line)
         layout.addSpacing(6)
         layout.addWidget(section_title("Speed and detail"))
         layout.addWidget(self.detail_combo)
@@ -394,6 +402,7 @@ class ControlsPanel(QWidget):
         ws = self.workspace
         self._show_detail()
         self._show_run_estimate()
+        self._show_memory_plan()
         per_image = ws.estimate_seconds()
         if per_image is None:
             self.budget_estimate.setText(
@@ -413,6 +422,25 @@ class ControlsPanel(QWidget):
             text = (f"≈ {format_duration(total)} for the {len(pending)} waiting images "
                     f"(≈ {format_duration(total / len(pending))} each) on this machine")
         self.budget_estimate.setText(text)
+
+    def _show_memory_plan(self) -> None:
+        ws = self.workspace
+        plan = ws.memory_plan()
+        warn = plan is not None and not plan.fits
+        if ws.model is None:
+            text = ""
+        elif plan is None:
+            text = "Memory: checking what this job needs…"
+        elif plan.fits:
+            text = "Memory " + plan.line  # "Memory plan: one pass, whole image, … (estimated peak … allowed)"
+        else:
+            text = f"Will not fit in memory: {plan.line}"
+        self.memory_line.setText(text)
+        self.memory_line.setVisible(bool(text))
+        if self.memory_line.objectName() != ("Warning" if warn else "Caption"):
+            self.memory_line.setObjectName("Warning" if warn else "Caption")
+            self.memory_line.style().unpolish(self.memory_line)
+            self.memory_line.style().polish(self.memory_line)
 
     def _detail_picked(self, index: int) -> None:
         key = self.detail_combo.itemData(index)

@@ -22,7 +22,7 @@ from engine.errors import ArtveilError, Cancelled
 from engine.events import Progress
 from engine.jobs import Job, ProtectSettings
 
-from ..backend import EngineInfo, ModelSummary, PurifierRequest
+from ..backend import EngineInfo, MemoryPlan, ModelSummary, PurifierRequest
 from ..bridge import EngineBridge
 from ..client import EngineClient
 from ..settings import Settings
@@ -84,6 +84,8 @@ class Workspace(QObject):
         self._job = Job()  # the running action's Stop flag
         self._batch: BatchRun | None = None
         self._preview: PreviewRun | None = None
+        self._memory_plan: tuple[tuple, MemoryPlan] | None = None  # (what it was asked for, the engine's answer)
+        self._memory_plan_asked: tuple | None = None
         # Unexpected failures surface in the window; they are never swallowed.
         self._tasks = Tasks(on_failure=lambda exc: self.set_summary(f"Something went wrong: {one_line(exc)}"))
         self.engine.events.connect(self._on_progress)
@@ -193,6 +195,42 @@ class Workspace(QObject):
     @property
     def step_seconds(self) -> float | None:
         return None if self.estimates.times is None else self.estimates.times.step_s
+
+    def _memory_plan_request(self) -> tuple[ProtectSettings, int, int]:
+        """The job the memory plan is asked for: the largest waiting image (the one that needs the most), else
+        one image at the working size."""
+        settings = self.job_settings()
+        pending = [i for i in self.queue.items if i.protected is None and not i.unreadable]
+        if pending:
+            h, w = max((i.pixel_size for i in pending), key=lambda hw: hw[0] * hw[1])
+        else:
+            h = w = settings.working_size
+        return settings, h, w
+
+    def memory_plan(self) -> MemoryPlan | None:
+        """How the engine will fit the next job in memory (plan and estimated peak), or why it cannot, before
+        the artist starts; None until the engine has answered (estimate_changed follows its answer)."""
+        if self.model is None:
+            return None
+        settings, h, w = self._memory_plan_request()
+        key = (self.model.source, settings.method, settings.working_size, settings.timesteps_per_step, h, w)
+        if self._memory_plan is not None and self._memory_plan[0] == key:
+            return self._memory_plan[1]
+        if self._memory_plan_asked != key and not self.busy:  # the engine thread answers between jobs
+            self._memory_plan_asked = key
+            self._tasks.spawn(self._ask_memory_plan(key, settings, h, w))
+        return None
+
+    async def _ask_memory_plan(self, key: tuple, settings: ProtectSettings, h: int, w: int) -> None:
+        try:
+            plan = await self.engine.memory_plan(settings, h, w)
+        except ArtveilError as exc:
+            plan = MemoryPlan(f"memory plan not known: {one_line(exc.message)}", True)
+        finally:
+            if self._memory_plan_asked == key:
+                self._memory_plan_asked = None
+        self._memory_plan = (key, plan)
+        emit(self.estimate_changed)
 
     def estimate_seconds(self, items: Iterable[QueueItem] | None = None, steps: int | None = None) -> float | None:
         """Seconds to protect ``items`` (default: one image at the working size) at ``steps``, whole jobs:
