@@ -475,7 +475,7 @@ def protect_iter(
     retried = False
     while True:
         try:
-            yield from _run(model, pixels, settings, job, choice, notes, pool)
+            yield from _with_stop_points(model, job, settings, _run(model, pixels, settings, job, choice, notes, pool))
             return
         except Cancelled:
             raise
@@ -494,6 +494,65 @@ def protect_iter(
         message = f"out of memory: retrying with a smaller plan ({smaller.describe()})"
         notes.append(message)
         yield ProtectProgress(0, settings.steps, {}, 0.0, None, None, message=message)
+
+
+def _blocks(module: torch.nn.Module, depth: int = 4) -> list[torch.nn.Module]:
+    """The model's blocks where a Stop may land inside a step: every entry of a ModuleList or Sequential at most
+    `depth` names down (a UNet's down/mid/up blocks and their resnets and attentions, an autoencoder's layers)."""
+    named = dict(module.named_modules())
+    found = []
+    for name, m in named.items():
+        parent, _, _ = name.rpartition(".")
+        if name and name.count(".") < depth and isinstance(named.get(parent), (torch.nn.ModuleList, torch.nn.Sequential)):
+            found.append(m)
+    return found
+
+
+class StopPoints:
+    """While a job computes, Stop is also read at every large block of the UNet and the autoencoder, forward
+    and backward: on a CPU one step of a real-size model at 512² takes minutes, and its set-up several steps'
+    worth, so "within one step" is not soon enough. A forward pre-hook calls job.check() before each block
+    runs; a hook on each block's output calls it again when the backward reaches it. Not installed around a
+    compiled UNet (a hook there recompiles it; a GPU's steps are short)."""
+
+    def __init__(self, model: ModelBundle, job: Job, settings: ProtectSettings):
+        self.modules = [] if settings.compile_unet else [*_blocks(model.unet, 4), *_blocks(model.vae, 3)]
+        self.job = job
+        self.handles: list = []
+
+    def _before(self, module, args):
+        self.job.check()
+
+    def _after(self, module, args, output):
+        first = output[0] if isinstance(output, (tuple, list)) else output
+        if isinstance(first, torch.Tensor) and first.requires_grad:
+            first.register_hook(self._on_gradient)
+
+    def _on_gradient(self, grad):
+        self.job.check()
+
+    def __enter__(self) -> "StopPoints":
+        for m in self.modules:
+            self.handles.append(m.register_forward_pre_hook(self._before))
+            self.handles.append(m.register_forward_hook(self._after))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+
+def _with_stop_points(model, job: Job, settings: ProtectSettings, steps: Iterator):
+    """The items of `steps`, each computed with StopPoints installed (and removed while the caller has it:
+    the model may serve other work between two steps)."""
+    while True:
+        with StopPoints(model, job, settings):
+            try:
+                item = next(steps)
+            except StopIteration:
+                return
+        yield item
 
 
 def step_event(progress: ProtectProgress, index: int | None = None) -> Progress:

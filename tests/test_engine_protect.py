@@ -125,6 +125,73 @@ def test_stop_during_antipure_set_up_lands_within_one_normalisation_draw(tiny_mo
     assert len(draws) == 2  # the draw in flight finished; none of the other six ran, nor any step
 
 
+def test_stop_lands_inside_a_step_at_the_next_block_forward_or_backward(tiny_model):
+    """On a CPU a real-size model's step (and AntiPure's set-up draw) takes minutes: Stop is read at each
+    block of the UNet, in the forward and again in the backward, so it lands within one block, not one step."""
+    ran = []
+    unet = tiny_model.unet
+    first, last = unet.down_blocks[0], unet.up_blocks[-1]
+    for phase in ("forward", "backward"):
+        job, ran = Job(), []
+
+        def watch_forward(module, args, output, job=job, ran=ran):
+            ran.append(("forward", module))
+            if phase == "forward" and module is first:
+                job.cancel()  # Stop pressed while the first block runs
+            if phase == "backward" and module is last and output.requires_grad:
+                output.register_hook(lambda g: job.cancel())  # pressed when the backward starts
+
+        handles = [m.register_forward_hook(watch_forward) for m in (first, last)]
+        try:
+            with pytest.raises(Cancelled):
+                for item in protect_iter(tiny_model, make_image(64, 64), quick("advdm", steps=3), job):
+                    assert not isinstance(item, ProtectProgress), "a whole step ran after Stop"
+        finally:
+            for h in handles:
+                h.remove()
+        if phase == "forward":
+            assert ran == [("forward", first)]  # nothing after the block in flight: not the up blocks
+        else:
+            assert ran[-1] == ("forward", last)  # the forward had finished; the backward stopped
+    # Nothing is left installed on the model once the job has ended.
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in unet.modules())
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in tiny_model.vae.modules())
+
+
+@pytest.mark.parametrize("method", ["aspl", "antidiffusion"])
+def test_stop_during_a_surrogate_tuning_lands_within_one_block(tiny_model, monkeypatch, method):
+    """ASPL's and Anti-Diffusion's surrogate fine-tunes (their set-up, and between steps) run many UNet
+    passes between two optimizer steps; Stop pressed inside one ends it at the next block."""
+    from engine import surrogate as S
+
+    job, state = Job(), {"tuning": False, "stopped": False, "blocks_after_stop": 0, "tunings": 0}
+    original = S.Surrogate.tune
+
+    def tune(self, *args, **kwargs):
+        state["tuning"], state["tunings"] = True, state["tunings"] + 1
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            state["tuning"] = False
+
+    def watch(module, args, output):
+        if state["tuning"]:
+            state["blocks_after_stop"] += state["stopped"]
+            state["stopped"] = True
+            job.cancel()  # Stop pressed while the surrogate tunes
+
+    monkeypatch.setattr(S.Surrogate, "tune", tune)
+    handles = [b.register_forward_hook(watch) for b in tiny_model.unet.down_blocks]
+    try:
+        with pytest.raises(Cancelled):
+            for _ in protect_iter(tiny_model, make_image(64, 64), quick(method, steps=20), job):
+                pass
+    finally:
+        for h in handles:
+            h.remove()
+    assert state["tunings"] == 1 and state["blocks_after_stop"] == 0
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_large_rgba_keeps_size_mode_and_alpha(tiny_model, tmp_path, method):
     img = make_image(900, 1500, channels=4, seed=5)
