@@ -123,7 +123,8 @@ class EngineBackend(Protocol):
 
     def engine_info(self) -> EngineInfo: ...
     def load_model(self, source: str) -> ModelSummary: ...
-    def estimate_step_seconds(self, settings: ProtectSettings, height: int, width: int) -> float: ...
+    def estimate_step_seconds(self, settings: ProtectSettings, height: int, width: int, job: Job) -> float:
+        """A probe job's seconds per step (engine.protect.estimate_step_seconds); Stop ends it."""
     def memory_plan(self, settings: ProtectSettings, height: int, width: int) -> MemoryPlan:
         """The memory plan the engine will pick for this job (engine.protect.plan_job), or why none fits."""
     def protect_batch(self, inputs: list[Path], settings: ProtectSettings, options: Any, job: Job) -> Iterator[Event]:
@@ -225,10 +226,10 @@ class RealBackend:
             raise ArtveilError("model", "No model is loaded. Choose one in File → Model.")
         return self.model
 
-    def estimate_step_seconds(self, settings: ProtectSettings, height: int, width: int) -> float:
+    def estimate_step_seconds(self, settings: ProtectSettings, height: int, width: int, job: Job) -> float:
         from engine.protect import estimate_step_seconds
 
-        return float(estimate_step_seconds(self._require_model(), settings, height, width))
+        return float(estimate_step_seconds(self._require_model(), settings, height, width, job))
 
     def memory_plan(self, settings: ProtectSettings, height: int, width: int) -> MemoryPlan:
         from engine.errors import ArtveilError

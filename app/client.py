@@ -32,8 +32,9 @@ class EngineClient:
         """ModelSummary of the model now loaded."""
         return self.bridge.call("load_model", source)
 
-    def estimate_step_seconds(self, settings: ProtectSettings, height: int, width: int) -> asyncio.Future:
-        return self.bridge.call("estimate_step_seconds", settings, height, width)
+    def estimate_step_seconds(self, settings: ProtectSettings, height: int, width: int, job: Job) -> asyncio.Future:
+        """Seconds per step of a probe job; Stop on job ends it (Cancelled)."""
+        return self.bridge.call("estimate_step_seconds", settings, height, width, job=job)
 
     def memory_plan(self, settings: ProtectSettings, height: int, width: int) -> asyncio.Future:
         """MemoryPlan: the plan the engine will pick for this job, or its refusal, before anything runs."""

@@ -573,10 +573,12 @@ def protect_image(model, pixels, settings, job: Job | None = None) -> ProtectRes
     return result
 
 
-def estimate_step_seconds(model: ModelBundle, settings: ProtectSettings, height: int, width: int) -> float:
+def estimate_step_seconds(model: ModelBundle, settings: ProtectSettings, height: int, width: int,
+                          job: Job | None = None) -> float:
     """Seconds per optimizer step measured on this machine at the working size of an HxW image.
 
-    Runs three steps on a flat image and times the last two (the first pays for warm-up).
+    Runs three steps on a flat image and times the last two (the first pays for warm-up). Stop on `job`
+    ends it like a job (Cancelled): the window gives way to the artist's own work this way.
     """
     size = settings.working_size
     scale = min(1.0, size / max(height, width))
@@ -584,7 +586,7 @@ def estimate_step_seconds(model: ModelBundle, settings: ProtectSettings, height:
     probe = np.full((h, w, 3), 128, np.uint8)
     probe_settings = replace(settings, steps=3, preview_every=0, measure_objective=False)
     times = []
-    for item in protect_iter(model, probe, probe_settings):
+    for item in protect_iter(model, probe, probe_settings, job):
         if isinstance(item, ProtectProgress):
             times.append(time.perf_counter())
     return (times[-1] - times[0]) / (len(times) - 1)

@@ -62,6 +62,7 @@ class FakeEngine:
     step_delay_s: float = 0.0
     preview_delay_s: float = 0.0
     setup_delay_s: float = 0.0  # before the first step, as a method's set-up
+    measure_delay_s: float = 0.0  # the step-time probe (estimate_step_seconds)
     save_delay_s: float = 0.0  # writing the file
     purified: list = field(default_factory=list)  # (purifier name, params) the preview ran, in order
     download_delay_s: float = 0.0
@@ -109,8 +110,12 @@ class FakeBackend:
         demo = source == "tiny"
         return ModelSummary(source, "tiny-sd (demo)" if demo else Path(source).name, "fake", demo)
 
-    def estimate_step_seconds(self, settings, height, width):
+    def estimate_step_seconds(self, settings, height, width, job):
         self._record("estimate_step_seconds")
+        deadline = time.monotonic() + self.engine.measure_delay_s
+        while time.monotonic() < deadline:  # the probe job: Stop ends it as it ends a job
+            job.check()
+            time.sleep(0.005)
         return 0.5
 
     def memory_plan(self, settings, height, width):

@@ -161,6 +161,28 @@ def test_the_memory_plan_is_shown_before_the_start_for_the_largest_waiting_image
     assert "30.0 GB" in c.memory_line.text() and c.memory_line.objectName() == "Warning"
 
 
+def test_protect_does_not_wait_behind_the_step_time_probe_and_stop_is_prompt(make_window, fake_engine, tmp_path, drive):
+    """A new speed/detail choice starts a probe job on the engine thread (tens of seconds at a large working
+    size on a CPU). Protect pressed meanwhile stops the probe and starts at once; Stop then ends the job."""
+    import time
+
+    window, ws = make_window()
+    ws.add_paths([write_image(tmp_path / "a.png")])
+    fake_engine.measure_delay_s = 30.0
+    fake_engine.step_delay_s = 0.05
+    fake_engine.step_started.clear()
+    ws.settings.method = "advdm"  # times for another method: the probe starts
+    drive(until(lambda: fake_engine.calls.count("estimate_step_seconds") >= 2, message="the probe started"))
+    started = time.monotonic()
+    window.controls.protect_all_button.click()
+    drive(until(fake_engine.step_started.is_set, timeout=10, message="the job's first step"))
+    assert time.monotonic() - started < 10.0  # not behind the 30-s probe (the first batch imports for ~2 s)
+    stop = time.monotonic()
+    window.controls.stop_button.click()
+    drive(ws.idle())
+    assert time.monotonic() - stop < 2.0 and ws.queue.items[0].state is ItemState.STOPPED
+
+
 def test_a_long_set_up_keeps_the_bar_moving_and_says_why_time_left_rose(make_window, fake_engine, tmp_path, drive):
     window, ws = make_window()
     fake_engine.setup_delay_s = 4.0  # far longer than the probe's set-up: the plan is wrong

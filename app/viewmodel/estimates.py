@@ -13,8 +13,8 @@ import time
 from dataclasses import replace
 from typing import Callable, Iterable
 
-from engine.errors import ArtveilError
-from engine.jobs import ProtectSettings
+from engine.errors import ArtveilError, Cancelled
+from engine.jobs import Job, ProtectSettings
 
 from ..progress import JobClock, JobTimes, learned_times, prior_times
 from ..settings import Settings
@@ -47,6 +47,7 @@ class TimeEstimates:
         self.measured = False  # self.times comes from a whole job on this machine, not from a probe
         self._changed = changed
         self._working_size = working_size
+        self._probe: Job | None = None  # the step-time probe running on the engine thread, if any
 
     def key(self, working_size: int | None = None) -> str:
         """Times are kept per model, method, device and working size: a step at 64 px is not a 512-px
@@ -94,11 +95,18 @@ class TimeEstimates:
         key = self.key()
         probe_steps = 3
         started = time.monotonic()
+        job = self._probe = Job()
         try:
-            seconds = await engine.estimate_step_seconds(settings, MEASURE_SIDE, MEASURE_SIDE)
+            seconds = await engine.estimate_step_seconds(settings, MEASURE_SIDE, MEASURE_SIDE, job)
+        except Cancelled:
+            log.info("step-time probe stopped: the artist's own work needs the engine")
+            return
         except ArtveilError as exc:
             log.warning("step time not measured: %s", exc.message)
             return
+        finally:
+            if self._probe is job:
+                self._probe = None
         wall = time.monotonic() - started
         if key == self.key():  # the model, method or working size did not change meanwhile
             factor = area_factor(MEASURE_SIDE, MEASURE_SIDE, settings.working_size, settings.large_image)
@@ -109,6 +117,12 @@ class TimeEstimates:
             if self.settings.job_times(key) is None:
                 self.times, self.measured = replace(prior_times(step), setup_s=setup), False
             self._changed()
+
+    def give_way(self) -> None:
+        """Stop a running probe at its next model block: the artist started work, which must not wait behind
+        it (a probe at a large working size is a whole small job), and which teaches the times itself."""
+        if self._probe is not None:
+            self._probe.cancel()
 
     def learn(self, clock: JobClock, shape: tuple[int, ...], settings: ProtectSettings) -> None:
         """A finished job teaches the whole-job times: set-up, each step and saving, as measured here."""

@@ -119,6 +119,7 @@ class Workspace(QObject):
         """Run an action that makes the window busy, busy from this moment: a second click that Qt
         delivers before the task's first step then finds the window busy and starts nothing."""
         self._set_busy(True)
+        self.estimates.give_way()
         return self._tasks.spawn(work)
 
     def set_summary(self, text: str) -> None:
