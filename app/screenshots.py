@@ -59,20 +59,10 @@ def save_png(pixels: np.ndarray, path: Path) -> Path:
     return path
 
 
-class StaticPrompts:
-    def __init__(self, out_dir: Path):
-        self.out_dir = out_dir
-
-    def choose_output_dir(self, current):
-        return str(self.out_dir)
-
-    def resolve_conflicts(self, paths):
-        return "overwrite"
-
-
 def render(out: Path) -> list[Path]:
     from app.backend import RealBackend
     from app.main import create_window, start_application
+    from app.viewmodel.prompts import FixedAnswers
     from app.settings import Settings
     from app.viewmodel import ItemState
 
@@ -90,7 +80,7 @@ def render(out: Path) -> list[Path]:
     settings.model_source = demo_source()
     settings.output_dir = str(work / "protected")
     (work / "protected").mkdir(exist_ok=True)
-    window, ws = create_window(settings, RealBackend, StaticPrompts(work / "protected"))
+    window, ws = create_window(settings, RealBackend, FixedAnswers(work / "protected", conflicts="overwrite"))
     window.resize(*SIZE)
     window.show()
     written: list[Path] = []

@@ -26,20 +26,6 @@ import time
 from pathlib import Path
 
 
-class _Prompts:
-    def __init__(self, out: Path):
-        self.out = out
-
-    def choose_output_dir(self, current):
-        return str(self.out)
-
-    def resolve_conflicts(self, paths):
-        return "keep_both"
-
-    def confirm_quit(self, doing):
-        return True
-
-
 def _photos(folder: Path) -> dict[str, Path]:
     import numpy as np
     from PIL import Image
@@ -177,11 +163,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from .main import create_window, start_application
     from .settings import Settings
+    from .viewmodel.prompts import FixedAnswers
 
     app, collector, loop = start_application([sys.argv[0]])
     settings = Settings()
     settings.model_source = args.model
-    window, ws = create_window(settings, None, _Prompts(work / "out"))
+    window, ws = create_window(settings, None, FixedAnswers(work / "out"))
     window.resize(1366, 800)
     window.show()
     with loop:
