@@ -158,6 +158,23 @@ def test_stop_lands_inside_a_step_at_the_next_block_forward_or_backward(tiny_mod
     assert not any(m._forward_pre_hooks or m._forward_hooks for m in tiny_model.vae.modules())
 
 
+def test_closing_a_job_early_ends_its_work_at_once(tiny_model):
+    """A consumer that stops reading protect_iter (and closes it) ends the job's contexts then, not at garbage
+    collection: the low-memory plan's checkpointing is off again and the block hooks are gone."""
+    import gc
+
+    gc.disable()
+    try:
+        items = protect_iter(tiny_model, make_image(64, 64), quick("advdm", steps=6, low_vram=True), Job())
+        next(i for i in items if isinstance(i, ProtectProgress) and i.step >= 2)
+        assert tiny_model.unet.is_gradient_checkpointing  # the job's plan, while it runs
+        items.close()
+        assert not tiny_model.unet.is_gradient_checkpointing
+        assert not any(m._forward_pre_hooks or m._forward_hooks for m in tiny_model.unet.modules())
+    finally:
+        gc.enable()
+
+
 @pytest.mark.parametrize("method", ["aspl", "antidiffusion"])
 def test_stop_during_a_surrogate_tuning_lands_within_one_block(tiny_model, monkeypatch, method):
     """ASPL's and Anti-Diffusion's surrogate fine-tunes (their set-up, and between steps) run many UNet
