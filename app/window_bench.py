@@ -102,6 +102,11 @@ async def _stop_during_set_up(ws, path: Path, wait_s: float) -> tuple[float, boo
     return time.perf_counter() - t0, in_set_up
 
 
+def _times(ws) -> str:
+    t = ws.estimates.times
+    return "nothing" if t is None else f"set-up {t.setup_s:.2f} s, step {t.step_s * 1000:.0f} ms, finish {t.finish_s:.2f} s"
+
+
 async def _run(args, ws, photos: dict[str, Path]) -> None:
     from engine.machine import describe
 
@@ -119,6 +124,7 @@ async def _run(args, ws, photos: dict[str, Path]) -> None:
         wall, estimate, _ = await _protect(ws, [photos["astronaut"]])
         print(f"demo: 512x512 astronaut protected in {wall:.1f} s (estimate shown before: "
               f"{format_duration(estimate) if estimate else 'none'})")
+        print(f"  learned from it: {_times(ws)}")
     if "batch" in args.parts:
         await _batch(ws, photos)
     if "stop" in args.parts:
@@ -134,6 +140,7 @@ async def _batch(ws, photos: dict[str, Path]) -> None:
         previous = at
     ratio = estimate / wall if estimate else float("nan")
     print(f"batch of 3: {wall:.1f} s real, {estimate:.1f} s estimated before the start: estimate/real {ratio:.2f}")
+    print(f"  learned after it: {_times(ws)}")
 
 
 

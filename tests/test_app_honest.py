@@ -183,6 +183,18 @@ def test_protect_does_not_wait_behind_the_step_time_probe_and_stop_is_prompt(mak
     assert time.monotonic() - stop < 2.0 and ws.queue.items[0].state is ItemState.STOPPED
 
 
+def test_a_smaller_working_image_is_estimated_cheaper_but_not_by_its_pixels_alone():
+    """At the demo's 64 px a 400×600 photo is optimized on a 43×64 image: measured 0.82–0.90 of a 64×64 job's
+    time (2026-12-07). The estimate follows pixels plus a fixed cost; the old 64×64 floor called it equal
+    (a 3-image batch estimated 1.22× its real time), pixels alone would say 0.67."""
+    from app.viewmodel.estimates import area_factor
+
+    ratio = area_factor(400, 600, 64) / area_factor(512, 512, 64)
+    assert 0.75 < ratio < 0.92
+    big = area_factor(1024, 683, 512) / area_factor(512, 512, 512)  # at SD's size pixels dominate
+    assert abs(big - 683 / 1024) < 0.02
+
+
 def test_a_long_set_up_keeps_the_bar_moving_and_says_why_time_left_rose(make_window, fake_engine, tmp_path, drive):
     window, ws = make_window()
     fake_engine.setup_delay_s = 4.0  # far longer than the probe's set-up: the plan is wrong
