@@ -527,6 +527,25 @@ def test_while_zoomed_the_split_still_compares_and_the_image_pans(make_window, t
     assert area.zoom_label.text() == "400 %"  # the plain wheel did not zoom
 
 
+def test_the_difference_of_a_working_size_preview_is_taken_at_its_size():
+    """Difference ×10 on while a job runs: the engine's previews are at the working size (64 px on the demo)
+    and the original is 512 px. The view showed nothing and printed a traceback per preview (seen on Xvfb)."""
+    import numpy as np
+    from PIL import Image
+
+    from app.viewmodel.view import difference_image
+
+    rng = np.random.default_rng(0)
+    original = (rng.random((512, 512, 3)) * 255).astype(np.uint8)
+    working = np.asarray(Image.fromarray(original).resize((64, 64), Image.Resampling.BILINEAR)).astype(int)
+    delta = rng.choice([-8, 8], size=(64, 64, 3))
+    preview = np.clip(working + delta, 0, 255).astype(np.uint8)
+    shown = difference_image(original, preview)
+    assert shown.shape == (64, 64, 3)
+    inside = (working > 8) & (working < 247)  # where the clip did not eat δ
+    assert np.array_equal(shown[inside], (128 + 10 * delta)[inside])
+
+
 def test_the_difference_view_shows_the_change_times_ten_around_mid_grey(make_window, tmp_path, drive, qtbot):
     import numpy as np
     from PySide6.QtCore import Qt

@@ -23,7 +23,15 @@ def difference_image(original: np.ndarray, protected: np.ndarray, gain: int = DI
     """clip(128 + gain·(protected − original)) per RGB channel, HxWx3 uint8 (δ in 0–255 pixel levels).
 
     Mid-grey where nothing changed; brighter where the protection added, darker where it took away.
+    While a job runs its previews are at the working size (64 px on the demo model): the original is then
+    first scaled to the preview's size, antialiased as the engine scales it (engine.protect.working_tensor),
+    and the difference is at that size.
     """
+    if protected.shape[:2] != original.shape[:2]:
+        from PIL import Image
+
+        h, w = protected.shape[:2]
+        original = np.asarray(Image.fromarray(np.ascontiguousarray(original[..., :3])).resize((w, h), Image.Resampling.BILINEAR))
     delta = protected[..., :3].astype(np.int32) - original[..., :3].astype(np.int32)
     return np.clip(DIFFERENCE_MID + gain * delta, 0, 255).astype(np.uint8)
 
