@@ -32,7 +32,7 @@ from engine.events import Progress
 from engine.jobs import ProtectProgress, ProtectResult
 
 __all__ = [
-    "FakeBackend", "FakePrompts", "app_config_dir", "drive", "fake_engine", "main_thread_gc", "make_window",
+    "FakeBackend", "FakePrompts", "app_config_dir", "select_only", "drive", "fake_engine", "main_thread_gc", "make_window",
     "no_thread_left_running",
     "qloop", "until", "write_image",
 ]
@@ -333,6 +333,16 @@ def drive(qloop):
         return qloop.run_until_complete(asyncio.wait_for(coro, timeout))
 
     return run
+
+
+def select_only(view, row: int) -> None:
+    """Make row the queue view's current and only selected row, as a plain click does. (The view's own
+    setCurrentIndex picks its selection command from the keyboard modifiers Qt last saw, which an earlier
+    test's Ctrl-wheel or Ctrl-click can leave behind: then it adds to the selection.)"""
+    from PySide6.QtCore import QItemSelectionModel
+
+    flags = QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows
+    view.selectionModel().setCurrentIndex(view.model().index(row, 0), flags)
 
 
 async def until(condition, timeout: float = 10.0, interval: float = 0.01, message: str = ""):

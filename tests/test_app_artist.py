@@ -245,6 +245,9 @@ def test_preview_runs_only_the_chosen_purifier_with_its_own_progress_and_can_be_
     qtbot.mouseClick(c.preview_button, LEFT)
     qtbot.waitUntil(lambda: preview.progress_row.isVisible() and "Purifying" in preview.progress_text.text(), timeout=5000)
     assert window.compare.stack.currentWidget() is preview
+    # The window shows its bar at once; Stop is meant for a preview the engine is running (one still queued
+    # on a loaded machine is dropped before it starts, and never reaches the engine at all).
+    qtbot.waitUntil(lambda: len(fake_engine.purified) == 2, timeout=5000)
     stopped_at = time.monotonic()
     qtbot.mouseClick(preview.stop_button, LEFT)
     assert preview.stop_button.text() == "Stopping…" and preview.progress_text.text() == "Stopping…"

@@ -12,7 +12,7 @@ import pytest
 
 from app.viewmodel import ItemState
 from conftest_app import *  # noqa: F401,F403 - fixtures
-from conftest_app import FakeBackend, until, write_image
+from conftest_app import FakeBackend, select_only, until, write_image
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -132,7 +132,7 @@ def test_protect_selected_shows_its_own_estimate(make_window, fake_engine, tmp_p
     ws.add_paths([write_image(tmp_path / f"{n}.png", seed=i) for i, n in enumerate("abc")])
     view = window.queue_panel.view
     view.selectionModel().clearSelection()
-    view.setCurrentIndex(ws.queue.index(1))
+    select_only(view, 1)
     text = window.controls.run_estimate.text()
     assert "Selected (1 image): ≈" in text and "All (3 images): ≈" in text
     one, three = ws.estimate_seconds([ws.queue.items[1]]), ws.estimate_seconds(ws.queue.items)
@@ -654,7 +654,7 @@ def test_the_queue_comes_back_on_the_next_start_and_a_missing_file_says_why(make
     window, ws = make_window()
     a, b, c = (write_image(tmp_path / "art" / f"{n}.png", seed=i) for i, n in enumerate("abc"))
     drop_urls(window.queue_panel.view.viewport(), [a, b, c])
-    window.queue_panel.view.setCurrentIndex(ws.queue.index(2))
+    select_only(window.queue_panel.view, 2)
     window.remove_action.trigger()  # c.png is taken out: it must not come back
     assert [i.name for i in ws.queue.items] == ["a.png", "b.png"]
     window.close()

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QApplication
 
 from app.viewmodel import ItemState
 from conftest_app import *  # noqa: F401,F403 - fixtures
-from conftest_app import FakePrompts, until, write_image
+from conftest_app import FakePrompts, select_only, until, write_image
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -85,7 +85,7 @@ def test_delete_removes_the_selected_image(make_window, tmp_path):
     window, ws = make_window()
     ws.add_paths([write_image(tmp_path / n, seed=i) for i, n in enumerate(["a.png", "b.png", "c.png"])])
     view = window.queue_panel.view
-    view.setCurrentIndex(ws.queue.index(1))
+    select_only(view, 1)
     assert ws.selected.name == "b.png"
     view.setFocus()
     QTest.keyClick(view, Qt.Key.Key_Delete)
@@ -99,7 +99,7 @@ def test_one_delete_removes_one_image_whether_the_queue_or_the_window_has_the_ke
     window, ws = make_window()
     ws.add_paths([write_image(tmp_path / f"{n}.png", seed=i) for i, n in enumerate("abcd")])
     view = window.queue_panel.view
-    view.setCurrentIndex(ws.queue.index(1))
+    select_only(view, 1)
     # Focused queue: it takes Delete itself and tells Qt so, which keeps the window's shortcut out of it.
     override = QKeyEvent(QEvent.Type.ShortcutOverride, Qt.Key.Key_Delete, Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(view, override)
