@@ -336,9 +336,10 @@ def drive(qloop):
 
 
 def select_only(view, row: int) -> None:
-    """Make row the queue view's current and only selected row, as a plain click does. (The view's own
-    setCurrentIndex picks its selection command from the keyboard modifiers Qt last saw, which an earlier
-    test's Ctrl-wheel or Ctrl-click can leave behind: then it adds to the selection.)"""
+    """Make row the queue view's current and only selected row, as a plain click does. The view's own
+    setCurrentIndex picks its selection command from the view's state (and Qt's idea of the keyboard
+    modifiers), which earlier tests in the same process can leave behind: under xdist it was seen adding
+    to the selection, so that one Delete removed two images. The cause was not pinned down."""
     from PySide6.QtCore import QItemSelectionModel
 
     flags = QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows
