@@ -6,7 +6,7 @@ from importlib import resources
 
 import numpy as np
 from PySide6.QtGui import QColor, QIcon, QImage, QPalette
-from PySide6.QtWidgets import QApplication, QLabel, QStyleFactory
+from PySide6.QtWidgets import QApplication, QLabel, QStyleFactory, QWidget
 
 
 def image_from_array(pixels: np.ndarray | None) -> QImage:
@@ -67,3 +67,12 @@ def caption(text: str = "", name: str = "Caption") -> QLabel:
     label.setObjectName(name)
     label.setWordWrap(True)
     return label
+
+
+def restyle(widget: QWidget, name: str) -> None:
+    """Give the widget another object name and re-polish it, so the style sheet's rule for that name (its
+    colour) applies now; nothing happens when the name is already the widget's."""
+    if widget.objectName() != name:
+        widget.setObjectName(name)
+        widget.style().unpolish(widget)
+        widget.style().polish(widget)

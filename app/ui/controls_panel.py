@@ -24,7 +24,7 @@ from engine.jobs import BUDGET_PRESETS, BUDGET_RANGE, BUDGET_STEP, STRENGTH_PRES
 from ..backend import EngineInfo
 from ..viewmodel import LEVEL_NAMES, PREVIEW_NOTE, ItemState, Workspace, format_duration
 from .bind import bind, refresh_on
-from .common import caption, section_title
+from .common import caption, restyle, section_title
 from .model_dialog import tilde
 
 STRENGTH_TIP = (
@@ -437,10 +437,7 @@ class ControlsPanel(QWidget):
             text = f"Will not fit in memory: {plan.line}"
         self.memory_line.setText(text)
         self.memory_line.setVisible(bool(text))
-        if self.memory_line.objectName() != ("Warning" if warn else "Caption"):
-            self.memory_line.setObjectName("Warning" if warn else "Caption")
-            self.memory_line.style().unpolish(self.memory_line)
-            self.memory_line.style().polish(self.memory_line)
+        restyle(self.memory_line, "Warning" if warn else "Caption")
 
     def _detail_picked(self, index: int) -> None:
         key = self.detail_combo.itemData(index)

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMessageBox, QSp
 from ..backend import EngineInfo, ModelSummary
 from ..viewmodel import IMAGE_SUFFIXES, Workspace
 from ..viewmodel.help import EFFICACY_NOTE, HelpDocument, efficacy, model_card, readme
-from .common import icon
+from .common import icon, restyle
 from .compare_view import CompareArea
 from .controls_panel import ControlsPanel
 from .model_dialog import ModelDialog, start_folder
@@ -294,14 +294,12 @@ class MainWindow(QMainWindow):
     def _show_device(self, info: EngineInfo) -> None:
         if info.device_kind == "cpu":
             self.device_label.setText("CPU — slow")
-            self.device_label.setObjectName("StatusWarning")
+            restyle(self.device_label, "StatusWarning")  # the object name picks the colour
         else:
             vram = f" · {info.vram_gb:.0f} GB" if info.vram_gb else ""
             self.device_label.setText(f"{info.device_name}{vram}")
-            self.device_label.setObjectName("")
+            restyle(self.device_label, "")
         self.device_label.setToolTip(info.device_warning or "")
-        self.device_label.style().unpolish(self.device_label)  # re-polish: the object name picks the colour
-        self.device_label.style().polish(self.device_label)
         if info.device_warning:
             self.statusBar().showMessage(info.device_warning, 15000)
 
@@ -311,13 +309,11 @@ class MainWindow(QMainWindow):
 
     def _show_model(self, model: ModelSummary | None) -> None:
         if model is not None and model.is_demo:
-            self.model_label.setObjectName("StatusWarning")
+            restyle(self.model_label, "StatusWarning")
             self.model_label.setToolTip("The demo model gives no real protection. Click to choose a real model.")
         else:
-            self.model_label.setObjectName("")
+            restyle(self.model_label, "")
             self.model_label.setToolTip((model.description + "\n" if model else "") + "Click to choose the model")
-        self.model_label.style().unpolish(self.model_label)
-        self.model_label.style().polish(self.model_label)
 
     # ---- geometry ----------------------------------------------------------------------------
 
