@@ -10,7 +10,11 @@ parameter so ablations can switch it:
   z0_hat = predict_x0(z_{t*}) with t* = s·T, x_hat = D(z0_hat).
 - PFG (Patch-wise Frequency Guidance): per p×p patch DCT-II; keep the high band u + v >= k. "match"
   (default) penalizes ||M ⊙ (DCT(x_hat) - DCT(x'))||^2 so the purified image keeps the protection's high
-  frequencies; "contrast" instead maximizes ||M ⊙ (DCT(x_hat(x')) - DCT(x_hat(x)))||^2.
+  frequencies; "contrast" instead maximizes ||M ⊙ (DCT(x_hat(x')) - DCT(x_hat(x)))||^2. "grid" pulls the
+  purified image's high band toward a fixed grid pattern g shared by every image of the set,
+  ||M ⊙ (DCT(x_hat) - DCT(g))||^2, and "grid_latent" pulls the purified latent z0_hat toward E(g): the
+  paper's figures show a grid that purification keeps and customization amplifies, and a change that
+  points the same way in every image is what a mimic learns from a set (issue 28).
 - ETG (Erroneous Timestep Guidance): for t in the purifier's band [1, t*], pull the model's prediction at
   t toward its (stop-gradient) prediction at the wrong timestep t' = min(t + Δ, T - 1) ("wrong_timestep",
   default), or maximize the denoising error only inside the band ("band_error").
@@ -34,10 +38,11 @@ import torch.nn.functional as F
 
 from engine import diffusion as D
 from engine.methods.base import MethodContext, ProtectionMethod, setting
+from engine.methods.mist import target_pattern
 from engine.surrogate import applied_if_tuned, aspl_between_steps
 
 
-PFG_VARIANTS = ("match", "contrast")
+PFG_VARIANTS = ("match", "contrast", "grid", "grid_latent")
 ETG_VARIANTS = ("wrong_timestep", "band_error")
 
 
@@ -54,6 +59,7 @@ class AntiPureParams:
     pfg_stop_gradient: bool = setting(True, "match: sg[x'] (module docstring); false for the ablation", bool)
     etg_variant: str = setting("wrong_timestep", "what ETG pulls toward (module docstring)", str, choices=ETG_VARIANTS)
     patch_size: int = setting(8, "px of PFG's DCT patches", int, 2, 64)
+    grid_period: int = setting(8, "px of the grid pattern the grid variants pull toward", int, 2, 1024)
     high_band_k: int | None = setting(None, "PFG keeps DCT bands u + v ≥ k; none: patch_size // 2", int, 0, 126,
                                       optional=True)
     etg_offset: int = setting(500, "Δ of ETG's wrong timestep, in training timesteps", int, 1, 999)
@@ -177,9 +183,14 @@ class AntiPure(ProtectionMethod):
         if p.use_pfg:
             ts = t_all[i : i + 1]
             z0_hat = D.predict_x0(model, z_t[i : i + 1], ts, out[i : i + 1])
-            x_hat = D.decode(model, z0_hat)
             k = p.high_band_k if p.high_band_k is not None else p.patch_size // 2
-            if p.pfg_variant == "contrast":
+            if p.pfg_variant == "grid_latent":
+                terms["pfg"] = ((z0_hat - ctx.cache["antipure_grid_latent"]) ** 2).mean()
+            elif p.pfg_variant == "grid":
+                x_hat = D.decode(model, z0_hat)
+                terms["pfg"] = high_frequency_distance(x_hat, ctx.cache["antipure_grid"], p.patch_size, k)
+            elif p.pfg_variant == "contrast":
+                x_hat = D.decode(model, z0_hat)
                 with torch.no_grad():
                     # Under EOT x is T(x'): purify T(x_clean), so the two sides differ only by δ.
                     clean = ctx.transform(ctx.x_clean) if ctx.transform is not None else ctx.x_clean
@@ -190,6 +201,7 @@ class AntiPure(ProtectionMethod):
                 # Maximized, so it enters the total with a minus sign below.
                 terms["pfg"] = -high_frequency_distance(x_hat, x_hat_clean, p.patch_size, k)
             else:
+                x_hat = D.decode(model, z0_hat)
                 reference = x.detach() if p.pfg_stop_gradient else x
                 terms["pfg"] = high_frequency_distance(x_hat, reference, p.patch_size, k)
             i += 1
@@ -206,6 +218,13 @@ class AntiPure(ProtectionMethod):
         return terms
 
     def setup(self, ctx: MethodContext) -> None:
+        if self.params.use_pfg and self.params.pfg_variant in ("grid", "grid_latent"):
+            _, _, h, w = ctx.x_clean.shape
+            grid = torch.from_numpy(target_pattern(h, w, self.params.grid_period))[None]
+            grid = grid.to(device=ctx.x_clean.device, dtype=ctx.x_clean.dtype)
+            ctx.cache["antipure_grid"] = grid
+            with torch.no_grad():
+                ctx.cache["antipure_grid_latent"] = D.encode(ctx.model, grid)
         ctx.cache["antipure_scales"] = self.normalization_scales(ctx) if self.params.normalize else {"pfg": 1.0, "etg": 1.0}
 
     def gradient_norms(self, ctx: MethodContext, draws: int | None = None, seed: int | None = None) -> dict[str, float]:
@@ -280,7 +299,8 @@ class AntiPure(ProtectionMethod):
 
         p = self.params
         batch = timesteps_per_step + (1 if p.use_pfg else 0) + (timesteps_per_step if p.use_etg else 0)
-        return MemoryProfile(unet_batch=batch, decoder=p.use_pfg, tuning_batch=1 if p.aspl_rounds else 0)
+        decoder = p.use_pfg and p.pfg_variant != "grid_latent"
+        return MemoryProfile(unet_batch=batch, decoder=decoder, tuning_batch=1 if p.aspl_rounds else 0)
 
     def loss_from_latent(self, ctx, z, x, generator):
         p = self.params
