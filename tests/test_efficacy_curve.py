@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.cli import main as cli_main
+from engine.cli import build_parser, main as cli_main
 from engine.errors import ArtveilError
 from engine.evaluation import curve as CV
 from engine.evaluation import measures as M
@@ -163,6 +163,17 @@ def test_a_plan_with_no_full_strength_measures_only_the_edge_purifiers_and_clean
     assert all(r.purifiers == ("none", "SDEdit 0.2") for r in runs)
     assert not [r for r in runs if r.label in CV.ABLATIONS]
     assert len(runs) == 1 + 8 * 2
+
+
+def test_ablations_everywhere_measures_the_ablations_at_the_edge_strengths_too():
+    """Issue 28 compares AntiPure with its ablations at 32 levels, an edge strength of the curve."""
+    plan = CV.CurvePlan(strengths=(32.0,), full_strengths=(), skip_at_edges=())
+    ablations = [r for r in plan.runs() if r.label in CV.ABLATIONS]
+    assert sorted(r.label for r in ablations) == sorted(CV.ABLATIONS)
+    assert all(r.strength == 32.0 and r.purifiers == ("none", "SDEdit 0.2") for r in ablations)
+    args = build_parser().parse_args(["efficacy", "--model", "m", "--out", "o", "--strengths", "32",
+                                      "--ablations-everywhere"])
+    assert args.ablations_everywhere
 
 
 def test_full_strengths_outside_the_strengths_are_refused_in_one_line(tmp_path, capsys, toy_proxy_model):

@@ -132,6 +132,24 @@ def test_a_misspelt_variant_is_refused_not_replaced_by_the_default(params, word)
         get_method("antipure", params)
 
 
+@pytest.mark.parametrize("variant", ["grid", "grid_latent"])
+def test_grid_variants_pull_every_image_of_a_set_toward_one_target(tiny_model, variant):
+    """The grid target is the set's, not the image's: two different images of one size get the same target
+    (the pattern of grid_period px), so a mimic sees one change in every image."""
+    from engine.methods.mist import target_pattern
+
+    targets = []
+    for seed in (7, 8):
+        method = get_method("antipure", {"pfg_variant": variant, "use_etg": False, "normalize": False})
+        ctx = _ctx(tiny_model, _image(seed=seed))
+        method.setup(ctx)
+        targets.append(ctx.cache["antipure_grid"])
+        _, terms = method.loss(ctx, ctx.x_clean, torch.Generator().manual_seed(1))
+        assert terms["pfg"] > 0
+    assert torch.equal(targets[0], targets[1])
+    assert torch.allclose(targets[0][0], torch.from_numpy(target_pattern(32, 32, 8)))
+
+
 def test_patch_dct_pads_sides_that_are_not_multiples_of_the_patch():
     x = torch.rand(1, 3, 20, 28)
     coeffs = patch_dct(x, 8)

@@ -17,7 +17,9 @@ parameter so ablations can switch it:
   points the same way in every image is what a mimic learns from a set (issue 28).
 - ETG (Erroneous Timestep Guidance): for t in the purifier's band [1, t*], pull the model's prediction at
   t toward its (stop-gradient) prediction at the wrong timestep t' = min(t + Δ, T - 1) ("wrong_timestep",
-  default), or maximize the denoising error only inside the band ("band_error").
+  default), or maximize the denoising error only inside the band ("band_error"), or pull the model's x0
+  estimate at every t of the band toward the grid latent E(g) ("grid_band"): each step of the purifier's
+  denoising chain, not only its first, then points to the grid.
 - λ_f, λ_t are relative weights: with normalize=True each term is first scaled so its gradient norm
   matches L_sem's, both norms averaged over `normalize_draws` fixed (t, noise, s) draws. The norms are
   taken at a random δ of the strength's size, not at δ = 0: there the contrast term and its gradient
@@ -43,7 +45,7 @@ from engine.surrogate import applied_if_tuned, aspl_between_steps
 
 
 PFG_VARIANTS = ("match", "contrast", "grid", "grid_latent")
-ETG_VARIANTS = ("wrong_timestep", "band_error")
+ETG_VARIANTS = ("wrong_timestep", "band_error", "grid_band")
 
 
 @dataclass
@@ -208,7 +210,10 @@ class AntiPure(ProtectionMethod):
         if p.use_etg:
             t_e = t_all[i:]
             z_te = z_t[i:]
-            if p.etg_variant == "band_error":
+            if p.etg_variant == "grid_band":
+                z0_band = D.predict_x0(model, z_te, t_e, out[i:])
+                terms["etg"] = ((z0_band - ctx.cache["antipure_grid_latent"]) ** 2).mean()
+            elif p.etg_variant == "band_error":
                 err = ((out[i:] - D.target(model, zb[i:], noise[i:], t_e)) ** 2).mean()
                 terms["etg"] = -err
             else:
@@ -218,14 +223,15 @@ class AntiPure(ProtectionMethod):
         return terms
 
     def setup(self, ctx: MethodContext) -> None:
-        if self.params.use_pfg and self.params.pfg_variant in ("grid", "grid_latent"):
+        p = self.params
+        if (p.use_pfg and p.pfg_variant in ("grid", "grid_latent")) or (p.use_etg and p.etg_variant == "grid_band"):
             _, _, h, w = ctx.x_clean.shape
-            grid = torch.from_numpy(target_pattern(h, w, self.params.grid_period))[None]
+            grid = torch.from_numpy(target_pattern(h, w, p.grid_period))[None]
             grid = grid.to(device=ctx.x_clean.device, dtype=ctx.x_clean.dtype)
             ctx.cache["antipure_grid"] = grid
             with torch.no_grad():
                 ctx.cache["antipure_grid_latent"] = D.encode(ctx.model, grid)
-        ctx.cache["antipure_scales"] = self.normalization_scales(ctx) if self.params.normalize else {"pfg": 1.0, "etg": 1.0}
+        ctx.cache["antipure_scales"] = self.normalization_scales(ctx) if p.normalize else {"pfg": 1.0, "etg": 1.0}
 
     def gradient_norms(self, ctx: MethodContext, draws: int | None = None, seed: int | None = None) -> dict[str, float]:
         """Each term's gradient norm w.r.t. the image, averaged over `draws` fixed (t, noise, s) draws.
