@@ -107,7 +107,8 @@ def test_ablation_switches_remove_the_term_from_the_gradient(tiny_model, params,
     xr = x.clone().requires_grad_(True)
     terms = method._terms(ctx, xr, torch.Generator().manual_seed(1))
     scales = ctx.cache["antipure_scales"]
-    total = terms["semantic"] - sum(scales[k] * terms[k] for k in ("pfg", "etg") if k in expected)
+    weights = {"pfg": method.params.lambda_pfg, "etg": method.params.lambda_etg}
+    total = terms["semantic"] - sum(weights[k] * scales[k] * terms[k] for k in ("pfg", "etg") if k in expected)
     assert torch.allclose(g_loss, torch.autograd.grad(total, xr)[0], rtol=1e-4, atol=1e-8)
 
 
@@ -143,7 +144,7 @@ def test_grid_variants_pull_every_image_of_a_set_toward_one_target(tiny_model, v
         method = get_method("antipure", {"pfg_variant": variant, "use_etg": False, "normalize": False})
         ctx = _ctx(tiny_model, _image(seed=seed))
         method.setup(ctx)
-        targets.append(ctx.cache["antipure_grid"])
+        targets.append(method._grid(ctx)[0])
         _, terms = method.loss(ctx, ctx.x_clean, torch.Generator().manual_seed(1))
         assert terms["pfg"] > 0
     assert torch.equal(targets[0], targets[1])
@@ -166,7 +167,8 @@ def test_pfg_match_stops_the_gradient_at_the_protected_image(tiny_model):
     ctx = _ctx(tiny_model, x)
     z = D.encode(tiny_model, x).detach().requires_grad_(True)
     for stop, reaches_x in ((True, False), (False, True)):
-        method = get_method("antipure", {"use_etg": False, "normalize": False, "pfg_stop_gradient": stop})
+        method = get_method("antipure", {"use_etg": False, "normalize": False, "pfg_variant": "match",
+                                             "pfg_stop_gradient": stop})
         xl = x.clone().requires_grad_(True)
         terms = method._terms(ctx, xl, torch.Generator().manual_seed(1), z)
         g_x, g_z = torch.autograd.grad(terms["pfg"], (xl, z), allow_unused=True)

@@ -424,7 +424,10 @@ ANTIPURE_OFF = {"use_pfg": False, "use_etg": False}
 GUIDANCE = {
     "pfg_match": ("pfg", {"use_etg": False, "pfg_variant": "match"}, high_frequency_lost_in_purification),
     "pfg_grid_latent": ("pfg", {"use_etg": False, "pfg_variant": "grid_latent"}, purified_latent_far_from_grid),
-    "etg": ("etg", {"use_pfg": False, "etg_variant": "wrong_timestep"}, wrong_timestep_gap),
+    "etg_wrong_timestep": ("etg", {"use_pfg": False, "etg_variant": "wrong_timestep"}, wrong_timestep_gap),
+    # grid_band pulls the x0 estimate at every t of the purifier's band toward the grid: the one-step purified
+    # latents over that band are what it moves.
+    "etg_grid_band": ("etg", {"use_pfg": False, "etg_variant": "grid_band"}, purified_latent_far_from_grid),
 }
 
 

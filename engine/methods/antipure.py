@@ -9,17 +9,19 @@ parameter so ablations can switch it:
 - Purifier model: SDEdit at strength s (drawn per step from [s_min, s_max]) estimated in one step:
   z0_hat = predict_x0(z_{t*}) with t* = s·T, x_hat = D(z0_hat).
 - PFG (Patch-wise Frequency Guidance): per p×p patch DCT-II; keep the high band u + v >= k. "match"
-  (default) penalizes ||M ⊙ (DCT(x_hat) - DCT(x'))||^2 so the purified image keeps the protection's high
-  frequencies; "contrast" instead maximizes ||M ⊙ (DCT(x_hat(x')) - DCT(x_hat(x)))||^2. "grid" pulls the
-  purified image's high band toward a fixed grid pattern g shared by every image of the set,
-  ||M ⊙ (DCT(x_hat) - DCT(g))||^2, and "grid_latent" pulls the purified latent z0_hat toward E(g): the
-  paper's figures show a grid that purification keeps and customization amplifies, and a change that
-  points the same way in every image is what a mimic learns from a set (issue 28).
+  (the spec's first choice) penalizes ||M ⊙ (DCT(x_hat) - DCT(x'))||^2 so the purified image keeps the
+  protection's high frequencies; "contrast" instead maximizes ||M ⊙ (DCT(x_hat(x')) - DCT(x_hat(x)))||^2;
+  "grid" pulls the purified image's high band toward a fixed grid pattern g shared by every image of the
+  set, ||M ⊙ (DCT(x_hat) - DCT(g))||^2; "grid_latent" (default) pulls the purified latent z0_hat toward
+  E(g): the paper's figures show a grid that purification keeps and customization amplifies, and a change
+  that points the same way in every image is what a mimic learns from a set (issue 28).
 - ETG (Erroneous Timestep Guidance): for t in the purifier's band [1, t*], pull the model's prediction at
   t toward its (stop-gradient) prediction at the wrong timestep t' = min(t + Δ, T - 1) ("wrong_timestep",
-  default), or maximize the denoising error only inside the band ("band_error"), or pull the model's x0
-  estimate at every t of the band toward the grid latent E(g) ("grid_band"): each step of the purifier's
-  denoising chain, not only its first, then points to the grid.
+  the spec's first choice), or maximize the denoising error only inside the band ("band_error"), or pull
+  the model's x0 estimate at every t of the band toward the grid latent E(g) ("grid_band", default): each
+  step of the purifier's denoising chain, not only its first, then points to the grid.
+- The defaults (grid_latent at λ_f = 4, grid_band at λ_t = 1) were chosen on the proxy world's tuning split,
+  where the spec's first choices took the base term's damage away (docs/methods.md, docs/efficacy.md).
 - λ_f, λ_t are relative weights: with normalize=True each term is first scaled so its gradient norm
   matches L_sem's, both norms averaged over `normalize_draws` fixed (t, noise, s) draws. The norms are
   taken at a random δ of the strength's size, not at δ = 0: there the contrast term and its gradient
@@ -127,9 +129,9 @@ def etg_target(model, z_t: torch.Tensor, t: torch.Tensor, offset: int, cond: tor
 
 class AntiPure(ProtectionMethod):
     name = "antipure"
-    label = "AntiPure (built to survive purification; unproven)"
-    summary = ("Aimed at the clean-up tricks mimics use (light SDEdit, noise, JPEG) before training; on the "
-               "project's test model it does not damage a mimic yet (docs/efficacy.md).")
+    label = "AntiPure (built to survive purification)"
+    summary = ("Aimed at the clean-up mimics use before training (light SDEdit). On the project's test model it "
+               "does the most damage after SDEdit, but only at strong settings (32 levels; docs/efficacy.md).")
     Params = AntiPureParams
 
     def params_problem(self):
@@ -187,10 +189,10 @@ class AntiPure(ProtectionMethod):
             z0_hat = D.predict_x0(model, z_t[i : i + 1], ts, out[i : i + 1])
             k = p.high_band_k if p.high_band_k is not None else p.patch_size // 2
             if p.pfg_variant == "grid_latent":
-                terms["pfg"] = ((z0_hat - ctx.cache["antipure_grid_latent"]) ** 2).mean()
+                terms["pfg"] = ((z0_hat - self._grid(ctx)[1]) ** 2).mean()
             elif p.pfg_variant == "grid":
                 x_hat = D.decode(model, z0_hat)
-                terms["pfg"] = high_frequency_distance(x_hat, ctx.cache["antipure_grid"], p.patch_size, k)
+                terms["pfg"] = high_frequency_distance(x_hat, self._grid(ctx)[0], p.patch_size, k)
             elif p.pfg_variant == "contrast":
                 x_hat = D.decode(model, z0_hat)
                 with torch.no_grad():
@@ -212,7 +214,7 @@ class AntiPure(ProtectionMethod):
             z_te = z_t[i:]
             if p.etg_variant == "grid_band":
                 z0_band = D.predict_x0(model, z_te, t_e, out[i:])
-                terms["etg"] = ((z0_band - ctx.cache["antipure_grid_latent"]) ** 2).mean()
+                terms["etg"] = ((z0_band - self._grid(ctx)[1]) ** 2).mean()
             elif p.etg_variant == "band_error":
                 err = ((out[i:] - D.target(model, zb[i:], noise[i:], t_e)) ** 2).mean()
                 terms["etg"] = -err
@@ -222,15 +224,20 @@ class AntiPure(ProtectionMethod):
                 terms["etg"] = ((eps - wrong) ** 2).mean()
         return terms
 
-    def setup(self, ctx: MethodContext) -> None:
-        p = self.params
-        if (p.use_pfg and p.pfg_variant in ("grid", "grid_latent")) or (p.use_etg and p.etg_variant == "grid_band"):
+    def _grid(self, ctx: MethodContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """The grid g (pixels) and E(g) the grid variants pull toward: one pattern for every image of a size, so
+        the whole set points the same way. Made once per job."""
+        if "antipure_grid" not in ctx.cache:
             _, _, h, w = ctx.x_clean.shape
-            grid = torch.from_numpy(target_pattern(h, w, p.grid_period))[None]
+            grid = torch.from_numpy(target_pattern(h, w, self.params.grid_period))[None]
             grid = grid.to(device=ctx.x_clean.device, dtype=ctx.x_clean.dtype)
-            ctx.cache["antipure_grid"] = grid
             with torch.no_grad():
                 ctx.cache["antipure_grid_latent"] = D.encode(ctx.model, grid)
+            ctx.cache["antipure_grid"] = grid
+        return ctx.cache["antipure_grid"], ctx.cache["antipure_grid_latent"]
+
+    def setup(self, ctx: MethodContext) -> None:
+        p = self.params
         ctx.cache["antipure_scales"] = self.normalization_scales(ctx) if p.normalize else {"pfg": 1.0, "etg": 1.0}
 
     def gradient_norms(self, ctx: MethodContext, draws: int | None = None, seed: int | None = None) -> dict[str, float]:
