@@ -138,6 +138,29 @@ def test_an_image_changed_in_place_is_prepared_and_protected_again(tiny_model, t
                           make_image(32, 32, seed=99)[..., :3])
 
 
+def test_a_protection_made_under_other_method_defaults_is_made_again(tiny_model, tmp_path, monkeypatch):
+    """A run folder outlives a change of a method's defaults (AntiPure's, issue 28): the same row with the same
+    given parameters then runs other settings, and its old protection must not be reused."""
+    from dataclasses import dataclass
+
+    from engine import methods as registry
+    from engine.methods.advdm import AdvDM, AdvDMParams
+    from engine.methods.base import setting
+
+    @dataclass
+    class Shifted(AdvDMParams):
+        t_min: int = setting(1, "first training timestep drawn", int, 0, 999)
+
+    art, config = _one_step_config(tmp_path, seed=30)
+    run_dir = tmp_path / "run"
+    run_evaluation(tiny_model, config, run_dir, log=lambda m: None)
+    assert run_evaluation(tiny_model, config, run_dir, log=lambda m: None)["stages_run"] == []
+    monkeypatch.setitem(registry.METHODS, "advdm", type("AdvDM", (AdvDM,), {"Params": Shifted}))
+    assert registry.get_method("advdm").params.t_min == 1  # the default changed, the row did not
+    again = run_evaluation(tiny_model, config, run_dir, log=lambda m: None)
+    assert "protect" in again["stages_run"]
+
+
 def test_lora_customization_changes_the_unet_output_and_leaves_it_restored(tiny_model):
     snap = _unet_snapshot(tiny_model)
     images = [make_image(32, 32, seed=s) for s in range(2)]

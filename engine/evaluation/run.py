@@ -99,6 +99,16 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def protect_key(upstream: str, settings: ProtectSettings) -> str:
+    """The protect stage's key: the settings as given and every parameter the method runs with, its defaults
+    included, so a protection made before a method's defaults changed is made again, not reused."""
+    from dataclasses import asdict as fields
+    from engine.methods import get_method
+
+    method = fields(get_method(settings.method, settings.method_params).params)
+    return _key(upstream, asdict(settings), method)
+
+
 def _digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -213,7 +223,7 @@ def _protect_purify_stages(runner: StageRunner, model: ModelBundle, config: Eval
         conditions["protected"] = (list(clean_files), upstream)
     else:
         settings = config.protect_settings()
-        pkey = _key(upstream, asdict(settings))
+        pkey = protect_key(upstream, settings)
 
         def protect():
             # The very batch the window and the CLI run: one surrogate shared across the set, PNG export.
