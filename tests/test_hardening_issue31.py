@@ -163,7 +163,7 @@ def test_a_method_parameter_outside_its_kind_or_range_is_a_bad_argument(cli, tmp
     assert status == 2 and stdout == ""
     assert err.splitlines() == [
         f"artveil: antipure: lambda_pfg={shown} is not a number in 0–1000; lambda_pfg 0–1000 "
-        "(weight λ_f of PFG, relative to the semantic term; default 1)"
+        "(weight λ_f of PFG, relative to the semantic term; default 4)"
     ]  # one line, and no model loaded (its note would follow)
     assert not out.exists()
 

@@ -354,6 +354,10 @@ def closer_to_mist_pattern(model, original, pixels):
     return -latent_distance(model, pixels, _mist_pattern())
 
 
+def purified_closer_to_grid(model, original, pixels):
+    return -purified_latent_far_from_grid(model, pixels)
+
+
 def closer_to_gray(model, original, pixels):
     return -latent_distance(model, pixels, np.full_like(original, 128))
 
@@ -371,7 +375,9 @@ def up_the_sds_gradient(model, original, pixels):
 CASES = {
     "advdm": ("advdm", {}, (raised_denoising_loss,)),
     "aspl": ("aspl", {"pgd_per_round": 4, "clean_tune_steps": 1, "protected_tune_steps": 1}, (raised_denoising_loss,)),
-    "antipure": ("antipure", {}, (raised_denoising_loss,)),
+    # AntiPure's two parts, as Mist's: negated, pushing the purified latent away from the grid still disturbs the
+    # model the way noise does (the denoising loss rises), and the grid part is what rejects it.
+    "antipure": ("antipure", {}, (raised_denoising_loss, purified_closer_to_grid)),
     "antidiffusion": ("antidiffusion", {"pt_steps": 3, "rounds": 1, "surrogate_steps": 2}, (raised_denoising_loss,)),
     # Mist's two parts at once. Negated, Mist still raises the denoising loss a little (pushing the latent away
     # from the pattern disturbs the model the way noise does): its texture part is what rejects it.
