@@ -339,7 +339,7 @@ def sign_flippable(name: str, keys: tuple[str, ...], monkeypatch) -> str:
 def _mist_pattern(period: int = 16) -> np.ndarray:
     from engine.methods.mist import target_pattern  # the target is data, not loss code
 
-    return (target_pattern(SIZE, SIZE, period).transpose(1, 2, 0) * 255).round().astype(np.uint8)
+    return _to_pixels(target_pattern(SIZE, SIZE, period))
 
 
 # The parts of each method's reference measure, as functions (model, original, pixels) -> value (higher:

@@ -102,10 +102,9 @@ def _key(*parts: Any) -> str:
 def protect_key(upstream: str, settings: ProtectSettings) -> str:
     """The protect stage's key: the settings as given and every parameter the method runs with, its defaults
     included, so a protection made before a method's defaults changed is made again, not reused."""
-    from dataclasses import asdict as fields
     from engine.methods import get_method
 
-    method = fields(get_method(settings.method, settings.method_params).params)
+    method = asdict(get_method(settings.method, settings.method_params).params)
     return _key(upstream, asdict(settings), method)
 
 

@@ -188,13 +188,13 @@ class AntiPure(ProtectionMethod):
             ts = t_all[i : i + 1]
             z0_hat = D.predict_x0(model, z_t[i : i + 1], ts, out[i : i + 1])
             k = p.high_band_k if p.high_band_k is not None else p.patch_size // 2
+            # Every variant but grid_latent compares the purified image: one decode, none for grid_latent.
+            x_hat = D.decode(model, z0_hat) if p.pfg_variant != "grid_latent" else None
             if p.pfg_variant == "grid_latent":
                 terms["pfg"] = ((z0_hat - self._grid(ctx)[1]) ** 2).mean()
             elif p.pfg_variant == "grid":
-                x_hat = D.decode(model, z0_hat)
                 terms["pfg"] = high_frequency_distance(x_hat, self._grid(ctx)[0], p.patch_size, k)
             elif p.pfg_variant == "contrast":
-                x_hat = D.decode(model, z0_hat)
                 with torch.no_grad():
                     # Under EOT x is T(x'): purify T(x_clean), so the two sides differ only by δ.
                     clean = ctx.transform(ctx.x_clean) if ctx.transform is not None else ctx.x_clean
@@ -205,7 +205,6 @@ class AntiPure(ProtectionMethod):
                 # Maximized, so it enters the total with a minus sign below.
                 terms["pfg"] = -high_frequency_distance(x_hat, x_hat_clean, p.patch_size, k)
             else:
-                x_hat = D.decode(model, z0_hat)
                 reference = x.detach() if p.pfg_stop_gradient else x
                 terms["pfg"] = high_frequency_distance(x_hat, reference, p.patch_size, k)
             i += 1
@@ -237,8 +236,7 @@ class AntiPure(ProtectionMethod):
         return ctx.cache["antipure_grid"], ctx.cache["antipure_grid_latent"]
 
     def setup(self, ctx: MethodContext) -> None:
-        p = self.params
-        ctx.cache["antipure_scales"] = self.normalization_scales(ctx) if p.normalize else {"pfg": 1.0, "etg": 1.0}
+        ctx.cache["antipure_scales"] = self.normalization_scales(ctx) if self.params.normalize else {"pfg": 1.0, "etg": 1.0}
 
     def gradient_norms(self, ctx: MethodContext, draws: int | None = None, seed: int | None = None) -> dict[str, float]:
         """Each term's gradient norm w.r.t. the image, averaged over `draws` fixed (t, noise, s) draws.
