@@ -197,6 +197,14 @@ def purified_latent_far_from_grid(model, pixels: np.ndarray) -> float:
     return float(np.mean(values))
 
 
+@_memo
+def latent_far_from_gray(model, pixels: np.ndarray) -> float:
+    """‖E(x') − E(gray)‖² of the exported 8-bit image: the latent an unpurified mimic trains on, against a flat
+    mid-gray image's: what AntiPure's latent term lowers."""
+    gray = _latent(model, np.full_like(pixels, 128))
+    return float(((_latent(model, pixels) - gray) ** 2).sum())
+
+
 def _to_pixels(image: np.ndarray) -> np.ndarray:
     """[C, H, W] in [0, 1] -> 8-bit HWC, as the purified file a mimic downloads."""
     return (np.clip(image, 0, 1).transpose(1, 2, 0) * 255).round().astype(np.uint8)
@@ -434,6 +442,7 @@ GUIDANCE = {
     # grid_band pulls the x0 estimate at every t of the purifier's band toward the grid: the one-step purified
     # latents over that band are what it moves.
     "etg_grid_band": ("etg", {"use_pfg": False, "etg_variant": "grid_band"}, purified_latent_far_from_grid),
+    "latent_gray": ("latent", ANTIPURE_OFF, latent_far_from_gray),
 }
 
 

@@ -3,7 +3,7 @@
 The paper's equations are not public; this is the formulation of methods.md §2, every choice a
 parameter so ablations can switch it:
 
-    maximize  L_sem - λ_f · L_PFG - λ_t · L_ETG
+    maximize  L_sem - λ_f · L_PFG - λ_t · L_ETG - λ_e · L_latent
 
 - L_sem: the ASPL/AdvDM denoising loss over the whole training range of t.
 - Purifier model: SDEdit at strength s (drawn per step from [s_min, s_max]) estimated in one step:
@@ -20,6 +20,9 @@ parameter so ablations can switch it:
   the spec's first choice), or maximize the denoising error only inside the band ("band_error"), or pull
   the model's x0 estimate at every t of the band toward the grid latent E(g) ("grid_band", default): each
   step of the purifier's denoising chain, not only its first, then points to the grid.
+- Latent term (off by default, λ_e = 0): pull E(x') itself toward the latent of a flat gray image (PhotoGuard's
+  target) or of the grid, ||E(x') - E(target)||^2: an unpurified mimic trains on E(x'), which neither guidance
+  term reaches (issue 28's first direction: the encoder is latent diffusion's weak point).
 - The defaults (grid_latent at λ_f = 4, grid_band at λ_t = 1) were chosen on the proxy world's tuning split,
   where the spec's first choices took the base term's damage away (docs/methods.md, docs/efficacy.md).
 - λ_f, λ_t are relative weights: with normalize=True each term is first scaled so its gradient norm
@@ -48,6 +51,9 @@ from engine.surrogate import applied_if_tuned, aspl_between_steps
 
 PFG_VARIANTS = ("match", "contrast", "grid", "grid_latent")
 ETG_VARIANTS = ("wrong_timestep", "band_error", "grid_band")
+LATENT_TARGETS = ("gray", "grid")
+TERMS = ("semantic", "pfg", "etg", "latent")
+UNIT_SCALES = {"pfg": 1.0, "etg": 1.0, "latent": 1.0}
 
 
 @dataclass
@@ -62,6 +68,9 @@ class AntiPureParams:
     pfg_variant: str = setting("grid_latent", "what PFG compares (module docstring)", str, choices=PFG_VARIANTS)
     pfg_stop_gradient: bool = setting(True, "match: sg[x'] (module docstring); false for the ablation", bool)
     etg_variant: str = setting("grid_band", "what ETG pulls toward (module docstring)", str, choices=ETG_VARIANTS)
+    lambda_latent: float = setting(0.0, "weight λ_e of the latent term E(x') → target (0: off), relative to the semantic "
+                                        "term", float, 0.0, 1000.0)
+    latent_target: str = setting("gray", "what the latent term pulls E(x') toward", str, choices=LATENT_TARGETS)
     patch_size: int = setting(8, "px of PFG's DCT patches", int, 2, 64)
     grid_period: int = setting(8, "px of the grid pattern the grid variants pull toward", int, 2, 1024)
     high_band_k: int | None = setting(None, "PFG keeps DCT bands u + v ≥ k; none: patch_size // 2", int, 0, 126,
@@ -183,6 +192,12 @@ class AntiPure(ProtectionMethod):
 
         terms: dict[str, torch.Tensor] = {}
         terms["semantic"] = ((out[:n] - D.target(model, zb[:n], noise[:n], t_sem)) ** 2).mean()
+        if p.lambda_latent > 0:
+            # What an unpurified mimic trains on is E(x') itself: pull it toward a target the whole set shares.
+            z_lat = z
+            if leaves is not None:
+                leaves["latent"] = z_lat = z.detach().clone().requires_grad_(True)
+            terms["latent"] = ((z_lat - self._latent_target(ctx)) ** 2).mean()
         i = n
         if p.use_pfg:
             ts = t_all[i : i + 1]
@@ -223,6 +238,15 @@ class AntiPure(ProtectionMethod):
                 terms["etg"] = ((eps - wrong) ** 2).mean()
         return terms
 
+    def _latent_target(self, ctx: MethodContext) -> torch.Tensor:
+        """E(target) of the latent term: a flat mid-gray image (PhotoGuard's target) or the grid."""
+        if self.params.latent_target == "grid":
+            return self._grid(ctx)[1]
+        if "antipure_gray_latent" not in ctx.cache:
+            with torch.no_grad():
+                ctx.cache["antipure_gray_latent"] = D.encode(ctx.model, torch.full_like(ctx.x_clean, 0.5))
+        return ctx.cache["antipure_gray_latent"]
+
     def _grid(self, ctx: MethodContext) -> tuple[torch.Tensor, torch.Tensor]:
         """The grid g (pixels) and E(g) the grid variants pull toward: one pattern for every image of a size, so
         the whole set points the same way. Made once per job."""
@@ -236,7 +260,7 @@ class AntiPure(ProtectionMethod):
         return ctx.cache["antipure_grid"], ctx.cache["antipure_grid_latent"]
 
     def setup(self, ctx: MethodContext) -> None:
-        ctx.cache["antipure_scales"] = self.normalization_scales(ctx) if self.params.normalize else {"pfg": 1.0, "etg": 1.0}
+        ctx.cache["antipure_scales"] = self.normalization_scales(ctx) if self.params.normalize else dict(UNIT_SCALES)
 
     def gradient_norms(self, ctx: MethodContext, draws: int | None = None, seed: int | None = None) -> dict[str, float]:
         """Each term's gradient norm w.r.t. the image, averaged over `draws` fixed (t, noise, s) draws.
@@ -269,7 +293,7 @@ class AntiPure(ProtectionMethod):
         x = x0.clone().requires_grad_(True)
         leaves: dict[str, torch.Tensor] = {}
         terms = self._terms(ctx, x, generator, z0, leaves)
-        names = [k for k in ("semantic", "pfg", "etg") if k in terms]
+        names = [k for k in TERMS if k in terms]
         total = sum(terms[k] for k in names)
         grads = torch.autograd.grad(total, [leaves[k] for k in names] + [x], allow_unused=True)
         g_x = grads[-1]  # only PFG reads x directly (pfg_stop_gradient off)
@@ -285,14 +309,14 @@ class AntiPure(ProtectionMethod):
         return names, out
 
     def normalization_scales(self, ctx: MethodContext, draws: int | None = None, seed: int | None = None) -> dict[str, float]:
-        """{"pfg": s_f, "etg": s_t} so that s·‖∇L_term‖ matches ‖∇L_sem‖ on average: the λ's are then
-        relative to the base term, whatever the model and image size."""
-        scales = {"pfg": 1.0, "etg": 1.0}
+        """{"pfg": s_f, "etg": s_t, "latent": s_e} so that s·‖∇L_term‖ matches ‖∇L_sem‖ on average: the λ's are
+        then relative to the base term, whatever the model and image size."""
+        scales = dict(UNIT_SCALES)
         p = self.params
-        if not (p.use_pfg or p.use_etg):
+        if not (p.use_pfg or p.use_etg or p.lambda_latent > 0):
             return scales
         norms = self.gradient_norms(ctx, draws, seed)
-        for k in ("pfg", "etg"):
+        for k in UNIT_SCALES:
             if norms.get(k, 0.0) > 0:
                 scales[k] = norms["semantic"] / norms[k]
         return scales
@@ -315,7 +339,7 @@ class AntiPure(ProtectionMethod):
 
     def loss_from_latent(self, ctx, z, x, generator):
         p = self.params
-        scales = ctx.cache.get("antipure_scales", {"pfg": 1.0, "etg": 1.0})
+        scales = ctx.cache.get("antipure_scales", UNIT_SCALES)
         with applied_if_tuned(ctx):
             terms = self._terms(ctx, x, generator, z)
         total = terms["semantic"]
@@ -323,4 +347,6 @@ class AntiPure(ProtectionMethod):
             total = total - p.lambda_pfg * scales["pfg"] * terms["pfg"]
         if "etg" in terms:
             total = total - p.lambda_etg * scales["etg"] * terms["etg"]
+        if "latent" in terms:
+            total = total - p.lambda_latent * scales["latent"] * terms["latent"]
         return total, {k: float(v.detach()) for k, v in terms.items()}
