@@ -259,6 +259,13 @@ def step_gradient(method, ctx: MethodContext, x_in: torch.Tensor, delta: torch.T
 
     Both paths draw the same noise and timesteps from `generator`, so they give the same gradient.
     """
+    # The method's scope (a tuned surrogate, swapped attention processors) spans the backward too: under
+    # gradient checkpointing the backward recomputes the forward, which must meet the same model.
+    with method.graph_scope(ctx):
+        return _step_gradient(method, ctx, x_in, delta, generator, two_pass, settings)
+
+
+def _step_gradient(method, ctx, x_in, delta, generator, two_pass, settings):
     amp = lambda: _autocast(settings, ctx.model.device)  # noqa: E731 (a fresh context per use)
     if not two_pass:
         with amp():

@@ -74,6 +74,45 @@ def test_gradient_checkpointing_gives_the_same_gradient(tiny_model, textured_ima
     assert _rel(lean, plain) < 1e-5
 
 
+# Methods whose loss runs a tuned surrogate (and Anti-Diffusion's capturing attention processors) inside the
+# forward, with tunings small enough for a test.
+TUNED = {
+    "aspl": {"clean_tune_steps": 1, "protected_tune_steps": 1},
+    "antidiffusion": {"pt_steps": 1, "rounds": 1, "surrogate_steps": 1},
+    "antipure": {"aspl_rounds": 1, "aspl_tune_steps": 1},
+}
+
+
+def _tuned_gradient(model, image, method_name, two_pass):
+    """∇_δ after the method's first surrogate tuning (between_steps run until one has happened)."""
+    params = TUNED[method_name]
+    method = get_method(method_name, params)
+    ctx = _context(model, image, method)
+    delta = (torch.rand(ctx.x_clean.shape, generator=torch.Generator().manual_seed(3)) - 0.5) * (8 / 255)
+    tuned = lambda: any(getattr(ctx.cache.get(k), "tuned_steps", 0) > 0 for k in ("surrogate", "aspl_attack"))  # noqa: E731
+    for step in range(ctx.steps):
+        method.between_steps(ctx, (ctx.x_clean + delta).detach(), step)
+        if tuned():
+            break
+    assert tuned(), f"{method_name}: no surrogate was tuned"
+    delta.requires_grad_(True)
+    settings = ProtectSettings(method=method_name, method_params=params)
+    grad, _, _ = step_gradient(method, ctx, ctx.x_clean + delta, delta, ctx.fresh_generator(11), two_pass, settings)
+    return grad
+
+
+@pytest.mark.parametrize("method_name", sorted(TUNED))
+def test_gradient_checkpointing_meets_the_tuned_surrogate_in_the_backward(tiny_model, textured_image, method_name):
+    # Checkpointing recomputes each block's forward during the backward: the surrogate the loss ran (and
+    # Anti-Diffusion's attention capture) must still be in place then, or the step fails (CheckpointError:
+    # a different number of tensors saved) or, worse, takes the base model's gradient.
+    plain = _tuned_gradient(tiny_model, textured_image, method_name, two_pass=False)
+    with speed_mode(tiny_model, checkpointing=True):
+        lean = _tuned_gradient(tiny_model, textured_image, method_name, two_pass=True)
+    assert plain.abs().sum() > 0
+    assert _rel(lean, plain) < 1e-5
+
+
 def test_low_vram_mode_protects_the_same_way(tiny_model, textured_image):
     base = ProtectSettings(method="antipure", steps=4, preview_every=0, measure_objective=False, timesteps_per_step=2)
     plain = protect_image(tiny_model, textured_image, base).protected.astype(int)

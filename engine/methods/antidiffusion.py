@@ -72,7 +72,7 @@ class _CrossAttentionCapture:
     Layers with more query tokens than `max_tokens` run the original processor (SDPA) unchanged.
     """
 
-    def __init__(self, original, store: list, max_tokens: int, name: str):
+    def __init__(self, original, store: list | None, max_tokens: int, name: str):
         self.original = original
         self.store = store
         self.max_tokens = max_tokens
@@ -92,7 +92,8 @@ class _CrossAttentionCapture:
         key, value = attn.to_k(context), attn.to_v(context)
         query, key, value = attn.head_to_batch_dim(query), attn.head_to_batch_dim(key), attn.head_to_batch_dim(value)
         probs = attn.get_attention_scores(query, key, mask)
-        self.store.append((self.name, probs.view(batch, attn.heads, tokens, seq)))
+        if self.store is not None:
+            self.store.append((self.name, probs.view(batch, attn.heads, tokens, seq)))
         out = attn.batch_to_head_dim(torch.bmm(probs, value))
         out = attn.to_out[1](attn.to_out[0](out))
         if attn.residual_connection:
@@ -107,9 +108,24 @@ def _is_sdl_layer(name: str) -> bool:
 @contextlib.contextmanager
 def capture_cross_attention(unet, max_tokens: int) -> Iterator[list]:
     """Inside the block, the down/up cross-attention layers with at most max_tokens queries record their
-    maps into the yielded list as (layer name, probs [B, heads, tokens, 77]). Processors restored on exit."""
+    maps into the yielded list as (layer name, probs [B, heads, tokens, 77]). Processors restored on exit.
+
+    Re-entrant: inside an outer capture of the same layers (AntiDiffusion.graph_scope, which keeps the capturing
+    processors in place through the backward for gradient checkpointing's recomputation) it only points them
+    at a fresh list, and detaches them again on exit; the computation is the same either way."""
     originals = unet.attn_processors
     store: list = []
+    held = [p for p in originals.values() if isinstance(p, _CrossAttentionCapture)]
+    if held and all(p.max_tokens == max_tokens for p in held):
+        before = [p.store for p in held]
+        for p in held:
+            p.store = store
+        try:
+            yield store
+        finally:
+            for p, s in zip(held, before):
+                p.store = s
+        return
     swapped = {
         name: (_CrossAttentionCapture(proc, store, max_tokens, name) if _is_sdl_layer(name) else proc)
         for name, proc in originals.items()
@@ -239,6 +255,17 @@ class AntiDiffusion(ProtectionMethod):
                 surrogate = surrogate_for(ctx, self._surrogate_params())
                 losses = surrogate.tune(tuning_set(ctx, x_protected), ctx.cond, ctx.fresh_generator(20_000 + step))
                 ctx.cache["ad_log"].append(("surrogate", len(losses)))
+
+    @contextlib.contextmanager
+    def graph_scope(self, ctx: MethodContext):
+        m = ctx.model.vae_scale_factor
+        z_hw = (ctx.x_clean.shape[-2] // m, ctx.x_clean.shape[-1] // m)
+        with applied_if_tuned(ctx), capture_cross_attention(ctx.model.unet, self._max_tokens(ctx, z_hw)) as store:
+            # Installed, not recording: the loss's own capture records into a list of its own.
+            for p in ctx.model.unet.attn_processors.values():
+                if isinstance(p, _CrossAttentionCapture) and p.store is store:
+                    p.store = None
+            yield
 
     def memory_profile(self, timesteps_per_step):
         from engine.plan import MemoryProfile

@@ -327,6 +327,9 @@ class AntiPure(ProtectionMethod):
     def between_steps(self, ctx, x_protected, step):
         aspl_between_steps(ctx, x_protected, step, self.params.aspl_rounds, self.params.aspl_tune_steps)
 
+    def graph_scope(self, ctx: MethodContext):
+        return applied_if_tuned(ctx)  # the ASPL mode's surrogate, once tuned
+
     def memory_profile(self, timesteps_per_step):
         """[semantic | purifier t* | ETG] in one UNet call with a graph, and the decoder for the purifier model
         (PFG); the set-up's normalisation draws keep the same graphs, two-pass when the plan is."""

@@ -13,6 +13,7 @@ a batch (engine.batch) the surrogate and both tuning sets span the whole set of 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from engine.methods.advdm import semantic_loss
@@ -71,6 +72,10 @@ class ASPL(ProtectionMethod):
             attack.tune(self._clean_set(ctx), ctx.cond, ctx.fresh_generator(40_000 + step), p.clean_tune_steps)
             ctx.cache["aspl_log"].append(("clean", step, p.clean_tune_steps))
         ctx.cache["aspl_attack"] = attack
+
+    def graph_scope(self, ctx: MethodContext):
+        attack = ctx.cache.get("aspl_attack")
+        return attack.applied() if attack is not None and attack.tuned_steps > 0 else contextlib.nullcontext()
 
     def memory_profile(self, timesteps_per_step):
         from engine.plan import MemoryProfile

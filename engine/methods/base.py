@@ -136,6 +136,15 @@ class ProtectionMethod:
     def setup(self, ctx: MethodContext) -> None:
         """Precompute what the loss needs (targets, normalizers). Called once per image or tile."""
 
+    def graph_scope(self, ctx: MethodContext) -> contextlib.AbstractContextManager:
+        """The model as the loss sees it, held by the optimizer loop around the loss's forward AND its backward.
+
+        Under gradient checkpointing (a memory plan's) the backward runs each UNet block's forward again: it must
+        meet the same model. A method whose loss runs a tuned surrogate or swapped attention processors inside
+        the forward returns here what keeps them in place until the gradient is taken; the loss's own scopes
+        inside are then re-entered, not repeated. Default: nothing to hold."""
+        return contextlib.nullcontext()
+
     def loss(self, ctx: MethodContext, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         """The quantity the optimizer maximizes for the protected image x ([1,3,h,w] in [0,1]).
 
