@@ -140,13 +140,16 @@ def _region_tile(settings: ProtectSettings, tile: int | None) -> int:
 
 
 def plan_regions(h: int, w: int, settings: ProtectSettings, tile: int | None) -> tuple[tuple[int, int], list[_Region]]:
-    """(working height, width) and the regions to optimize in working coordinates."""
+    """(working height, width) and the regions to optimize in working coordinates.
+
+    tile: the memory plan's tiles. They cut the working copy (the image scaled to the working size under
+    "resize"), as low-VRAM's do: a plan changes memory and time, never what is optimized; only its last
+    resort, a smaller working size, makes δ coarser."""
     size = settings.working_size
     t = _region_tile(settings, tile)
-    if tile is None and max(h, w) > size and settings.large_image == "resize":
+    if max(h, w) > size and settings.large_image == "resize":
         scale = size / max(h, w)
         wh, ww = max(8, round(h * scale)), max(8, round(w * scale))
-        # Low-VRAM tiles cut the resized image: the semantics of "resize" stay, only memory changes.
         return (wh, ww), _tile_regions(wh, ww, t)
     return (h, w), _tile_regions(h, w, t)
 

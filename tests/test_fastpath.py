@@ -189,6 +189,19 @@ def test_low_vram_mode_optimizes_a_large_image_in_256_px_tiles_of_the_working_co
     assert len(whole) == 1
 
 
+def test_a_plans_tiles_cut_the_working_copy_not_the_full_image():
+    # The plan line says "working size 256 px": its 128-px tiles must cut the 256-px working copy (9 tiles), not
+    # the 512-px image (25 tiles, 2.8x the work, and a finer δ than the plan says).
+    settings = ProtectSettings(working_size=256)
+    (wh, ww), regions = plan_regions(512, 512, settings, 128)
+    assert (wh, ww) == (256, 256)
+    assert len(regions) == 9
+    assert all(r.y1 - r.y0 <= 128 and r.x1 - r.x0 <= 128 for r in regions)
+    # "tiles" keeps the full resolution by design: working-size tiles of the image itself.
+    (wh, ww), full = plan_regions(512, 512, replace(settings, large_image="tiles"), 128)
+    assert (wh, ww) == (512, 512) and len(full) == 25
+
+
 @pytest.mark.slow  # torch.compile of the tiny UNet takes about 3 minutes on one CPU thread
 def test_compiled_unet_gives_the_same_gradient(tiny_model, textured_image):
     from engine.models import compile_available
