@@ -202,6 +202,22 @@ def test_a_plans_tiles_cut_the_working_copy_not_the_full_image():
     assert (wh, ww) == (512, 512) and len(full) == 25
 
 
+def test_a_job_under_a_tiled_plan_optimizes_the_tiles_of_its_working_copy(tiny_model, textured_image):
+    # End to end: a 256² image, working size 128, a forced plan of 64-px tiles -> the 128-px working copy in 9
+    # tiles (one step each), not the 256-px image in 25.
+    from engine.jobs import ProtectResult
+    from engine.plan import Plan
+    from engine.protect import protect_iter
+
+    big = np.kron(textured_image, np.ones((4, 4, 1), np.uint8))
+    settings = ProtectSettings(method="photoguard", steps=1, working_size=128, preview_every=0,
+                               measure_objective=False)
+    plan = Plan(two_pass=False, checkpointing=False, tile=64, working_size=128)
+    result = [r for r in protect_iter(tiny_model, big, settings, plan=plan) if isinstance(r, ProtectResult)][0]
+    assert result.steps_done == 9
+    assert result.protected.shape == big.shape
+
+
 @pytest.mark.slow  # torch.compile of the tiny UNet takes about 3 minutes on one CPU thread
 def test_compiled_unet_gives_the_same_gradient(tiny_model, textured_image):
     from engine.models import compile_available
