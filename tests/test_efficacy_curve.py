@@ -176,6 +176,24 @@ def test_ablations_everywhere_measures_the_ablations_at_the_edge_strengths_too()
     assert args.ablations_everywhere
 
 
+def test_edge_purifiers_choose_the_columns_measured_at_the_strengths_that_are_not_full(tmp_path, capsys, toy_proxy_model):
+    """Issue 28 needs JPEG 75 at 32 levels for every row without GrIDPure's mimics (GrIDPure erases the style
+    from the clean images on the proxy): --edge-purifiers none,jpeg,sdedit."""
+    labels = CV.parse_purifier_labels("SDEdit,none, jpeg", CV.PURIFIERS)
+    assert labels == ("none", "JPEG 75", "SDEdit 0.2")  # the curve's order, whatever the order given
+    plan = CV.CurvePlan(strengths=(32.0,), full_strengths=(), skip_at_edges=(), edge_purifiers=labels)
+    runs = plan.runs()
+    assert runs and all(r.purifiers == ("none", "JPEG 75", "SDEdit 0.2") for r in runs)
+    assert runs[0].method == "none"  # the clean mimic under the same three
+    assert CV.parse_purifier_labels("GrIDPure", CV.PURIFIERS) == ("GrIDPure",)
+    out = tmp_path / "run"
+    code = cli_main(["efficacy", "--model", str(toy_proxy_model), "--out", str(out), "--allow-unchecked",
+                     "--strengths", "32", "--full-strengths", "none", "--edge-purifiers", "none,webp"])
+    err = capsys.readouterr().err
+    assert code == 2 and "'webp' is not a purifier" in err and "gridpure" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
 def test_full_strengths_outside_the_strengths_are_refused_in_one_line(tmp_path, capsys, toy_proxy_model):
     out = tmp_path / "run"
     code = cli_main(["efficacy", "--model", str(toy_proxy_model), "--out", str(out), "--allow-unchecked",

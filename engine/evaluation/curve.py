@@ -166,6 +166,26 @@ def parse_strengths(text: str) -> tuple[float, ...]:
     return tuple(sorted(values))
 
 
+def parse_purifier_labels(text: str, purifiers: list[tuple[str, str | None]]) -> tuple[str, ...]:
+    """'none,jpeg,sdedit' -> the column labels ('none', 'JPEG 75', 'SDEdit 0.2'), in the curve's order; a name
+    is a column's label or its purifier's name (the part of its spec before ':'), in any case."""
+    names = {}
+    for label, spec in purifiers:
+        names[label.lower()] = label
+        names[(spec or "none").split(":")[0].lower()] = label
+    chosen = []
+    for word in (w.strip().lower() for w in text.split(",")):
+        if not word:
+            continue
+        if word not in names:
+            raise ArtveilError("config", f"--edge-purifiers {text!r}: {word!r} is not a purifier of the curves; "
+                                         f"give some of {', '.join(sorted({(s or 'none').split(':')[0] for _, s in purifiers}))}")
+        chosen.append(names[word])
+    if not chosen:
+        raise ArtveilError("config", "--edge-purifiers: give at least one purifier, e.g. none,sdedit")
+    return tuple(label for label, _ in purifiers if label in chosen)
+
+
 def run_config(settings: E.EfficacySettings, plan: CurvePlan, run: CurveRun, artist: Path, resolution: int, style: str):
     """The eval run of one CurveRun (engine.evaluation.run.EvalConfig)."""
     params = dict(run.params)

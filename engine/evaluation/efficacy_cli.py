@@ -74,6 +74,9 @@ def register(subparsers) -> None:
     e.add_argument("--full-strengths", default="8,16", metavar="LIST",
                    help="curves: the strengths measured under every purifier (the others: unpurified and after "
                         "SDEdit 0.2, and not for the ablations); 'none': no strength under every purifier")
+    e.add_argument("--edge-purifiers", default=None, metavar="LIST",
+                   help="curves: the purifiers measured at the strengths that are not full (default none,sdedit; "
+                        "any of none, jpeg, sdedit, gridpure), e.g. none,jpeg,sdedit at 32 levels without GrIDPure")
     e.add_argument("--ablations-everywhere", action="store_true",
                    help="curves: measure AntiPure w/o PFG and w/o ETG at every strength, not only the full ones "
                         "(issue 28 compares them with AntiPure where the mimic reacts, at 32 levels)")
@@ -146,6 +149,8 @@ def run_efficacy_cli(args: argparse.Namespace) -> int:
                                              f"{', '.join(f'{s:g}' for s in sorted(set(full) - set(strengths)))} "
                                              f"not among --strengths {args.strengths!r}")
             plan = CV.CurvePlan(strengths=strengths, full_strengths=full)
+            if args.edge_purifiers is not None:
+                plan.edge_purifiers = CV.parse_purifier_labels(args.edge_purifiers, plan.purifiers)
             if args.ablations_everywhere:
                 plan.skip_at_edges = ()
             if args.only is not None or args.row:  # a subset still has its clean mimic and its Random control
