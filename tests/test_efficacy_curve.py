@@ -125,11 +125,52 @@ def test_the_random_control_is_plus_or_minus_epsilon_on_the_exported_file(tiny_m
         assert 0.45 < (d[inside] > 0).mean() < 0.55 and np.abs(d).max() == eps
 
 
+def test_the_random_and_grid_controls_put_one_pattern_on_every_image_of_the_set(tiny_model, tmp_path):
+    """Random ±ε: one random pattern, the same signs on two different images of a batch (the job's seed);
+    Grid ±ε: the signs of AntiPure's grid on both. Both at exactly ±ε on the exported files where the clip
+    cannot touch."""
+    from engine import batch as B
+    from engine.events import Failed
+    from engine.images import load_image, save_image
+    from engine.jobs import ProtectSettings
+    from engine.methods.antipure import AntiPureParams
+    from engine.methods.mist import target_pattern
+
+    srcs = []
+    for i, img in enumerate(render_set([HELD_OUT_STYLE], 2, 64, use="artist").images[:2]):
+        srcs.append(tmp_path / f"in{i}.png")
+        save_image(img, srcs[-1])
+    eps = 16
+    signs = {}
+    for method in ("random", "grid_sign"):
+        settings = ProtectSettings(method=method, strength_levels=eps, steps=40, working_size=64,
+                                   preview_every=0, measure_objective=False)
+        out = tmp_path / method
+        events = list(B.protect_batch(tiny_model, srcs, settings, B.BatchOptions(out, fmt="png", journal=False)))
+        assert not [e for e in events if isinstance(e, Failed)]
+        per_image = []
+        for src in srcs:
+            a = load_image(src).pixels[..., :3].astype(int)
+            b = load_image(out / (src.stem + ".protected.png")).pixels[..., :3].astype(int)
+            inside = (a >= eps) & (a <= 255 - eps)
+            assert set(np.unique((b - a)[inside])) == {-eps, eps}
+            per_image.append((np.sign(b - a), inside))
+        (s0, in0), (s1, in1) = per_image
+        both = in0 & in1
+        signs[method] = (s0, in0, (s0[both] == s1[both]).mean())
+    assert signs["random"][2] == 1.0
+    assert 0.4 < (signs["random"][0][signs["random"][1]] > 0).mean() < 0.6  # and random: half of them +
+    grid = target_pattern(64, 64, AntiPureParams().grid_period).transpose(1, 2, 0)
+    s0, in0, agree = signs["grid_sign"]
+    assert agree == 1.0 and (s0[in0] == np.where(grid >= 0.5, 1, -1)[in0]).all()
+
+
 def test_the_random_control_is_not_offered_to_the_artist():
     from engine.methods import CONTROLS, METHODS, get_method
 
     assert "random" in CONTROLS and "random" not in METHODS
     assert get_method("random").label.startswith("Random")
+    assert "grid_sign" in CONTROLS and "grid_sign" not in METHODS
 
 
 def test_the_plan_keeps_the_cells_the_issue_names():

@@ -17,14 +17,14 @@ from engine.methods.aspl import ASPL
 from engine.methods.base import MethodContext, ProtectionMethod
 from engine.methods.mist import Mist
 from engine.methods.photoguard import PhotoGuard
-from engine.methods.random_sign import RandomSign
+from engine.methods.random_sign import GridSign, RandomSign
 from engine.methods.sds import SDSMinus
 
 METHODS: dict[str, type[ProtectionMethod]] = {
     cls.name: cls for cls in (AntiPure, AdvDM, PhotoGuard, Mist, SDSMinus, AntiDiffusion, ASPL)
 }
 # Controls for the evaluation (not protections, so not in the artist's menu): what a method must beat.
-CONTROLS: dict[str, type[ProtectionMethod]] = {cls.name: cls for cls in (RandomSign,)}
+CONTROLS: dict[str, type[ProtectionMethod]] = {cls.name: cls for cls in (RandomSign, GridSign)}
 
 
 def get_method(name: str, params: dict[str, Any] | None = None) -> ProtectionMethod:

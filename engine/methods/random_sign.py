@@ -1,6 +1,8 @@
 """Random ±ε: the control every protection must beat (issue 27), not a protection.
 
-δ = ε · s with s a random sign per pixel and channel, drawn once per image from the job's seed. It is
+δ = ε · s with s a random sign per pixel and channel, drawn once per image from the job's seed: every image of
+one size in a batch gets the same s (each image's generator starts from that seed), so the control is one
+random pattern shared by the set, as AntiPure's grid is, and says what such consistency does alone. It is
 declared as a loss so that it runs through the very pipeline the protections run through (the strength ε, 8-bit
 export, the strength check on the file): the loss ⟨s, x⟩ has the constant gradient s, so every sign-gradient
 step moves δ by α·s and δ sits on the corner ε·s of the L∞ ball once steps · α ≥ ε (100 steps of 1 level
@@ -36,3 +38,22 @@ class RandomSign(ProtectionMethod):
         if signs.shape != x.shape:  # an EOT transform or a tile changed the shape: follow the image's own signs
             signs = torch.nn.functional.interpolate(signs, size=x.shape[-2:], mode="nearest")
         return (signs * x).sum(), {}
+
+
+class GridSign(RandomSign):
+    """δ = ε · sign(g − ½) with g the grid AntiPure's default terms pull toward (engine.methods.mist's
+    target_pattern at AntiPure's grid_period, 8 px): the shared grid at the full strength, without any
+    optimization. What the grid alone does to a mimic, against what AntiPure's optimized δ does."""
+
+    name = "grid_sign"
+    label = "Grid ±ε (control)"
+    summary = "AntiPure's grid pattern at the full strength, not optimized: a control, protects nothing by design."
+
+    def setup(self, ctx: MethodContext) -> None:
+        from engine.methods.antipure import AntiPureParams
+        from engine.methods.mist import target_pattern
+
+        _, _, h, w = ctx.x_clean.shape
+        grid = torch.from_numpy(target_pattern(h, w, AntiPureParams().grid_period))[None]
+        signs = torch.where(grid >= 0.5, 1.0, -1.0).expand_as(ctx.x_clean).to(ctx.x_clean)
+        ctx.cache["random_signs"] = signs.to(ctx.x_clean.device)
