@@ -7,7 +7,7 @@ note: "the curves of every variant tried").
     python -m engine.evaluation.variants docs/efficacy/tune-grid/curve.csv docs/efficacy/tune-latent/curve.csv \\
         --strength 32 --out docs/efficacy/tuning-map.png
 
-The clean mimic and the Random control, shared by the files of one run folder, are drawn once, from the first
+The clean mimic and the controls (Random ±ε, Grid ±ε), shared by the files of one run folder, are drawn once, from the first
 file that has them; every other row is named with its file's folder, so one label in two files (the same
 method under older defaults) stays two points.
 """
@@ -18,13 +18,14 @@ import argparse
 import csv
 import math
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import ArtveilError
 
 NONE_LABEL = "none"
-RANDOM_PREFIX = "Random"
+CONTROL_MARK = "±ε"  # the controls' labels: Random ±ε, Grid ±ε
 
 
 @dataclass
@@ -58,7 +59,7 @@ def read_points(paths: list[Path], strength: float, measure: str, x_purifier: st
         for (label, purifier), row in cells.items():
             if purifier != x_purifier:
                 continue
-            control = label == NONE_LABEL or label.startswith(RANDOM_PREFIX)
+            control = _is_control(label)
             key = label if control else f"{label} [{path.parent.name}]"
             if key in points:
                 continue
@@ -68,6 +69,10 @@ def read_points(paths: list[Path], strength: float, measure: str, x_purifier: st
             psnr = float(row["psnr"]) if row.get("psnr") not in (None, "", "inf") else None
             points[key] = Point(label, path.parent.name, _triple(row), _triple(other), psnr)
     return list(points.values())
+
+
+def _is_control(label: str) -> bool:
+    return label == NONE_LABEL or CONTROL_MARK in label
 
 
 def _triple(row: dict) -> tuple[float, float, float]:
@@ -83,11 +88,12 @@ def plot_map(points: list[Point], path: Path, measure: str, x_purifier: str, y_p
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9.5, 7.5))
+    fig, ax = plt.subplots(figsize=(10.5, 7.5))
     colours = plt.get_cmap("tab20")
-    for k, p in enumerate(sorted(points, key=lambda p: (p.label != NONE_LABEL, not p.label.startswith(RANDOM_PREFIX), p.label))):
-        control = p.label == NONE_LABEL or p.label.startswith(RANDOM_PREFIX)
-        colour = "0.4" if p.label == NONE_LABEL else "black" if control else colours(k % 20)
+    controls = [p for p in points if _is_control(p.label)]
+    for k, p in enumerate(sorted(points, key=lambda p: (p.label != NONE_LABEL, not _is_control(p.label), p.label))):
+        control = _is_control(p.label)
+        colour = "0.4" if p.label == NONE_LABEL else ("black", "0.55", "0.3")[controls.index(p) % 3] if control else colours(k % 20)
         marker = "s" if p.label == NONE_LABEL else "D" if control else "o^vPX*<>h"[k % 9]
         name = "clean images" if p.label == NONE_LABEL else p.label
         if not control:
@@ -99,7 +105,7 @@ def plot_map(points: list[Point], path: Path, measure: str, x_purifier: str, y_p
                     color=colour, label=name)
     ax.set_xlabel(f"{measure} {x_purifier if x_purifier != 'none' else 'unpurified'}")
     ax.set_ylabel(f"{measure} after {y_purifier}")
-    ax.set_title(title, fontsize=10)
+    ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
