@@ -20,6 +20,7 @@ import csv
 import json
 import math
 import time
+import textwrap
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -453,6 +454,9 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+# The controls' line colours (engine.methods.CONTROLS: Random ±ε, Grid ±ε), apart from the methods' tab10 colours.
+CONTROL_COLOURS = {"random": "black", "grid_sign": "0.5"}
+
 MEASURE_TITLES = {"accuracy": "judge's accuracy (lower: better for the artist)",
                   "frechet": "Fréchet distance to clean renders (higher: better)",
                   "paired_ssim": "paired SSIM to the clean mimic (lower: better)",
@@ -490,16 +494,19 @@ def plot_curves(curve: dict, path: Path) -> None:
                 ys = [st["mean"] for _, st, _ in pts]
                 err = [[max(0.0, st["mean"] - st["lo"]) if st["lo"] is not None else 0 for _, st, _ in pts],
                        [max(0.0, st["hi"] - st["mean"]) if st["hi"] is not None else 0 for _, st, _ in pts]]
-                is_random = any(c["kind"] == "random" for c in cells if c["method"] == method)
-                ax.errorbar(xs, ys, yerr=err, label=method, capsize=2, lw=1.2, marker="o", ms=3,
-                            ls="--" if is_random else "-", color="black" if is_random else colours(k % 10))
+                kind = next(c["kind"] for c in cells if c["method"] == method)
+                if kind in CONTROL_COLOURS:  # the controls: dashed, in greys, a diamond; the methods in colour
+                    style = dict(ls="--", color=CONTROL_COLOURS[kind], marker="D")
+                else:
+                    style = dict(ls="-", color=colours(k % 10), marker="o")
+                ax.errorbar(xs, ys, yerr=err, label=method, capsize=2, lw=1.2, ms=3, **style)
             ax.invert_xaxis()
             if i == 0:
                 ax.set_title(f"purifier: {p}")
             if j == 0:
-                ax.set_ylabel(MEASURE_TITLES[m], fontsize=8)
+                ax.set_ylabel("\n".join(textwrap.wrap(MEASURE_TITLES[m], 42)), fontsize=8)
             if i == len(M.MEASURES) - 1:
-                ax.set_xlabel("PSNR of the protected images, dB (left: more visible)")
+                ax.set_xlabel("PSNR of the protected images, dB\n(left: more visible)")
             ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     seen = dict(zip(labels, handles))
@@ -507,8 +514,13 @@ def plot_curves(curve: dict, path: Path) -> None:
         for ax in row:
             h, lab = ax.get_legend_handles_labels()
             seen.update(zip(lab, h))
-    fig.legend(list(seen.values()), list(seen.keys()), loc="lower center", ncol=min(6, len(seen)), fontsize=8)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    # As many legend columns as the figure's width holds (one purifier's column holds two), and room below
+    # the plots for as many legend rows as that makes: a narrow figure's legend is not cut off.
+    width, height = fig.get_size_inches()
+    ncol = max(1, min(len(seen), int(width // 2.1)))
+    legend_rows = -(-len(seen) // ncol)
+    fig.legend(list(seen.values()), list(seen.keys()), loc="lower center", ncol=ncol, fontsize=8)
+    fig.tight_layout(rect=(0, min(0.4, (0.25 * legend_rows + 0.2) / height), 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
     plt.close(fig)
