@@ -418,3 +418,30 @@ def test_a_table_row_with_a_strength_the_engine_refuses_is_refused_up_front():
         with pytest.raises(ArtveilError, match=words):
             E.validate_rows([("none", "none", {}), ("AdvDM x", "advdm", params)])
     E.validate_rows([("AdvDM 32", "advdm", {"strength": 32, "steps": 10})])
+
+
+def test_a_row_can_optimize_through_a_purifier_with_eot_and_a_bad_transform_is_refused_up_front(tmp_path):
+    """eot=jpeg (or blur+jpeg) is a row's own setting: it reaches the protection's settings, not the method's
+    parameters, and changes the protection's key, while a row without it keeps the key it always had (so
+    finished run folders are not made again). A transform the engine does not know is refused before any row runs."""
+    from dataclasses import replace
+
+    from engine.evaluation import efficacy as E
+    from engine.evaluation.run import protect_key
+    from engine.jobs import ProtectSettings
+
+    for value in ("jpg", "jpeg+", 3, "+"):
+        with pytest.raises(ArtveilError, match="eot="):
+            E.validate_rows([("AntiPure x", "antipure", {"eot": value})])
+    E.validate_rows([("AntiPure j", "antipure", {"eot": "jpeg"}), ("AntiPure bj", "antipure", {"eot": "blur+jpeg"})])
+
+    settings = E.EfficacySettings()
+    plain = E.row_config(settings, tmp_path, 64, "swirl", "antipure", {"lambda_pfg": 2.0})
+    through = E.row_config(settings, tmp_path, 64, "swirl", "antipure", {"lambda_pfg": 2.0, "eot": "blur+jpeg", "strength": 32})
+    assert through.eot == ["blur", "jpeg"] and through.method_params == {"lambda_pfg": 2.0}
+    assert through.protect_settings().eot == ("blur", "jpeg") and through.strength_levels == 32
+    assert plain.eot == [] and plain.protect_settings().eot == ()
+    before = ProtectSettings(method="antipure", strength_levels=plain.strength_levels, steps=plain.steps, seed=plain.seed,
+                             working_size=64, preview_every=0, measure_objective=False, method_params={"lambda_pfg": 2.0})
+    assert protect_key("u", plain.protect_settings()) == protect_key("u", before)
+    assert protect_key("u", replace(through, strength_levels=plain.strength_levels).protect_settings()) != protect_key("u", before)

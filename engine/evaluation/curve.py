@@ -246,7 +246,10 @@ def run_curve(model, model_dir: Path, out: Path, settings: E.EfficacySettings, p
 # it was measured (not the paths of the artist's images, which are the folder's own).
 MATCHED_SETTINGS = ("method", "strength_levels", "steps", "method_params", "timesteps_per_step", "purifiers",
                     "purify_steps", "size", "k", "customize_mode", "lora_rank", "lora_lr", "lora_steps", "lora_batch",
-                    "lora_repeats", "lora_schedule", "lora_augment", "gen_steps", "guidance", "seed", "mimic_seeds")
+                    "lora_repeats", "lora_schedule", "lora_augment", "gen_steps", "guidance", "seed", "mimic_seeds",
+                    "eot")
+# What a finished run that predates a setting had in its place (results.json without the key).
+MATCHED_DEFAULTS = {"eot": []}
 
 
 def stale_runs(out: Path, expected: dict) -> list[str]:
@@ -263,7 +266,7 @@ def stale_runs(out: Path, expected: dict) -> list[str]:
         have = json.loads(f.read_text()).get("config", {})
         want = json.loads(json.dumps(asdict(config), default=str))
         for key in MATCHED_SETTINGS:
-            if have.get(key) != want.get(key):
+            if have.get(key, MATCHED_DEFAULTS.get(key)) != want.get(key):
                 stale.append(f"runs/{folder} was measured with {key} {have.get(key)!r}, not {want.get(key)!r}")
                 break
     return stale

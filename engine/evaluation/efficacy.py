@@ -140,7 +140,16 @@ def check_proxy_model(model_dir: Path, allow_unchecked: bool) -> tuple[dict, dic
 
 # Row parameters that are the table's, not the method's: a row may set its own strength (levels) or steps,
 # e.g. a dose-response on the tuning split: --row 'AntiPure ε 32' antipure strength=32
-ROW_SETTINGS = ("strength", "steps")
+# A row's own settings beside its method's parameters: its strength and steps (a dose response), and eot,
+# the protection's expectation over transformations ("jpeg", "blur+jpeg": engine.eot's transforms joined by
+# "+"), so a row can optimize through a purifier it is measured against.
+ROW_SETTINGS = ("strength", "steps", "eot")
+
+
+def row_eot(own: dict[str, Any]) -> tuple[str, ...]:
+    """The EOT transforms of a row's own settings (() for none)."""
+    text = own.get("eot") or ""
+    return tuple(w for w in str(text).split("+") if w)
 
 
 def split_row_params(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -172,6 +181,13 @@ def validate_rows(rows: list[tuple[str, str, dict[str, Any]]]) -> None:
             continue
         params, own = split_row_params(params)
         for key, value in own.items():
+            if key == "eot":
+                from engine.eot import EOT_TRANSFORMS
+
+                if not isinstance(value, str) or any(w not in EOT_TRANSFORMS for w in value.split("+")):
+                    raise ArtveilError("config", f"row {label!r}: eot={value!r}: give transforms among "
+                                                 f"{', '.join(EOT_TRANSFORMS)}, joined by '+' (e.g. eot=jpeg)")
+                continue
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             if not ok or (key == "steps" and value != int(value)):
                 raise ArtveilError("config", f"row {label!r}: {key}={value!r} is not a "
@@ -180,7 +196,8 @@ def validate_rows(rows: list[tuple[str, str, dict[str, Any]]]) -> None:
             # The engine's own check of the strength (up to STRENGTH_RANGE's top, steps at least 1),
             # so a row the protection would refuse hours later is refused now.
             validate_settings(ProtectSettings(method=method, strength_levels=float(own.get("strength", STRENGTH_PRESETS["default"])),
-                                              steps=int(own.get("steps", BUDGET_PRESETS["default"])), method_params=dict(params)))
+                                              steps=int(own.get("steps", BUDGET_PRESETS["default"])), method_params=dict(params),
+                                              eot=row_eot(own)))
             get_method(method, params)
         except ArtveilError as exc:
             raise ArtveilError("config", f"row {label!r}: {exc.message}") from None
@@ -213,6 +230,7 @@ def row_config(settings: EfficacySettings, artist: Path, resolution: int, style:
     return EvalConfig(
         images=[str(artist)], method=method, strength_levels=strength, steps=steps,
         method_params=split_row_params(params)[0], timesteps_per_step=settings.timesteps_per_step,
+        eot=list(row_eot(split_row_params(params)[1])),
         purifiers=[spec for _, spec in settings.columns if spec], purify_steps=settings.purify_steps,
         size=resolution, heldout=settings.heldout, instance_prompt=prompt_for(style), captions="files",
         prompts=[prompt_for(style, c) for c in CONTENTS], k=settings.k, customize_mode=settings.mimic_mode,
@@ -653,7 +671,8 @@ def render_markdown(table: dict, command: str | None = None) -> str:
     for r in table["rows"]:
         own = split_row_params(r.get("params") or {})[1]
         if own:
-            own_settings.append(f"{r['label']} " + ", ".join(f"{k} {v:g}" for k, v in own.items()))
+            own_settings.append(f"{r['label']} " + ", ".join(f"{k} {v:g}" if k != "eot" else f"EOT {v}"
+                                                             for k, v in own.items()))
     seeds = len(s.get("mimic_seeds") or [0])
     lines = ["# Efficacy on the proxy world", ""]
     if s.get("split", "final") != "final":

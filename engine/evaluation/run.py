@@ -50,6 +50,7 @@ class EvalConfig:
     steps: int = BUDGET_PRESETS["default"]
     method_params: dict[str, Any] = field(default_factory=dict)
     timesteps_per_step: int = 1
+    eot: list[str] = field(default_factory=list)  # the protection's EOT transforms (engine.eot); [] none
     purifiers: list[str] = field(default_factory=lambda: ["sdedit:0.2", "jpeg:75"])
     purify_steps: int | None = None  # DDIM steps of diffusion purifiers (None: their default)
     size: int = 512
@@ -88,7 +89,7 @@ class EvalConfig:
         return ProtectSettings(
             method=self.method, strength_levels=self.strength_levels, steps=self.steps, seed=self.seed,
             working_size=max(64, self.size), timesteps_per_step=self.timesteps_per_step,
-            preview_every=0, measure_objective=False, method_params=dict(self.method_params),
+            preview_every=0, measure_objective=False, method_params=dict(self.method_params), eot=tuple(self.eot),
         )
 
 
