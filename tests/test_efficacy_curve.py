@@ -445,3 +445,12 @@ def test_a_row_can_optimize_through_a_purifier_with_eot_and_a_bad_transform_is_r
                              working_size=64, preview_every=0, measure_objective=False, method_params={"lambda_pfg": 2.0})
     assert protect_key("u", plain.protect_settings()) == protect_key("u", before)
     assert protect_key("u", replace(through, strength_levels=plain.strength_levels).protect_settings()) != protect_key("u", before)
+
+    # The curves check their rows the same way: eot= and steps= are the protection's, not the method's.
+    from engine.evaluation import curve as CV
+
+    rows = [E.ROWS[0], CV.RANDOM_ROW, ("AntiPure EOT jpeg", "antipure", {"eot": "jpeg", "steps": 10})]
+    CV.validate_plan(CV.CurvePlan(rows=rows, strengths=(32.0,), full_strengths=()), steps=100)
+    with pytest.raises(ArtveilError, match="eot="):
+        CV.validate_plan(CV.CurvePlan(rows=rows[:2] + [("AntiPure EOT x", "antipure", {"eot": "x"})],
+                                      strengths=(32.0,), full_strengths=()), steps=100)

@@ -145,11 +145,13 @@ def validate_plan(plan: CurvePlan, steps: int) -> None:
     for run in plan.runs():
         if run.method == "none":
             continue
-        settings = ProtectSettings(method=run.method, strength_levels=run.strength, steps=steps,
-                                   method_params=dict(run.params))
+        # A row's own settings (steps=, eot=) are the protection's, not its method's parameters.
+        params, own = E.split_row_params(dict(run.params))
+        settings = ProtectSettings(method=run.method, strength_levels=run.strength, steps=int(own.get("steps", steps)),
+                                   method_params=params, eot=E.row_eot(own))
         try:
             validate_settings(settings)
-            get_method(run.method, dict(run.params))
+            get_method(run.method, params)
         except ArtveilError as exc:
             raise ArtveilError("config", f"{run.label} at strength {run.strength:g}: {exc.message}") from None
 
