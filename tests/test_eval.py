@@ -138,6 +138,26 @@ def test_an_image_changed_in_place_is_prepared_and_protected_again(tiny_model, t
                           make_image(32, 32, seed=99)[..., :3])
 
 
+def test_a_run_folder_moved_with_its_images_keeps_every_finished_stage(tiny_model, tmp_path):
+    """Stages are keyed by the images' names and bytes, not by where they lie: a run folder copied to another
+    place (another checkout, another machine) with its images runs nothing again, and a renamed image does."""
+    import shutil
+
+    here = tmp_path / "here"
+    here.mkdir()
+    art, config = _one_step_config(here, seed=60)
+    first = run_evaluation(tiny_model, config, here / "run", log=lambda m: None)
+    assert "prepare" in first["stages_run"] and "score" in first["stages_run"]
+    there = tmp_path / "elsewhere" / "there"
+    shutil.copytree(here, there)
+    moved = replace(config, images=[str(there / "art")])
+    again = run_evaluation(tiny_model, moved, there / "run", log=lambda m: None)
+    assert again["stages_run"] == [] and "protect" in again["stages_skipped"]
+    (there / "art" / "piece1.png").rename(there / "art" / "piece1b.png")
+    renamed = run_evaluation(tiny_model, moved, there / "run", log=lambda m: None)
+    assert "prepare" in renamed["stages_run"]
+
+
 def test_a_protection_made_under_other_method_defaults_is_made_again(tiny_model, tmp_path, monkeypatch):
     """A run folder outlives a change of a method's defaults (AntiPure's, issue 28): the same row with the same
     given parameters then runs other settings, and its old protection must not be reused."""

@@ -309,8 +309,10 @@ def run_evaluation(model: ModelBundle, config: EvalConfig, run_dir: str | os.Pat
 
     # ---- prepare: the artist's images at the working size, split into training and held-out
     # The files' bytes, not only their names: an image edited in place (or an artist set written again
-    # with other renders into the same folder) must not reuse stages made from the old pixels.
-    prep_key = _key([(str(p), _digest(p)) for p in inputs], size, config.heldout, model.name)
+    # with other renders into the same folder) must not reuse stages made from the old pixels. Their names
+    # and bytes, not where they lie: a run folder moved or copied with its images (another machine, another
+    # checkout) keeps every finished stage.
+    prep_key = _key([(n, _digest(p)) for n, p in zip(names, inputs)], size, config.heldout, model.name)
     if config.captions == "files":
         prep_key = _key(prep_key, captions)
 
@@ -377,7 +379,7 @@ def run_evaluation(model: ModelBundle, config: EvalConfig, run_dir: str | os.Pat
         edit_inputs = [p for p in collect_inputs([config.edit_dir])]
         if not edit_inputs:
             raise ArtveilError("input", f"{config.edit_dir}: no images for the editing evaluation")
-        ekey = _key([str(p) for p in edit_inputs], size, model.name)
+        ekey = _key([(p.name, _digest(p)) for p in edit_inputs], size, model.name)
 
         def edit_prepare():
             files, prompts_by_file = [], {}
