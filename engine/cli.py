@@ -21,7 +21,7 @@ from pathlib import Path
 from engine.cli_args import MODEL_HELP, default_model_source, load_model_or_exit, parse_param, parse_steps, parse_strength
 from engine.errors import ArtveilError, Cancelled
 from engine.events import Failed, Message, Progress, Result, Started
-from engine.jobs import BUDGET_PRESETS, STRENGTH_PRESETS, STRENGTH_RANGE, ProtectSettings
+from engine.jobs import BUDGET_PRESETS, EOT_TRANSFORMS, STRENGTH_PRESETS, STRENGTH_RANGE, ProtectSettings
 
 # Subcommands that live in their own modules register themselves when present.
 _SUBCOMMAND_MODULES = ("engine.cli_models", "engine.evaluation.cli", "engine.evaluation.efficacy_cli", "engine.bench")
@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help=MODEL_HELP)
     p.add_argument("--device", default="auto", help="auto, cuda, cuda:1 or cpu")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eot", action="append", choices=["blur", "resize", "jpeg", "flip"], help="robustness transforms (repeatable)")
+    p.add_argument("--eot", action="append", choices=list(EOT_TRANSFORMS), help="robustness transforms (repeatable)")
     p.add_argument("--eot-samples", type=int, default=1, metavar="K",
                    help="with --eot: transforms averaged per step (K times the cost of a step)")
     p.add_argument("--low-vram", action="store_true",

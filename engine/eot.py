@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-EOT_TRANSFORMS = ("blur", "resize", "jpeg", "flip")
+from engine.jobs import EOT_TRANSFORMS  # (kept there, torch-free, for the command line's choices)
 
 
 def _uniform(generator: torch.Generator, low: float, high: float) -> float:
@@ -64,6 +64,8 @@ def draw_transform(names: tuple[str, ...], generator: torch.Generator):
         return lambda x: jpeg_straight_through(x, quality)
     if name == "flip":
         return lambda x: torch.flip(x, dims=[-1])
+    if name == "identity":
+        return lambda x: x
     raise ValueError(f"unknown EOT transform {name!r}; known: {EOT_TRANSFORMS}")
 
 

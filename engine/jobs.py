@@ -50,6 +50,12 @@ PREVIEW_STEPS = 20
 PREVIEW_PHASES = ("original", "protected", "comparing")
 
 
+# The expectation-over-transformation transforms (engine.eot). "identity" leaves the image as it is: beside
+# another transform (eot=jpeg+identity) it makes part of the steps see the plain image, so robustness to that
+# transform is not bought with the damage done without it.
+EOT_TRANSFORMS = ("blur", "resize", "jpeg", "flip", "identity")
+
+
 @dataclass(frozen=True)
 class ProtectSettings:
     """What a protection job needs besides the image and the model.
@@ -59,7 +65,7 @@ class ProtectSettings:
         (under 100 steps) when that is larger (engine.protect.default_step_levels).
     working_size: images whose longer side exceeds this are optimized at this size (δ resized back)
         or in tiles of this size, as large_image says.
-    eot: expectation-over-transformation transforms ("blur", "resize", "jpeg", "flip").
+    eot: expectation-over-transformation transforms (EOT_TRANSFORMS).
     method_params: per-method knobs (e.g. AntiPure's lambda_pfg), see each method's Params.
     """
 

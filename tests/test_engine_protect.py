@@ -258,8 +258,21 @@ def test_settings_are_validated_with_clear_messages(tiny_model):
 
 def test_eot_transforms_run_and_respect_budget(tiny_model):
     img = make_image(64, 64)
-    result = protect_image(tiny_model, img, quick("advdm", steps=4, eot=("blur", "resize", "jpeg", "flip"), eot_samples=2))
+    result = protect_image(tiny_model, img, quick("advdm", steps=4, eot=("blur", "resize", "jpeg", "flip", "identity"), eot_samples=2))
     assert 0 < result.metrics["linf_levels"] <= 8
+
+
+def test_identity_beside_jpeg_leaves_some_steps_on_the_plain_image():
+    """eot=jpeg+identity: about half the draws are JPEG (the image changes), the others leave it exactly as it is."""
+    import torch
+
+    from engine.eot import draw_transform
+
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(1)
+    plain = [torch.equal(draw_transform(("jpeg", "identity"), gen)(x), x) for _ in range(200)]
+    assert 60 <= sum(plain) <= 140
+    assert not any(torch.equal(draw_transform(("jpeg",), gen)(x), x) for _ in range(20))
 
 
 def test_exif_rotation_and_icc_profile_reach_the_output(tiny_model, tmp_path):
