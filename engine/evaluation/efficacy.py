@@ -138,11 +138,10 @@ def check_proxy_model(model_dir: Path, allow_unchecked: bool) -> tuple[dict, dic
     return world, sanity
 
 
-# Row parameters that are the table's, not the method's: a row may set its own strength (levels) or steps,
-# e.g. a dose-response on the tuning split: --row 'AntiPure ε 32' antipure strength=32
-# A row's own settings beside its method's parameters: its strength and steps (a dose response), and eot,
-# the protection's expectation over transformations ("jpeg", "blur+jpeg": engine.eot's transforms joined by
-# "+"), so a row can optimize through a purifier it is measured against.
+# A row's own settings beside its method's parameters: its strength (levels) and steps, e.g. a dose response
+# on the tuning split (--row 'AntiPure ε 32' antipure strength=32), and eot, the protection's expectation over
+# transformations ("jpeg", "jpeg+identity": engine.eot's transforms joined by "+"), so a row can optimize
+# through a purifier it is measured against.
 ROW_SETTINGS = ("strength", "steps", "eot")
 
 
