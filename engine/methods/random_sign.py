@@ -55,5 +55,4 @@ class GridSign(RandomSign):
 
         _, _, h, w = ctx.x_clean.shape
         grid = torch.from_numpy(target_pattern(h, w, AntiPureParams().grid_period))[None]
-        signs = torch.where(grid >= 0.5, 1.0, -1.0).expand_as(ctx.x_clean).to(ctx.x_clean)
-        ctx.cache["random_signs"] = signs.to(ctx.x_clean.device)
+        ctx.cache["random_signs"] = torch.where(grid >= 0.5, 1.0, -1.0).expand_as(ctx.x_clean).to(ctx.x_clean)
