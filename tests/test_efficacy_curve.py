@@ -133,8 +133,7 @@ def test_the_random_and_grid_controls_put_one_pattern_on_every_image_of_the_set(
     from engine.events import Failed
     from engine.images import load_image, save_image
     from engine.jobs import ProtectSettings
-    from engine.methods.antipure import AntiPureParams
-    from engine.methods.mist import target_pattern
+    from engine.methods.antipure import AntiPureParams, grid_pattern
 
     srcs = []
     for i, img in enumerate(render_set([HELD_OUT_STYLE], 2, 64, use="artist").images[:2]):
@@ -160,7 +159,8 @@ def test_the_random_and_grid_controls_put_one_pattern_on_every_image_of_the_set(
         signs[method] = (s0, in0, (s0[both] == s1[both]).mean())
     assert signs["random"][2] == 1.0
     assert 0.4 < (signs["random"][0][signs["random"][1]] > 0).mean() < 0.6  # and random: half of them +
-    grid = target_pattern(64, 64, AntiPureParams().grid_period).transpose(1, 2, 0)
+    defaults = AntiPureParams()
+    grid = grid_pattern(64, 64, defaults.grid_period, defaults.grid_color).transpose(1, 2, 0)
     s0, in0, agree = signs["grid_sign"]
     assert agree == 1.0 and (s0[in0] == np.where(grid >= 0.5, 1, -1)[in0]).all()
 

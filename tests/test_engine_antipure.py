@@ -151,6 +151,21 @@ def test_grid_variants_pull_every_image_of_a_set_toward_one_target(tiny_model, v
     assert torch.allclose(targets[0][0], torch.from_numpy(target_pattern(32, 32, 8)))
 
 
+def test_the_luma_grid_is_the_colour_grids_grey_in_every_channel_and_is_what_the_terms_pull_toward(tiny_model):
+    """grid_color=luma: no chroma (JPEG halves chroma), the same grey pattern as the colour grid's first channel,
+    and the latent both grid terms pull toward is E(that grey grid), not E(the colour grid)."""
+    from engine.methods.mist import target_pattern
+
+    luma, colour = (get_method("antipure", {"grid_color": c, "normalize": False}) for c in ("luma", "color"))
+    g_luma, z_luma = luma._grid(_ctx(tiny_model, _image()))
+    g_colour, z_colour = colour._grid(_ctx(tiny_model, _image()))
+    assert torch.equal(g_luma[0, 0], g_luma[0, 1]) and torch.equal(g_luma[0, 0], g_luma[0, 2])
+    assert torch.allclose(g_luma[0, 0], torch.from_numpy(target_pattern(32, 32, 8)[0]))
+    assert not torch.equal(g_colour[0, 0], g_colour[0, 1])  # the default keeps Mist's colour pattern
+    with torch.no_grad():
+        assert torch.allclose(z_luma, D.encode(tiny_model, g_luma)) and not torch.allclose(z_luma, z_colour)
+
+
 def test_patch_dct_pads_sides_that_are_not_multiples_of_the_patch():
     x = torch.rand(1, 3, 20, 28)
     coeffs = patch_dct(x, 8)

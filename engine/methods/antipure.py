@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -52,6 +53,7 @@ from engine.surrogate import applied_if_tuned, aspl_between_steps
 PFG_VARIANTS = ("match", "contrast", "grid", "grid_latent")
 ETG_VARIANTS = ("wrong_timestep", "band_error", "grid_band")
 LATENT_TARGETS = ("gray", "grid")
+GRID_COLORS = ("color", "luma")
 TERMS = ("semantic", "pfg", "etg", "latent")
 UNIT_SCALES = {"pfg": 1.0, "etg": 1.0, "latent": 1.0}
 
@@ -73,6 +75,8 @@ class AntiPureParams:
     latent_target: str = setting("gray", "what the latent term pulls E(x') toward", str, choices=LATENT_TARGETS)
     patch_size: int = setting(8, "px of PFG's DCT patches", int, 2, 64)
     grid_period: int = setting(8, "px of the grid pattern the grid variants pull toward", int, 2, 1024)
+    grid_color: str = setting("color", "the grid's channels: Mist's colour pattern, or its grey in all three (luma: "
+                                       "no chroma for JPEG's subsampling to halve)", str, choices=GRID_COLORS)
     high_band_k: int | None = setting(None, "PFG keeps DCT bands u + v ≥ k; none: patch_size // 2", int, 0, 126,
                                       optional=True)
     etg_offset: int = setting(500, "Δ of ETG's wrong timestep, in training timesteps", int, 1, 999)
@@ -123,6 +127,13 @@ def high_frequency_distance(a: torch.Tensor, b: torch.Tensor, p: int, k: int) ->
     diff = patch_dct(a - b, p)  # the DCT is linear
     masked = diff * high_band_mask(p, k, a.device)
     return masked.pow(2).sum(dim=(-1, -2)).mean()
+
+
+def grid_pattern(height: int, width: int, period: int, color: str) -> np.ndarray:
+    """The grid g the grid variants pull toward, [3, h, w] in [0, 1]: Mist's texture (engine.methods.mist's
+    target_pattern) in colour, or for "luma" its grey (the colour pattern's first channel) in all three."""
+    pattern = target_pattern(height, width, period)
+    return pattern[:1].repeat(3, axis=0) if color == "luma" else pattern
 
 
 def etg_target_timestep(t: torch.Tensor, offset: int, num_train_timesteps: int) -> torch.Tensor:
@@ -252,7 +263,7 @@ class AntiPure(ProtectionMethod):
         the whole set points the same way. Made once per job."""
         if "antipure_grid" not in ctx.cache:
             _, _, h, w = ctx.x_clean.shape
-            grid = torch.from_numpy(target_pattern(h, w, self.params.grid_period))[None]
+            grid = torch.from_numpy(grid_pattern(h, w, self.params.grid_period, self.params.grid_color))[None]
             grid = grid.to(device=ctx.x_clean.device, dtype=ctx.x_clean.dtype)
             with torch.no_grad():
                 ctx.cache["antipure_grid_latent"] = D.encode(ctx.model, grid)

@@ -41,18 +41,18 @@ class RandomSign(ProtectionMethod):
 
 
 class GridSign(RandomSign):
-    """δ = ε · sign(g − ½) with g the grid AntiPure's default terms pull toward (engine.methods.mist's
-    target_pattern at AntiPure's grid_period, 8 px): the shared grid at the full strength, without any
-    optimization. What the grid alone does to a mimic, against what AntiPure's optimized δ does."""
+    """δ = ε · sign(g − ½) with g the grid AntiPure's default terms pull toward (engine.methods.antipure's
+    grid_pattern at AntiPure's default grid_period and grid_color): the shared grid at the full strength, without
+    any optimization. What the grid alone does to a mimic, against what AntiPure's optimized δ does."""
 
     name = "grid_sign"
     label = "Grid ±ε (control)"
     summary = "AntiPure's grid pattern at the full strength, not optimized: a control, protects nothing by design."
 
     def setup(self, ctx: MethodContext) -> None:
-        from engine.methods.antipure import AntiPureParams
-        from engine.methods.mist import target_pattern
+        from engine.methods.antipure import AntiPureParams, grid_pattern
 
         _, _, h, w = ctx.x_clean.shape
-        grid = torch.from_numpy(target_pattern(h, w, AntiPureParams().grid_period))[None]
+        defaults = AntiPureParams()
+        grid = torch.from_numpy(grid_pattern(h, w, defaults.grid_period, defaults.grid_color))[None]
         ctx.cache["random_signs"] = torch.where(grid >= 0.5, 1.0, -1.0).expand_as(ctx.x_clean).to(ctx.x_clean)
