@@ -125,6 +125,33 @@ def test_the_random_control_is_plus_or_minus_epsilon_on_the_exported_file(tiny_m
         assert 0.45 < (d[inside] > 0).mean() < 0.55 and np.abs(d).max() == eps
 
 
+def test_the_grid_control_follows_antipures_grid_and_its_protect_key_says_which_grid(monkeypatch):
+    """Grid ±ε draws AntiPure's default grid, and its protect key holds that grid: were AntiPure's default grid
+    another (here the colour one), the same settings get another key, so a finished run folder makes the
+    control again instead of reusing a control made with the old grid."""
+    from dataclasses import dataclass
+
+    from engine.evaluation.run import protect_key
+    from engine.jobs import ProtectSettings
+    from engine.methods import get_method
+    from engine.methods.antipure import AntiPureParams
+    from engine.methods.base import setting
+    from engine.methods.random_sign import GridSign, GridSignParams
+
+    defaults, control = AntiPureParams(), get_method("grid_sign").params
+    assert (control.grid_period, control.grid_color) == (defaults.grid_period, defaults.grid_color)
+    settings = ProtectSettings(method="grid_sign")
+    key = protect_key("up", settings)
+
+    @dataclass
+    class ColourDefault(GridSignParams):
+        grid_color: str = setting("color", "the grid's channels", str, choices=("color", "luma"))
+
+    monkeypatch.setattr(GridSign, "Params", ColourDefault)
+    assert get_method("grid_sign").params.grid_color == "color"
+    assert protect_key("up", settings) != key
+
+
 def test_the_random_and_grid_controls_put_one_pattern_on_every_image_of_the_set(tiny_model, tmp_path):
     """Random ±ε: one random pattern, the same signs on two different images of a batch (the job's seed);
     Grid ±ε: the signs of AntiPure's grid on both. Both at exactly ±ε on the exported files where the clip

@@ -9,7 +9,8 @@ import torch
 
 from engine import diffusion as D
 from engine.methods import get_method
-from engine.methods.antipure import dct_matrix, etg_target, etg_target_timestep, high_band_mask, high_frequency_distance, patch_dct
+from engine.methods.antipure import (dct_matrix, etg_target, etg_target_timestep, grid_pattern, high_band_mask,
+                                     high_frequency_distance, patch_dct)
 from engine.methods.base import MethodContext
 
 # Largest spread (max/min over seeds) of a normalisation scale. With one draw per seed the tiny model's
@@ -137,8 +138,6 @@ def test_a_misspelt_variant_is_refused_not_replaced_by_the_default(params, word)
 def test_grid_variants_pull_every_image_of_a_set_toward_one_target(tiny_model, variant):
     """The grid target is the set's, not the image's: two different images of one size get the same target
     (the pattern of grid_period px), so a mimic sees one change in every image."""
-    from engine.methods.mist import target_pattern
-
     targets = []
     for seed in (7, 8):
         method = get_method("antipure", {"pfg_variant": variant, "use_etg": False, "normalize": False})
@@ -148,7 +147,7 @@ def test_grid_variants_pull_every_image_of_a_set_toward_one_target(tiny_model, v
         _, terms = method.loss(ctx, ctx.x_clean, torch.Generator().manual_seed(1))
         assert terms["pfg"] > 0
     assert torch.equal(targets[0], targets[1])
-    assert torch.allclose(targets[0][0], torch.from_numpy(target_pattern(32, 32, 8)))
+    assert torch.allclose(targets[0][0], torch.from_numpy(grid_pattern(32, 32, 8, "luma")))  # the default grid
 
 
 def test_the_luma_grid_is_the_colour_grids_grey_in_every_channel_and_is_what_the_terms_pull_toward(tiny_model):
@@ -161,7 +160,7 @@ def test_the_luma_grid_is_the_colour_grids_grey_in_every_channel_and_is_what_the
     g_colour, z_colour = colour._grid(_ctx(tiny_model, _image()))
     assert torch.equal(g_luma[0, 0], g_luma[0, 1]) and torch.equal(g_luma[0, 0], g_luma[0, 2])
     assert torch.allclose(g_luma[0, 0], torch.from_numpy(target_pattern(32, 32, 8)[0]))
-    assert not torch.equal(g_colour[0, 0], g_colour[0, 1])  # the default keeps Mist's colour pattern
+    assert not torch.equal(g_colour[0, 0], g_colour[0, 1])  # "color" keeps Mist's colour pattern
     with torch.no_grad():
         assert torch.allclose(z_luma, D.encode(tiny_model, g_luma)) and not torch.allclose(z_luma, z_colour)
 

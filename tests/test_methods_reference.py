@@ -191,7 +191,7 @@ def high_frequency_lost_in_purification(model, pixels: np.ndarray) -> float:
 def purified_latent_far_from_grid(model, pixels: np.ndarray) -> float:
     """‖E(purified) − E(grid)‖² averaged over SDEdit strengths in AntiPure's band, the latent a mimic trains on
     after purification against the grid's: what PFG's grid_latent variant lowers."""
-    grid = _latent(model, _mist_pattern(period=8))
+    grid = _latent(model, _antipure_grid())
     values = [float(((_latent(model, _to_pixels(_one_step_sdedit(model, pixels, s, seed))) - grid) ** 2).sum())
               for seed, s in enumerate((0.05, 0.1, 0.15, 0.2, 0.25, 0.3) * 2)]
     return float(np.mean(values))
@@ -348,6 +348,15 @@ def _mist_pattern(period: int = 16) -> np.ndarray:
     from engine.methods.mist import target_pattern  # the target is data, not loss code
 
     return _to_pixels(target_pattern(SIZE, SIZE, period))
+
+
+def _antipure_grid() -> np.ndarray:
+    """The grid AntiPure's defaults pull toward, written from its definition: Mist's texture at an 8-px period,
+    its grey (the first channel) in all three channels."""
+    from engine.methods.mist import target_pattern
+
+    grey = target_pattern(SIZE, SIZE, 8)[:1]
+    return _to_pixels(np.repeat(grey, 3, axis=0))
 
 
 # The parts of each method's reference measure, as functions (model, original, pixels) -> value (higher:

@@ -23,8 +23,12 @@ parameter so ablations can switch it:
 - Latent term (off by default, λ_e = 0): pull E(x') itself toward the latent of a flat gray image (PhotoGuard's
   target) or of the grid, ||E(x') - E(target)||^2: an unpurified mimic trains on E(x'), which neither guidance
   term reaches (issue 28's first direction: the encoder is latent diffusion's weak point).
-- The defaults (grid_latent at λ_f = 4, grid_band at λ_t = 1) were chosen on the proxy world's tuning split,
-  where the spec's first choices took the base term's damage away (docs/methods.md, docs/efficacy.md).
+- The grid g: Mist's texture at an 8-px period, by default in grey in all three channels ("luma"), not in
+  Mist's colours: JPEG halves chroma, and the grey grid's mimics drew further from the style (the Fréchet
+  distance) unpurified and after JPEG 75 on the tuning split.
+- The defaults (grid_latent at λ_f = 4, grid_band at λ_t = 1, the luma grid) were chosen on the proxy world's
+  tuning split, where the spec's first choices took the base term's damage away (docs/methods.md,
+  docs/efficacy.md).
 - λ_f, λ_t are relative weights: with normalize=True each term is first scaled so its gradient norm
   matches L_sem's, both norms averaged over `normalize_draws` fixed (t, noise, s) draws. The norms are
   taken at a random δ of the strength's size, not at δ = 0: there the contrast term and its gradient
@@ -75,7 +79,7 @@ class AntiPureParams:
     latent_target: str = setting("gray", "what the latent term pulls E(x') toward", str, choices=LATENT_TARGETS)
     patch_size: int = setting(8, "px of PFG's DCT patches", int, 2, 64)
     grid_period: int = setting(8, "px of the grid pattern the grid variants pull toward", int, 2, 1024)
-    grid_color: str = setting("color", "the grid's channels: Mist's colour pattern, or its grey in all three (luma: "
+    grid_color: str = setting("luma", "the grid's channels: Mist's colour pattern, or its grey in all three (luma: "
                                        "no chroma for JPEG's subsampling to halve)", str, choices=GRID_COLORS)
     high_band_k: int | None = setting(None, "PFG keeps DCT bands u + v ≥ k; none: patch_size // 2", int, 0, 126,
                                       optional=True)

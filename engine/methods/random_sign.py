@@ -13,9 +13,14 @@ Kept out of engine.methods.METHODS (the artist's menu); engine.methods.get_metho
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from engine.methods.base import MethodContext, ProtectionMethod
+from engine.methods.antipure import GRID_COLORS, AntiPureParams, grid_pattern
+from engine.methods.base import MethodContext, ProtectionMethod, setting
+
+_ANTIPURE = AntiPureParams()
 
 
 class RandomSign(ProtectionMethod):
@@ -40,6 +45,14 @@ class RandomSign(ProtectionMethod):
         return (signs * x).sum(), {}
 
 
+@dataclass
+class GridSignParams:
+    # AntiPure's defaults, as parameters: they are part of the evaluation's protect key, so a control measured
+    # with another grid is made again, not reused, when AntiPure's defaults change.
+    grid_period: int = setting(_ANTIPURE.grid_period, "px of the grid (AntiPure's default)", int, 2, 1024)
+    grid_color: str = setting(_ANTIPURE.grid_color, "the grid's channels (AntiPure's default)", str, choices=GRID_COLORS)
+
+
 class GridSign(RandomSign):
     """δ = ε · sign(g − ½) with g the grid AntiPure's default terms pull toward (engine.methods.antipure's
     grid_pattern at AntiPure's default grid_period and grid_color): the shared grid at the full strength, without
@@ -48,11 +61,9 @@ class GridSign(RandomSign):
     name = "grid_sign"
     label = "Grid ±ε (control)"
     summary = "AntiPure's grid pattern at the full strength, not optimized: a control, protects nothing by design."
+    Params = GridSignParams
 
     def setup(self, ctx: MethodContext) -> None:
-        from engine.methods.antipure import AntiPureParams, grid_pattern
-
         _, _, h, w = ctx.x_clean.shape
-        defaults = AntiPureParams()
-        grid = torch.from_numpy(grid_pattern(h, w, defaults.grid_period, defaults.grid_color))[None]
+        grid = torch.from_numpy(grid_pattern(h, w, self.params.grid_period, self.params.grid_color))[None]
         ctx.cache["random_signs"] = torch.where(grid >= 0.5, 1.0, -1.0).expand_as(ctx.x_clean).to(ctx.x_clean)
