@@ -331,7 +331,8 @@ def _optimize_region(
         pool=pool,
     )
     method.setup(ctx)
-    delta = torch.zeros_like(x_pad)
+    start = method.initial_delta(ctx)
+    delta = torch.zeros_like(x_pad) if start is None else (x_pad + start.clamp(-eps, eps)).clamp(0, 1) - x_pad
     n_eot = max(1, settings.eot_samples) if settings.eot else 1
     for step in range(settings.steps):
         job.check()

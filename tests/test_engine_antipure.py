@@ -242,3 +242,33 @@ def test_unknown_parameter_is_refused():
 
     with pytest.raises(ArtveilError, match="lambda_pgf"):
         get_method("antipure", {"lambda_pgf": 1.0})
+
+
+def test_grid_start_begins_at_the_grid_controls_delta_and_steps_from_there(tiny_model, tmp_path):
+    """grid_start: after one step of α = 1.6 levels the exported δ still has the grey grid's sign everywhere the
+    clip cannot touch, within α of ±ε; without it, δ starts at 0 and its signs have nothing to do with the grid."""
+    import numpy as np
+
+    from engine import batch as B
+    from engine.events import Failed
+    from engine.images import load_image, save_image
+    from engine.jobs import ProtectSettings
+
+    src = tmp_path / "in.png"
+    save_image((_image(64, seed=3)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), src)
+    eps = 16
+    grid = grid_pattern(64, 64, 8, "luma").transpose(1, 2, 0)
+    agree = {}
+    for start in (True, False):
+        settings = ProtectSettings(method="antipure", strength_levels=eps, steps=1, working_size=64, preview_every=0,
+                                   measure_objective=False, method_params={"grid_start": start, "normalize": False})
+        out = tmp_path / str(start)
+        events = list(B.protect_batch(tiny_model, [src], settings, B.BatchOptions(out, fmt="png", journal=False)))
+        assert not [e for e in events if isinstance(e, Failed)]
+        a = load_image(src).pixels[..., :3].astype(int)
+        d = load_image(out / "in.protected.png").pixels[..., :3].astype(int) - a
+        inside = (a >= eps) & (a <= 255 - eps)
+        agree[start] = (np.sign(d[inside]) == np.where(grid >= 0.5, 1, -1)[inside]).mean()
+        if start:
+            assert (np.abs(d[inside]) >= eps - 2).all()
+    assert agree[True] == 1.0 and agree[False] < 0.8

@@ -79,6 +79,7 @@ class AntiPureParams:
     latent_target: str = setting("gray", "what the latent term pulls E(x') toward", str, choices=LATENT_TARGETS)
     patch_size: int = setting(8, "px of PFG's DCT patches", int, 2, 64)
     grid_period: int = setting(8, "px of the grid pattern the grid variants pull toward", int, 2, 1024)
+    grid_start: bool = setting(False, "start δ at the grid's sign, ε·sign(g − ½), instead of at 0", bool)
     grid_color: str = setting("luma", "the grid's channels: Mist's colour pattern, or its grey in all three (luma: "
                                        "no chroma for JPEG's subsampling to halve)", str, choices=GRID_COLORS)
     high_band_k: int | None = setting(None, "PFG keeps DCT bands u + v ≥ k; none: patch_size // 2", int, 0, 126,
@@ -273,6 +274,12 @@ class AntiPure(ProtectionMethod):
                 ctx.cache["antipure_grid_latent"] = D.encode(ctx.model, grid)
             ctx.cache["antipure_grid"] = grid
         return ctx.cache["antipure_grid"], ctx.cache["antipure_grid_latent"]
+
+    def initial_delta(self, ctx: MethodContext) -> torch.Tensor | None:
+        """With grid_start, δ starts where the Grid ±ε control ends: the grid's sign at the full strength."""
+        if not self.params.grid_start:
+            return None
+        return ctx.eps * torch.where(self._grid(ctx)[0] >= 0.5, 1.0, -1.0).expand_as(ctx.x_clean)
 
     def setup(self, ctx: MethodContext) -> None:
         ctx.cache["antipure_scales"] = self.normalization_scales(ctx) if self.params.normalize else dict(UNIT_SCALES)

@@ -178,6 +178,10 @@ class ProtectionMethod:
 
         return MemoryProfile(encoder=True)
 
+    def initial_delta(self, ctx: MethodContext) -> torch.Tensor | None:
+        """Where δ starts, shaped like ctx.x_clean (the loop clips it to ε and to [0, 1]); None: at 0."""
+        return None
+
     def between_steps(self, ctx: MethodContext, x_protected: torch.Tensor, step: int) -> None:
         """Hook for surrogate fine-tuning (ASPL, Anti-Diffusion) between optimizer steps."""
 
