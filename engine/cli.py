@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
+from engine.chatter import quiet_library_chatter
 from engine.cli_args import MODEL_HELP, default_model_source, load_model_or_exit, parse_param, parse_steps, parse_strength
 from engine.errors import ArtveilError, Cancelled
 from engine.events import Failed, Message, Progress, Result, Started
@@ -355,18 +355,6 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module.register(sub)
     return parser
-
-
-def quiet_library_chatter() -> None:
-    """Keep the terminal for Artveil's own lines: the libraries' notes about optional backends
-    (torchvision) and renamed arguments say nothing an artist can act on. Real errors still show."""
-    import warnings
-
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    # transformers' "Loading weights" bars (diffusers' are turned off where models load, engine.models)
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    warnings.filterwarnings("ignore", message=r".*`torch_dtype` is deprecated", category=FutureWarning)
 
 
 def main(argv: list[str] | None = None) -> int:

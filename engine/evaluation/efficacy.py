@@ -382,7 +382,7 @@ def _row_worker(source: str, device: str, threads: int, parent_pid: int, todo, m
     from `todo` until it reads None. Every stage lands in the row's run folder, where the parent's pass
     afterwards finds it done."""
     _watch_parent(parent_pid)
-    from engine.cli import quiet_library_chatter
+    from engine.chatter import quiet_library_chatter
 
     quiet_library_chatter()  # a spawned process starts with none of the parent's warning filters
     import torch
