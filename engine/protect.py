@@ -296,6 +296,11 @@ def _step_gradient(method, ctx, x_in, delta, generator, two_pass, settings):
     return torch.autograd.grad(outputs, delta, grads)[0], loss, terms
 
 
+def _project(delta: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """δ brought back into the budget: |δ| ≤ ε, and x + δ a valid image in [0, 1]."""
+    return (x + delta.clamp(-eps, eps)).clamp(0, 1) - x
+
+
 def _optimize_region(
     model: ModelBundle,
     method,
@@ -332,7 +337,7 @@ def _optimize_region(
     )
     method.setup(ctx)
     start = method.initial_delta(ctx)
-    delta = torch.zeros_like(x_pad) if start is None else (x_pad + start.clamp(-eps, eps)).clamp(0, 1) - x_pad
+    delta = torch.zeros_like(x_pad) if start is None else _project(start, x_pad, eps)
     n_eot = max(1, settings.eot_samples) if settings.eot else 1
     for step in range(settings.steps):
         job.check()
@@ -348,8 +353,7 @@ def _optimize_region(
             grad += g
         ctx.transform = None
         with torch.no_grad():
-            delta = (delta + alpha * grad.sign()).clamp(-eps, eps)
-            delta = (x_pad + delta).clamp(0, 1) - x_pad
+            delta = _project(delta + alpha * grad.sign(), x_pad, eps)
         done = step_offset + step + 1
         now = time.perf_counter()
         clock["times"].append(now)

@@ -141,6 +141,11 @@ def grid_pattern(height: int, width: int, period: int, color: str) -> np.ndarray
     return pattern[:1].repeat(3, axis=0) if color == "luma" else pattern
 
 
+def grid_signs(grid: torch.Tensor) -> torch.Tensor:
+    """±1 where the grid is at least / below its middle grey: the Grid ±ε control's δ / ε, and grid_start's."""
+    return torch.where(grid >= 0.5, 1.0, -1.0).to(grid)
+
+
 def etg_target_timestep(t: torch.Tensor, offset: int, num_train_timesteps: int) -> torch.Tensor:
     return torch.clamp(t + offset, max=num_train_timesteps - 1)
 
@@ -279,7 +284,7 @@ class AntiPure(ProtectionMethod):
         """With grid_start, δ starts where the Grid ±ε control ends: the grid's sign at the full strength."""
         if not self.params.grid_start:
             return None
-        return ctx.eps * torch.where(self._grid(ctx)[0] >= 0.5, 1.0, -1.0).expand_as(ctx.x_clean)
+        return ctx.eps * grid_signs(self._grid(ctx)[0]).expand_as(ctx.x_clean)
 
     def setup(self, ctx: MethodContext) -> None:
         ctx.cache["antipure_scales"] = self.normalization_scales(ctx) if self.params.normalize else dict(UNIT_SCALES)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.methods.antipure import GRID_COLORS, AntiPureParams, grid_pattern
+from engine.methods.antipure import GRID_COLORS, AntiPureParams, grid_pattern, grid_signs
 from engine.methods.base import MethodContext, ProtectionMethod, setting
 
 _ANTIPURE = AntiPureParams()
@@ -66,4 +66,4 @@ class GridSign(RandomSign):
     def setup(self, ctx: MethodContext) -> None:
         _, _, h, w = ctx.x_clean.shape
         grid = torch.from_numpy(grid_pattern(h, w, self.params.grid_period, self.params.grid_color))[None]
-        ctx.cache["random_signs"] = torch.where(grid >= 0.5, 1.0, -1.0).expand_as(ctx.x_clean).to(ctx.x_clean)
+        ctx.cache["random_signs"] = grid_signs(grid).expand_as(ctx.x_clean).to(ctx.x_clean)
