@@ -296,9 +296,13 @@ def _step_gradient(method, ctx, x_in, delta, generator, two_pass, settings):
     return torch.autograd.grad(outputs, delta, grads)[0], loss, terms
 
 
-def _project(delta: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
-    """δ brought back into the budget: |δ| ≤ ε, and x + δ a valid image in [0, 1]."""
-    return (x + delta.clamp(-eps, eps)).clamp(0, 1) - x
+def _project(delta: torch.Tensor, x: torch.Tensor, eps: float, bounds=None) -> torch.Tensor:
+    """δ brought back into the budget: |δ| ≤ ε (or the method's tighter per-pixel bounds inside it), and x + δ a
+    valid image in [0, 1]."""
+    delta = delta.clamp(-eps, eps)
+    if bounds is not None:
+        delta = torch.minimum(torch.maximum(delta, bounds[0]), bounds[1])
+    return (x + delta).clamp(0, 1) - x
 
 
 def _optimize_region(
@@ -336,8 +340,9 @@ def _optimize_region(
         pool=pool,
     )
     method.setup(ctx)
+    bounds = method.delta_bounds(ctx)
     start = method.initial_delta(ctx)
-    delta = torch.zeros_like(x_pad) if start is None else _project(start, x_pad, eps)
+    delta = _project(torch.zeros_like(x_pad) if start is None else start, x_pad, eps, bounds)
     n_eot = max(1, settings.eot_samples) if settings.eot else 1
     for step in range(settings.steps):
         job.check()
@@ -353,7 +358,7 @@ def _optimize_region(
             grad += g
         ctx.transform = None
         with torch.no_grad():
-            delta = _project(delta + alpha * grad.sign(), x_pad, eps)
+            delta = _project(delta + alpha * grad.sign(), x_pad, eps, bounds)
         done = step_offset + step + 1
         now = time.perf_counter()
         clock["times"].append(now)

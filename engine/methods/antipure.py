@@ -80,6 +80,8 @@ class AntiPureParams:
     patch_size: int = setting(8, "px of PFG's DCT patches", int, 2, 64)
     grid_period: int = setting(8, "px of the grid pattern the grid variants pull toward", int, 2, 1024)
     grid_start: bool = setting(False, "start δ at the grid's sign, ε·sign(g − ½), instead of at 0", bool)
+    grid_share: float = setting(0.0, "share a of ε held on the grid's sign: δ = a·ε·sign(g − ½) + r, the optimizer "
+                                     "moving only r, |r| ≤ (1 − a)·ε (0: off)", float, 0.0, 1.0)
     grid_color: str = setting("luma", "the grid's channels: Mist's colour pattern, or its grey in all three (luma: "
                                        "no chroma for JPEG's subsampling to halve)", str, choices=GRID_COLORS)
     high_band_k: int | None = setting(None, "PFG keeps DCT bands u + v ≥ k; none: patch_size // 2", int, 0, 126,
@@ -281,10 +283,23 @@ class AntiPure(ProtectionMethod):
         return ctx.cache["antipure_grid"], ctx.cache["antipure_grid_latent"]
 
     def initial_delta(self, ctx: MethodContext) -> torch.Tensor | None:
-        """With grid_start, δ starts where the Grid ±ε control ends: the grid's sign at the full strength."""
-        if not self.params.grid_start:
+        """With grid_start, δ starts where the Grid ±ε control ends: the grid's sign at the full strength (with a
+        grid_share, the corner of its box on that side); with only a grid_share, at its fixed part a·ε·sign."""
+        p = self.params
+        if not (p.grid_start or p.grid_share > 0):
             return None
-        return ctx.eps * grid_signs(self._grid(ctx)[0]).expand_as(ctx.x_clean)
+        share = 1.0 if p.grid_start else p.grid_share
+        return share * ctx.eps * grid_signs(self._grid(ctx)[0]).expand_as(ctx.x_clean)
+
+    def delta_bounds(self, ctx: MethodContext) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """With a grid_share a, δ stays within (1 − a)·ε of a·ε·sign(g − ½): the grid's sign is kept at every pixel
+        (for a ≥ ½) whatever the optimizer does, which grid_start alone let it walk away from (issue 28)."""
+        a = self.params.grid_share
+        if a <= 0:
+            return None
+        fixed = a * ctx.eps * grid_signs(self._grid(ctx)[0]).expand_as(ctx.x_clean)
+        free = (1.0 - a) * ctx.eps
+        return fixed - free, fixed + free
 
     def setup(self, ctx: MethodContext) -> None:
         ctx.cache["antipure_scales"] = self.normalization_scales(ctx) if self.params.normalize else dict(UNIT_SCALES)

@@ -182,6 +182,11 @@ class ProtectionMethod:
         """Where δ starts, shaped like ctx.x_clean (the loop clips it to ε and to [0, 1]); None: at 0."""
         return None
 
+    def delta_bounds(self, ctx: MethodContext) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Per-pixel bounds (low, high) of δ inside [-ε, ε], shaped like ctx.x_clean, when the method keeps part of
+        δ fixed (AntiPure's grid_share); the loop projects every step into them. None: the whole [-ε, ε]."""
+        return None
+
     def between_steps(self, ctx: MethodContext, x_protected: torch.Tensor, step: int) -> None:
         """Hook for surrogate fine-tuning (ASPL, Anti-Diffusion) between optimizer steps."""
 
