@@ -164,6 +164,9 @@ def run_window(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine.chatter import quiet_library_chatter
+
+    quiet_library_chatter()  # the terminal that started the window keeps Artveil's own lines, as the CLI's does
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="artveil-gui", description="Protect artwork from diffusion-model mimicry.")
     parser.add_argument("--self-test", action="store_true", help="protect a tiny generated image and exit")

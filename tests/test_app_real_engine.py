@@ -133,3 +133,44 @@ def test_the_window_and_the_cli_protect_a_set_through_one_pipeline(make_window, 
     for source in sources:
         name = f"{source.stem}.protected.png"
         assert (window_out / name).read_bytes() == (cli_out / name).read_bytes(), name
+
+
+WINDOW_LOADS_PROXY = """
+import sys
+import app.main as m
+import app.signals
+m.has_display = lambda: True
+m.xcb_problem = lambda: None
+app.signals.binding_problem = lambda: None
+def window(argv):  # what the window's engine thread does first: load the model the artist chose
+    from engine.models import load_model
+    load_model(sys.argv[1])
+    print("loaded")
+    return 0
+m.run_window = window
+sys.exit(m.main([]))
+"""
+
+
+def test_the_window_keeps_its_terminal_free_of_library_chatter(tmp_path):
+    """./run-artveil's terminal: loading the shipped proxy model through the window's entry point prints none of
+    diffusers' torch_dtype FutureWarning, transformers' "Loading weights" bar or the pipeline's vae-type note (a
+    fresh process, since this one has imported the libraries already; it printed all three before main() set the
+    CLI's filters)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model = Path(__file__).resolve().parents[1] / "resources" / "proxy" / "model"
+    script = tmp_path / "window.py"
+    script.write_text(WINDOW_LOADS_PROXY)
+    root = str(Path(__file__).resolve().parents[1])
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_VERBOSITY")}
+    env.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
+    env["PYTHONPATH"] = root
+    done = subprocess.run([sys.executable, str(script), str(model)], capture_output=True, text=True, env=env,
+                          cwd=root, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "loaded", done.stderr
+    for chatter in ("torch_dtype", "Loading weights", "Expected types", "FutureWarning"):
+        assert chatter not in done.stderr, done.stderr
