@@ -209,6 +209,26 @@ def test_the_tuning_split_sees_none_of_the_final_tables_images_or_seeds(proxy_co
     assert "holds the tuning split's table" in capsys.readouterr().err
 
 
+def test_the_tuning_render_sets_share_no_image_or_seed_with_each_other_or_the_final_split(tmp_path):
+    """tuning, tuning-b and tuning-c: three render sets of the style to tune on, each with its own seeds; none of
+    their images is one of the final split's (or another set's), and an unknown split is refused with the list."""
+    from engine.errors import ArtveilError
+
+    images, seeds = {}, set()
+    for split in E.SPLITS:
+        renders, seed_offset = E.split_offsets(split)
+        files = E.write_artist_set(tmp_path / split, HELD_OUT_STYLE, 9, 64, renders)
+        images[split] = {f.read_bytes() for f in files}
+        assert len(images[split]) == 9
+        seeds.add(seed_offset)
+    assert len(seeds) == len(E.SPLITS)
+    for a in E.SPLITS:
+        for b in E.SPLITS:
+            assert a == b or not images[a] & images[b], (a, b)
+    with pytest.raises(ArtveilError, match="tuning-b"):
+        E.split_offsets("tuning-d")
+
+
 def test_eval_reads_per_image_captions_and_says_which_file_lacks_one(tiny_model, tmp_path):
     from engine.errors import ArtveilError
     from engine.evaluation import EvalConfig, run_evaluation

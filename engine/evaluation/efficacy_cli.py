@@ -86,8 +86,9 @@ def register(subparsers) -> None:
                    help="curves: run nothing, measure and draw what is finished in OUT (a partial curve says so)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--split", choices=SPLITS, default="final",
-                   help="tuning: other renders of the artist's style and other seeds, for choosing a method's "
-                        "settings; final (default): the table, on images and seeds no tuning saw")
+                   help="tuning (and tuning-b, tuning-c: two more render sets): other renders of the artist's "
+                        "style and other seeds, for choosing a method's settings; final (default): the table, on "
+                        "images and seeds no tuning saw")
     e.set_defaults(func=run_efficacy_cli)
 
 
