@@ -481,3 +481,8 @@ def test_a_row_can_optimize_through_a_purifier_with_eot_and_a_bad_transform_is_r
     with pytest.raises(ArtveilError, match="eot="):
         CV.validate_plan(CV.CurvePlan(rows=rows[:2] + [("AntiPure EOT x", "antipure", {"eot": "x"})],
                                       strengths=(32.0,), full_strengths=()), steps=100)
+    # A row's own strength is refused: the curve's strengths are the axis, and run_config would override it
+    # (a "Grid ±ε 24" row was once measured at 32 under that name).
+    with pytest.raises(ArtveilError, match="strength=24.*--strengths"):
+        CV.validate_plan(CV.CurvePlan(rows=rows[:2] + [("Grid ±ε 24", "grid_sign", {"strength": 24})],
+                                      strengths=(32.0,), full_strengths=()), steps=100)

@@ -142,6 +142,12 @@ def validate_plan(plan: CurvePlan, steps: int) -> None:
         if col not in known:
             raise ArtveilError("config", f"edge purifier {col!r} is not one of the columns {sorted(known)}")
     E.validate_rows(plan.rows)
+    for label, _, params in plan.rows:
+        if "strength" in params:
+            # The curve measures every row at each of --strengths (run_config sets it): a row's own strength
+            # would be overridden without a word, and a "Grid ±ε 24" row measured at 32 under that name.
+            raise ArtveilError("config", f"row {label!r} sets strength={params['strength']:g}; a curve measures "
+                                         "every row at each of --strengths, so give the strength there")
     for run in plan.runs():
         if run.method == "none":
             continue
