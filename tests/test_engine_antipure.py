@@ -261,7 +261,8 @@ def test_grid_start_begins_at_the_grid_controls_delta_and_steps_from_there(tiny_
     agree = {}
     for start in (True, False):
         settings = ProtectSettings(method="antipure", strength_levels=eps, steps=1, working_size=64, preview_every=0,
-                                   measure_objective=False, method_params={"grid_start": start, "normalize": False})
+                                   measure_objective=False, method_params={"grid_start": start, "grid_share": 0.0,
+                                                                                 "normalize": False})
         out = tmp_path / str(start)
         events = list(B.protect_batch(tiny_model, [src], settings, B.BatchOptions(out, fmt="png", journal=False)))
         assert not [e for e in events if isinstance(e, Failed)]
@@ -275,10 +276,10 @@ def test_grid_start_begins_at_the_grid_controls_delta_and_steps_from_there(tiny_
 
 
 def test_grid_share_keeps_the_grid_sign_whatever_the_optimizer_does(tiny_model, tmp_path):
-    """grid_share a = 0.75 at ε = 16: after 4 steps (α = 1.6 levels each, enough to cross zero from ½ε without the
-    box) every exported δ that the [0, 255] clip cannot touch has the grid's sign, lies within (1 − a)·ε (+1 for
-    the 8-bit rounding) of a·ε·sign, and the optimizer has moved it off that centre; grid_start alone, after the
-    same steps, leaves no such band around the grid."""
+    """grid_share a = 0.75 (the default) at ε = 16: after 4 steps (α = 1.6 levels each, enough to cross zero from
+    ½ε without the box) every exported δ that the [0, 255] clip cannot touch has the grid's sign, lies within
+    (1 − a)·ε (+1 for the 8-bit rounding) of a·ε·sign, and the optimizer has moved it off that centre; grid_start
+    without a share, after the same steps of 8 levels, leaves no such band around the grid."""
     import numpy as np
 
     from engine import batch as B
@@ -289,23 +290,23 @@ def test_grid_share_keeps_the_grid_sign_whatever_the_optimizer_does(tiny_model, 
     src = tmp_path / "in.png"
     save_image((_image(64, seed=3)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), src)
     eps, share, steps = 16, 0.75, 4
+    assert get_method("antipure").params.grid_share == share
     sign = np.where(grid_pattern(64, 64, 8, "luma").transpose(1, 2, 0) >= 0.5, 1, -1)
     a = load_image(src).pixels[..., :3].astype(int)
     inside = (a >= eps) & (a <= 255 - eps)
     off_centre = {}
-    for params in ({"grid_share": share}, {"grid_start": True, "step_levels": 8.0}):
-        step_levels = params.pop("step_levels", None)
+    for name, params, step_levels in (("share", {}, None), ("start", {"grid_start": True, "grid_share": 0.0}, 8.0)):
         settings = ProtectSettings(method="antipure", strength_levels=eps, steps=steps, working_size=64,
                                    preview_every=0, measure_objective=False, step_levels=step_levels,
                                    method_params=dict(params, normalize=False))
-        out = tmp_path / "-".join(params)
+        out = tmp_path / name
         events = list(B.protect_batch(tiny_model, [src], settings, B.BatchOptions(out, fmt="png", journal=False)))
         assert not [e for e in events if isinstance(e, Failed)]
         d = load_image(out / "in.protected.png").pixels[..., :3].astype(int) - a
-        off_centre[tuple(params)] = np.abs(d - share * eps * sign)[inside]
-        if "grid_share" in params:
+        off_centre[name] = np.abs(d - share * eps * sign)[inside]
+        if name == "share":
             assert (np.sign(d[inside]) == sign[inside]).all()
-            assert off_centre[("grid_share",)].max() <= (1 - share) * eps + 1
-            assert off_centre[("grid_share",)].max() >= 2
+            assert off_centre["share"].max() <= (1 - share) * eps + 1
+            assert off_centre["share"].max() >= 2
     # Without the box, steps of 8 levels take δ well outside that band: the bound above is the box's doing.
-    assert off_centre[("grid_start",)].max() > (1 - share) * eps + 1
+    assert off_centre["start"].max() > (1 - share) * eps + 1

@@ -441,16 +441,22 @@ def test_mist_with_its_semantic_term_flipped_is_rejected(proxy_model, artwork, m
     assert not ok, f"mist with its semantic term flipped passed the check: {detail}"
 
 
-# AntiPure's guidance terms, each against AntiPure without either (the base term alone).
-ANTIPURE_OFF = {"use_pfg": False, "use_etg": False}
+# AntiPure's guidance terms, each against AntiPure without either (the base term alone), with the whole budget
+# the optimizer's (grid_share 0): the default holds three quarters of ε on the grid, which would leave each
+# term a quarter to show its effect in; the grid share is tested on its own (test_engine_antipure).
+ANTIPURE_OFF = {"use_pfg": False, "use_etg": False, "grid_share": 0.0}
 # case: (the term, AntiPure's parameters with it on, the measure it lowers).
 GUIDANCE = {
-    "pfg_match": ("pfg", {"use_etg": False, "pfg_variant": "match"}, high_frequency_lost_in_purification),
-    "pfg_grid_latent": ("pfg", {"use_etg": False, "pfg_variant": "grid_latent"}, purified_latent_far_from_grid),
-    "etg_wrong_timestep": ("etg", {"use_pfg": False, "etg_variant": "wrong_timestep"}, wrong_timestep_gap),
+    "pfg_match": ("pfg", {"use_etg": False, "pfg_variant": "match", "grid_share": 0.0},
+                  high_frequency_lost_in_purification),
+    "pfg_grid_latent": ("pfg", {"use_etg": False, "pfg_variant": "grid_latent", "grid_share": 0.0},
+                        purified_latent_far_from_grid),
+    "etg_wrong_timestep": ("etg", {"use_pfg": False, "etg_variant": "wrong_timestep", "grid_share": 0.0},
+                           wrong_timestep_gap),
     # grid_band pulls the x0 estimate at every t of the purifier's band toward the grid: the one-step purified
     # latents over that band are what it moves.
-    "etg_grid_band": ("etg", {"use_pfg": False, "etg_variant": "grid_band"}, purified_latent_far_from_grid),
+    "etg_grid_band": ("etg", {"use_pfg": False, "etg_variant": "grid_band", "grid_share": 0.0},
+                      purified_latent_far_from_grid),
     "latent_gray": ("latent", ANTIPURE_OFF, latent_far_from_gray),
 }
 

@@ -80,8 +80,8 @@ class AntiPureParams:
     patch_size: int = setting(8, "px of PFG's DCT patches", int, 2, 64)
     grid_period: int = setting(8, "px of the grid pattern the grid variants pull toward", int, 2, 1024)
     grid_start: bool = setting(False, "start δ at the grid's sign, ε·sign(g − ½), instead of at 0", bool)
-    grid_share: float = setting(0.0, "share a of ε held on the grid's sign: δ = a·ε·sign(g − ½) + r, the optimizer "
-                                     "moving only r, |r| ≤ (1 − a)·ε (0: off)", float, 0.0, 1.0)
+    grid_share: float = setting(0.75, "share a of ε held on the grid's sign: δ = a·ε·sign(g − ½) + r, the optimizer "
+                                      "moving only r, |r| ≤ (1 − a)·ε (0: off)", float, 0.0, 1.0)
     grid_color: str = setting("luma", "the grid's channels: Mist's colour pattern, or its grey in all three (luma: "
                                        "no chroma for JPEG's subsampling to halve)", str, choices=GRID_COLORS)
     high_band_k: int | None = setting(None, "PFG keeps DCT bands u + v ≥ k; none: patch_size // 2", int, 0, 126,
