@@ -29,9 +29,9 @@ parameter so ablations can switch it:
 - Grid share a (default 0.75): δ = a·ε·sign(g − ½) + r with |r| ≤ (1 − a)·ε, the optimizer moving only r (a
   per-pixel box, delta_bounds, that engine.protect projects every step into). The grid's sign alone beat every
   optimized attack on the proxy; started there but free (grid_start), the optimizer walked off it (issue 28).
-- The defaults (grid_latent at λ_f = 4, grid_band at λ_t = 1, the luma grid, the 0.75 share) were chosen on the proxy world's
-  tuning split, where the spec's first choices took the base term's damage away (docs/methods.md,
-  docs/efficacy.md).
+- The defaults (grid_latent at λ_f = 4, grid_band at λ_t = 1, the luma grid, the 0.75 share) were chosen on
+  the proxy world's tuning split, where the spec's first choices took the base term's damage away
+  (docs/methods.md, docs/efficacy.md).
 - λ_f, λ_t are relative weights: with normalize=True each term is first scaled so its gradient norm
   matches L_sem's, both norms averaged over `normalize_draws` fixed (t, noise, s) draws. The norms are
   taken at a random δ of the strength's size, not at δ = 0: there the contrast term and its gradient
