@@ -276,7 +276,7 @@ def test_grid_start_begins_at_the_grid_controls_delta_and_steps_from_there(tiny_
 
 
 def test_grid_share_keeps_the_grid_sign_whatever_the_optimizer_does(tiny_model, tmp_path):
-    """grid_share a = 0.75 (the default) at ε = 16: after 4 steps (α = 1.6 levels each, enough to cross zero from
+    """grid_share a = 0.75 at ε = 16: after 4 steps (α = 1.6 levels each, enough to cross zero from
     ½ε without the box) every exported δ that the [0, 255] clip cannot touch has the grid's sign, lies within
     (1 − a)·ε (+1 for the 8-bit rounding) of a·ε·sign, and the optimizer has moved it off that centre; grid_start
     without a share, after the same steps of 8 levels, leaves no such band around the grid."""
@@ -290,12 +290,12 @@ def test_grid_share_keeps_the_grid_sign_whatever_the_optimizer_does(tiny_model, 
     src = tmp_path / "in.png"
     save_image((_image(64, seed=3)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), src)
     eps, share, steps = 16, 0.75, 4
-    assert get_method("antipure").params.grid_share == share
     sign = np.where(grid_pattern(64, 64, 8, "luma").transpose(1, 2, 0) >= 0.5, 1, -1)
     a = load_image(src).pixels[..., :3].astype(int)
     inside = (a >= eps) & (a <= 255 - eps)
     off_centre = {}
-    for name, params, step_levels in (("share", {}, None), ("start", {"grid_start": True, "grid_share": 0.0}, 8.0)):
+    cases = (("share", {"grid_share": share}, None), ("start", {"grid_start": True, "grid_share": 0.0}, 8.0))
+    for name, params, step_levels in cases:
         settings = ProtectSettings(method="antipure", strength_levels=eps, steps=steps, working_size=64,
                                    preview_every=0, measure_objective=False, step_levels=step_levels,
                                    method_params=dict(params, normalize=False))
