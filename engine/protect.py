@@ -299,10 +299,8 @@ def _step_gradient(method, ctx, x_in, delta, generator, two_pass, settings):
 def _project(delta: torch.Tensor, x: torch.Tensor, eps: float, bounds=None) -> torch.Tensor:
     """δ brought back into the budget: |δ| ≤ ε (or the method's tighter per-pixel bounds inside it), and x + δ a
     valid image in [0, 1]."""
-    delta = delta.clamp(-eps, eps)
-    if bounds is not None:
-        delta = torch.minimum(torch.maximum(delta, bounds[0]), bounds[1])
-    return (x + delta).clamp(0, 1) - x
+    low, high = (-eps, eps) if bounds is None else bounds
+    return (x + delta.clamp(low, high)).clamp(0, 1) - x
 
 
 def _optimize_region(
