@@ -1,0 +1,172 @@
+"""The worst case over the purifiers: what a mimic who tries every purifier gets, row by row, on one or more
+render sets (one curve.csv each), and its mean over the sets. Issue 28 chooses AntiPure's settings on it: a
+setting that keeps its damage through JPEG but loses it through SDEdit is only as good as what SDEdit leaves.
+
+    python -m engine.evaluation.worst_case docs/efficacy/tune-sweep/curve.csv docs/efficacy/tune-b-sweep/curve.csv \\
+        docs/efficacy/tune-c-sweep/curve.csv --purifiers 'none,JPEG 75,SDEdit 0.2' --out docs/efficacy/share-sweep.png
+
+"Worst" follows each measure's direction in the file: the highest accuracy ("lower" is better for the artist),
+the lowest Fréchet distance ("higher" is better). A row that lacks one of the purifiers in a file has no worst
+case there (a worst case over fewer purifiers would flatter it), and no mean. `--same A=B` reads row A as B
+(one setting measured under two labels, e.g. the default and its explicit value).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.errors import ArtveilError
+
+NONE_LABEL = "none"
+MEASURES = ("accuracy", "frechet")
+
+
+@dataclass
+class Worst:
+    """One row's worst case under one measure: per file (value, purifier), None where a purifier is missing."""
+
+    label: str
+    measure: str
+    per_file: dict[str, tuple[float, str] | None] = field(default_factory=dict)
+
+    @property
+    def mean(self) -> float | None:
+        values = [v for v in self.per_file.values()]
+        if not values or any(v is None for v in values):
+            return None
+        return sum(v[0] for v in values) / len(values)
+
+
+def _name(path: Path) -> str:
+    return path.parent.name or path.stem
+
+
+def read_worst(paths: list[Path], strength: float, purifiers: list[str], measures=MEASURES,
+               same: dict[str, str] | None = None) -> list[Worst]:
+    """Every row (the clean images at strength 0, the others at `strength`) of every file, per measure."""
+    same = same or {}
+    out: dict[tuple[str, str], Worst] = {}
+    names = [_name(p) for p in paths]
+    if len(set(names)) != len(names):
+        raise ArtveilError("input", "two of the files are in folders of the same name; give each render set its own")
+    for path, name in zip(paths, names):
+        if not path.is_file():
+            raise ArtveilError("input", f"{path}: no such curve.csv")
+        cells: dict[tuple[str, str], dict[str, tuple[float, str]]] = {}
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            missing = {"method", "strength", "purifier", "measure", "direction", "mean"} - set(reader.fieldnames or ())
+            if missing:
+                raise ArtveilError("input", f"{path}: not a curve.csv (no column {sorted(missing)[0]!r})")
+            for row in reader:
+                if row["measure"] not in measures or row["purifier"] not in purifiers:
+                    continue
+                if row["method"] != NONE_LABEL and float(row["strength"]) != strength:
+                    continue
+                label = same.get(row["method"], row["method"])
+                cells.setdefault((label, row["measure"]), {})[row["purifier"]] = (float(row["mean"]), row["direction"])
+        for (label, measure), by_purifier in cells.items():
+            w = out.setdefault((label, measure), Worst(label, measure))
+            if set(by_purifier) != set(purifiers):
+                w.per_file[name] = None
+                continue
+            direction = {d for _, d in by_purifier.values()}
+            if len(direction) != 1 or direction.pop() not in ("lower", "higher"):
+                raise ArtveilError("input", f"{path}: {label}'s {measure} has no single direction")
+            lower_better = next(iter(by_purifier.values()))[1] == "lower"
+            pick = max if lower_better else min
+            purifier = pick(by_purifier, key=lambda p: by_purifier[p][0])
+            w.per_file[name] = (by_purifier[purifier][0], purifier)
+    for w in out.values():  # a row absent from a file has no worst case there either
+        for name in names:
+            w.per_file.setdefault(name, None)
+        w.per_file = {name: w.per_file[name] for name in names}
+    return list(out.values())
+
+
+def table(worsts: list[Worst], measure: str) -> str:
+    rows = [w for w in worsts if w.measure == measure]
+    if not rows:
+        return ""
+    names = list(rows[0].per_file)
+    lines = [f"| row | {' | '.join(names)} | mean |", "|---" * (len(names) + 2) + "|"]
+    for w in rows:
+        cells = [f"{v[0]:.3f} ({v[1]})" if v else "–" for v in w.per_file.values()]
+        mean = f"{w.mean:.3f}" if w.mean is not None else "–"
+        lines.append(f"| {'clean images' if w.label == NONE_LABEL else w.label} | {' | '.join(cells)} | {mean} |")
+    return "\n".join(lines)
+
+
+def plot(worsts: list[Worst], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measures = [m for m in MEASURES if any(w.measure == m for w in worsts)]
+    fig, axes = plt.subplots(1, len(measures), figsize=(6.2 * len(measures), 5.2), squeeze=False)
+    for ax, measure in zip(axes[0], measures):
+        rows = [w for w in worsts if w.measure == measure]
+        labels = ["clean images" if w.label == NONE_LABEL else w.label for w in rows]
+        xs = range(len(rows))
+        for k, name in enumerate(rows[0].per_file):
+            ys = [w.per_file[name][0] if w.per_file[name] else float("nan") for w in rows]
+            ax.plot(xs, ys, "o", ms=6, alpha=0.75, label=name, color=plt.get_cmap("tab10")(k))
+        ax.plot(xs, [w.mean if w.mean is not None else float("nan") for w in rows], "k_", ms=22, mew=2.5,
+                label="mean over the sets")
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels(["\n".join(textwrap.wrap(t, 14)) for t in labels], fontsize=7)
+        better = "lower" if measure == "accuracy" else "higher"
+        ax.set_ylabel(f"worst {'judge’s accuracy' if measure == 'accuracy' else 'Fréchet distance'} "
+                      f"over the purifiers ({better}: better for the artist)", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("\n".join(textwrap.wrap(title, 110)), fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m engine.evaluation.worst_case", description=__doc__.split("\n\n")[0])
+    ap.add_argument("csv", nargs="+", type=Path, help="curve.csv files, one per render set")
+    ap.add_argument("--strength", type=float, default=32.0, help="the strength in levels whose rows are read")
+    ap.add_argument("--purifiers", default="none,JPEG 75,SDEdit 0.2", help="comma-separated purifier columns")
+    ap.add_argument("--same", action="append", default=[], metavar="A=B", help="read row A as row B (repeatable)")
+    ap.add_argument("--title", default=None)
+    ap.add_argument("--out", type=Path, default=None, help="also draw the worst cases to this PNG")
+    args = ap.parse_args(argv)
+    try:
+        same = {}
+        for pair in args.same:
+            a, sep, b = pair.partition("=")
+            if not sep or not a or not b:
+                raise ArtveilError("input", f"--same {pair!r}: give it as LABEL=OTHER LABEL")
+            same[a] = b
+        purifiers = [p.strip() for p in args.purifiers.split(",") if p.strip()]
+        if not purifiers:
+            raise ArtveilError("input", "--purifiers: name at least one purifier column")
+        worsts = read_worst(args.csv, args.strength, purifiers, same=same)
+        if not any(w.label != NONE_LABEL for w in worsts):
+            raise ArtveilError("input", f"no row at {args.strength:g} levels under {purifiers} in those files")
+    except ArtveilError as exc:
+        print(f"worst_case: {exc.message}", file=sys.stderr)
+        return 2
+    for measure in MEASURES:
+        text = table(worsts, measure)
+        if text:
+            print(f"\nworst {measure} over {', '.join(purifiers)} at {args.strength:g} levels\n\n{text}")
+    if args.out:
+        plot(worsts, args.out, args.title or f"The worst case over {', '.join(purifiers)}, {args.strength:g} levels")
+        print(args.out, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
