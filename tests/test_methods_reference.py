@@ -442,8 +442,8 @@ def test_mist_with_its_semantic_term_flipped_is_rejected(proxy_model, artwork, m
 
 
 # AntiPure's guidance terms, each against AntiPure without either (the base term alone), with the whole budget
-# the optimizer's (grid_share 0): the default holds three quarters of ε on the grid, which would leave each
-# term a quarter to show its effect in; the grid share is tested on its own (test_engine_antipure).
+# the optimizer's (grid_share 0): the default holds half of ε on the grid, which would leave each
+# term half to show its effect in; the grid share is tested on its own (test_engine_antipure).
 ANTIPURE_OFF = {"use_pfg": False, "use_etg": False, "grid_share": 0.0}
 # case: (the term, AntiPure's parameters with it on, the measure it lowers).
 GUIDANCE = {
