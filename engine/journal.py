@@ -44,8 +44,25 @@ def settings_fingerprint(settings, model: str, fmt: str) -> str:
     # Previews and the objective report change nothing in the exported file.
     fields.pop("preview_every", None)
     fields.pop("measure_objective", None)
+    # The method's every parameter, defaults filled in: a file made before a default changed (AntiPure's grid
+    # share, issue 28) is not what these settings make now, so it must not count as already exported.
+    fields["method_params"] = _resolved_method_params(fields.get("method"), fields.get("method_params") or {})
     blob = json.dumps({"settings": fields, "model": model, "format": fmt}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _resolved_method_params(method, params: dict) -> dict:
+    """The method's full parameter set as it will run; the given params where the method cannot resolve them
+    (an unknown method or a refused value fails the job anyway, with its own message)."""
+    from engine.methods import CONTROLS, METHODS
+
+    cls = METHODS.get(method) or CONTROLS.get(method)
+    if cls is None:
+        return dict(params)
+    try:
+        return dataclasses.asdict(cls.Params(**cls.resolve(dict(params))))
+    except (ArtveilError, TypeError, ValueError):
+        return dict(params)
 
 
 def input_identity(path: str | os.PathLike) -> dict:

@@ -58,6 +58,37 @@ def exported(tmp_path):
     return out, source, target, fingerprint
 
 
+def test_an_export_made_before_a_method_default_changed_is_not_done(exported, monkeypatch):
+    """The journal's fingerprint holds the method's parameters as they run, defaults filled in: when a release
+    changes a default (AntiPure's grid share did, twice), the file on disk was made by other settings, so the
+    batch must make it again, not report it as already exported. The same parameters given explicitly or by
+    default are one fingerprint."""
+    import dataclasses
+
+    from engine.methods.antipure import AntiPure
+    from engine.methods.base import setting
+
+    out, source, target, _ = exported
+    settings = ProtectSettings(steps=2, method="antipure")
+    current = AntiPure.Params().grid_share
+    before = settings_fingerprint(settings, "tiny", "png")
+    explicit = dataclasses.replace(settings, method_params={"grid_share": current})
+    assert settings_fingerprint(explicit, "tiny", "png") == before
+    with BatchJournal.open(out) as journal:
+        assert journal.record("done", input_identity(source), before, target, target) is None
+
+    @dataclasses.dataclass
+    class NewDefaults(AntiPure.Params):
+        grid_share: float = setting(current / 2, "the share, halved by a later release", float, 0.0, 1.0)
+
+    monkeypatch.setattr(AntiPure, "Params", NewDefaults)
+    after = settings_fingerprint(settings, "tiny", "png")
+    assert after != before
+    with BatchJournal.open(out) as journal:
+        assert not journal.finished(input_identity(source), after, target)
+        assert journal.finished(input_identity(source), before, target)
+
+
 def test_an_export_counts_as_done_only_while_input_settings_and_output_all_match(exported):
     out, source, target, fingerprint = exported
     with BatchJournal.open(out) as journal:
