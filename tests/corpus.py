@@ -9,6 +9,7 @@ chunk by chunk.
 
 from __future__ import annotations
 
+import csv
 import io
 import shutil
 import struct
@@ -220,3 +221,16 @@ def cli(monkeypatch, capsys, tiny_model):
         return status, out, err
 
     return run
+
+
+CURVE_HEADER = ["method", "strength", "purifier", "measure", "direction", "mean", "lo", "hi", "seeds", "psnr", "ssim"]
+
+
+def write_curve_csv(path: Path, rows) -> Path:
+    """A curve.csv as `artveil efficacy --strengths` writes it, with these rows (CURVE_HEADER's columns)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CURVE_HEADER)
+        w.writerows(rows)
+    return path

@@ -1,19 +1,7 @@
 """The variants map (engine.evaluation.variants): what it reads from curve.csv files and what it refuses."""
 
-import csv
-
+from corpus import write_curve_csv
 from engine.evaluation import variants as V
-
-HEADER = ["method", "strength", "purifier", "measure", "direction", "mean", "lo", "hi", "seeds", "psnr", "ssim"]
-
-
-def _write(path, rows):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(HEADER)
-        w.writerows(rows)
-    return path
 
 
 def _cells(method, strength, acc_none, acc_sdedit, psnr="20.5"):
@@ -23,9 +11,9 @@ def _cells(method, strength, acc_none, acc_sdedit, psnr="20.5"):
 
 
 def test_the_map_takes_each_rows_cells_at_the_strength_and_keeps_same_named_rows_of_two_folders_apart(tmp_path):
-    a = _write(tmp_path / "tune-a" / "curve.csv", _cells("none", 0, 0.9, 0.92, "inf") + _cells("Random ±ε", 32, 0.8, 0.85)
+    a = write_curve_csv(tmp_path / "tune-a" / "curve.csv", _cells("none", 0, 0.9, 0.92, "inf") + _cells("Random ±ε", 32, 0.8, 0.85)
                + _cells("AntiPure", 32, 0.5, 0.1) + _cells("AntiPure", 16, 0.85, 0.7))
-    b = _write(tmp_path / "tune-b" / "curve.csv", _cells("none", 0, 0.9, 0.92, "inf") + _cells("Random ±ε", 32, 0.8, 0.85)
+    b = write_curve_csv(tmp_path / "tune-b" / "curve.csv", _cells("none", 0, 0.9, 0.92, "inf") + _cells("Random ±ε", 32, 0.8, 0.85)
                + _cells("AntiPure", 32, 0.6, 0.3) + [_cells("Mist", 32, 0.55, 0.2)[0]])  # Mist: no SDEdit cell
     points = V.read_points([a, b], 32.0, "accuracy", "none", "SDEdit 0.2")
     by = {(p.label, p.source): p for p in points}
@@ -44,7 +32,7 @@ def test_the_map_refuses_a_missing_file_a_foreign_csv_and_an_empty_selection_in_
     other = tmp_path / "other.csv"
     other.write_text("a,b\n1,2\n")
     assert V.main([str(other), "--out", str(out)]) == 2
-    good = _write(tmp_path / "t" / "curve.csv", _cells("AntiPure", 32, 0.5, 0.1))
+    good = write_curve_csv(tmp_path / "t" / "curve.csv", _cells("AntiPure", 32, 0.5, 0.1))
     assert V.main([str(good), "--strength", "8", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and "no such curve.csv" in err[0] and "not a curve.csv" in err[1] and "at 8 levels" in err[2]

@@ -1,21 +1,10 @@
 """The worst case over the purifiers (engine.evaluation.worst_case): the rule issue 28 chooses AntiPure's
 settings on, so what it picks is checked cell by cell."""
 
-import csv
-
+from corpus import write_curve_csv
 from engine.evaluation import worst_case as W
 
-HEADER = ["method", "strength", "purifier", "measure", "direction", "mean", "lo", "hi", "seeds", "psnr", "ssim"]
 PURIFIERS = ["none", "JPEG 75", "SDEdit 0.2"]
-
-
-def _write(path, rows):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(HEADER)
-        w.writerows(rows)
-    return path
 
 
 def _row(method, strength, accuracies, frechets, purifiers=PURIFIERS):
@@ -27,12 +16,12 @@ def _row(method, strength, accuracies, frechets, purifiers=PURIFIERS):
 
 
 def test_worst_is_the_highest_accuracy_and_the_lowest_frechet_and_a_missing_purifier_gives_no_worst(tmp_path):
-    a = _write(tmp_path / "set-a" / "curve.csv",
+    a = write_curve_csv(tmp_path / "set-a" / "curve.csv",
                _row("none", 0, (0.9, 0.95, 0.92), (18, 17, 21))
                + _row("AntiPure", 32, (0.40, 0.55, 0.20), (60, 45, 80))
                + _row("AntiPure", 16, (0.99, 0.99, 0.99), (1, 1, 1))  # another strength: not read
                + _row("Mist", 32, (0.5, 0.6), (30, 25), purifiers=PURIFIERS[:2]))  # no SDEdit cell
-    b = _write(tmp_path / "set-b" / "curve.csv",
+    b = write_curve_csv(tmp_path / "set-b" / "curve.csv",
                _row("none", 0, (0.9, 0.9, 0.9), (20, 20, 20))
                + _row("AntiPure default", 32, (0.30, 0.35, 0.70), (50, 55, 40))
                + _row("Mist", 32, (0.5, 0.6, 0.3), (30, 25, 60)))
@@ -50,7 +39,7 @@ def test_worst_is_the_highest_accuracy_and_the_lowest_frechet_and_a_missing_puri
 
 
 def test_the_cli_prints_the_tables_draws_the_figure_and_refuses_bad_input(tmp_path, capsys):
-    a = _write(tmp_path / "set-a" / "curve.csv", _row("none", 0, (0.9, 0.95, 0.92), (18, 17, 21))
+    a = write_curve_csv(tmp_path / "set-a" / "curve.csv", _row("none", 0, (0.9, 0.95, 0.92), (18, 17, 21))
                + _row("AntiPure", 32, (0.40, 0.55, 0.20), (60, 45, 80)))
     out = tmp_path / "worst.png"
     assert W.main([str(a), "--out", str(out)]) == 0

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import ArtveilError
+from engine.evaluation.variants import save_figure
 
 NONE_LABEL = "none"
 MEASURES = ("accuracy", "frechet")
@@ -127,10 +128,7 @@ def plot(worsts: list[Worst], path: Path, title: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("\n".join(textwrap.wrap(title, 110)), fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
