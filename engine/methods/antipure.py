@@ -30,7 +30,8 @@ parameter so ablations can switch it:
   per-pixel box, delta_bounds, that engine.protect projects every step into). The grid's sign alone beat every
   optimized attack on the proxy; started there but free (grid_start), the optimizer walked off it (issue 28).
   Half of ε on the grid, half the optimizer's: chosen on the worst case over none, JPEG 75 and SDEdit 0.2 on
-  three tuning render sets (three quarters lost the lead after SDEdit; none kept the least after JPEG).
+  three tuning render sets (¾ lost damage after SDEdit; 0, ¼ and ½ were level on accuracy, ½ kept the
+  mimic furthest from the style).
 - The defaults (grid_latent at λ_f = 4, grid_band at λ_t = 1, the luma grid, grid share ½) were chosen on
   the proxy world's tuning splits, where the spec's first choices took the base term's damage away
   (docs/methods.md, docs/efficacy.md).
