@@ -54,13 +54,10 @@ def settings_fingerprint(settings, model: str, fmt: str) -> str:
 def _resolved_method_params(method, params: dict) -> dict:
     """The method's full parameter set as it will run; the given params where the method cannot resolve them
     (an unknown method or a refused value fails the job anyway, with its own message)."""
-    from engine.methods import CONTROLS, METHODS
+    from engine.methods import get_method
 
-    cls = METHODS.get(method) or CONTROLS.get(method)
-    if cls is None:
-        return dict(params)
     try:
-        return dataclasses.asdict(cls.Params(**cls.resolve(dict(params))))
+        return dataclasses.asdict(get_method(method, dict(params)).params)
     except (ArtveilError, TypeError, ValueError):
         return dict(params)
 
