@@ -41,21 +41,13 @@ def read_points(paths: list[Path], strength: float, measure: str, x_purifier: st
     """One Point per row label that has both cells at `strength` (the clean mimic at strength 0) in the files."""
     points: dict[str, Point] = {}
     for path in paths:
-        if not path.is_file():
-            raise ArtveilError("input", f"{path}: no such curve.csv")
         cells: dict[tuple[str, str], dict] = {}
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            missing = {"method", "strength", "purifier", "measure", "mean", "lo", "hi"} - set(reader.fieldnames or ())
-            if missing:
-                raise ArtveilError("input", f"{path}: not a curve.csv (no column {sorted(missing)[0]!r})")
-            for row in reader:
-                if row["measure"] != measure:
-                    continue
-                s = float(row["strength"])
-                if row["method"] != NONE_LABEL and s != strength:
-                    continue
-                cells[(row["method"], row["purifier"])] = row
+        for row in read_curve_csv(path, ("method", "strength", "purifier", "measure", "mean", "lo", "hi")):
+            if row["measure"] != measure:
+                continue
+            if row["method"] != NONE_LABEL and float(row["strength"]) != strength:
+                continue
+            cells[(row["method"], row["purifier"])] = row
         for (label, purifier), row in cells.items():
             if purifier != x_purifier:
                 continue
@@ -69,6 +61,19 @@ def read_points(paths: list[Path], strength: float, measure: str, x_purifier: st
             psnr = float(row["psnr"]) if row.get("psnr") not in (None, "", "inf") else None
             points[key] = Point(label, path.parent.name, _triple(row), _triple(other), psnr)
     return list(points.values())
+
+
+def read_curve_csv(path: Path, columns) -> list[dict]:
+    """The rows of a curve.csv (artveil efficacy --strengths); ArtveilError("input") when the file is missing or
+    lacks one of `columns`."""
+    if not path.is_file():
+        raise ArtveilError("input", f"{path}: no such curve.csv")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = set(columns) - set(reader.fieldnames or ())
+        if missing:
+            raise ArtveilError("input", f"{path}: not a curve.csv (no column {sorted(missing)[0]!r})")
+        return list(reader)
 
 
 def _is_control(label: str) -> bool:

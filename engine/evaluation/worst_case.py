@@ -14,14 +14,13 @@ case there (a worst case over fewer purifiers would flatter it), and no mean. `-
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import ArtveilError
-from engine.evaluation.variants import save_figure
+from engine.evaluation.variants import read_curve_csv, save_figure
 
 NONE_LABEL = "none"
 MEASURES = ("accuracy", "frechet")
@@ -37,7 +36,7 @@ class Worst:
 
     @property
     def mean(self) -> float | None:
-        values = [v for v in self.per_file.values()]
+        values = list(self.per_file.values())
         if not values or any(v is None for v in values):
             return None
         return sum(v[0] for v in values) / len(values)
@@ -56,31 +55,23 @@ def read_worst(paths: list[Path], strength: float, purifiers: list[str], measure
     if len(set(names)) != len(names):
         raise ArtveilError("input", "two of the files are in folders of the same name; give each render set its own")
     for path, name in zip(paths, names):
-        if not path.is_file():
-            raise ArtveilError("input", f"{path}: no such curve.csv")
         cells: dict[tuple[str, str], dict[str, tuple[float, str]]] = {}
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            missing = {"method", "strength", "purifier", "measure", "direction", "mean"} - set(reader.fieldnames or ())
-            if missing:
-                raise ArtveilError("input", f"{path}: not a curve.csv (no column {sorted(missing)[0]!r})")
-            for row in reader:
-                if row["measure"] not in measures or row["purifier"] not in purifiers:
-                    continue
-                if row["method"] != NONE_LABEL and float(row["strength"]) != strength:
-                    continue
-                label = same.get(row["method"], row["method"])
-                cells.setdefault((label, row["measure"]), {})[row["purifier"]] = (float(row["mean"]), row["direction"])
+        for row in read_curve_csv(path, ("method", "strength", "purifier", "measure", "direction", "mean")):
+            if row["measure"] not in measures or row["purifier"] not in purifiers:
+                continue
+            if row["method"] != NONE_LABEL and float(row["strength"]) != strength:
+                continue
+            label = same.get(row["method"], row["method"])
+            cells.setdefault((label, row["measure"]), {})[row["purifier"]] = (float(row["mean"]), row["direction"])
         for (label, measure), by_purifier in cells.items():
             w = out.setdefault((label, measure), Worst(label, measure))
             if set(by_purifier) != set(purifiers):
                 w.per_file[name] = None
                 continue
-            direction = {d for _, d in by_purifier.values()}
-            if len(direction) != 1 or direction.pop() not in ("lower", "higher"):
+            directions = {d for _, d in by_purifier.values()}
+            if directions not in ({"lower"}, {"higher"}):
                 raise ArtveilError("input", f"{path}: {label}'s {measure} has no single direction")
-            lower_better = next(iter(by_purifier.values()))[1] == "lower"
-            pick = max if lower_better else min
+            pick = max if directions == {"lower"} else min  # the worst: the highest where lower is better
             purifier = pick(by_purifier, key=lambda p: by_purifier[p][0])
             w.per_file[name] = (by_purifier[purifier][0], purifier)
     for w in out.values():  # a row absent from a file has no worst case there either
