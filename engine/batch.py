@@ -26,8 +26,9 @@ This module imports no torch at import time: the window plans a batch on its own
 from __future__ import annotations
 
 import os
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -98,16 +99,34 @@ def plan_batch(inputs: list[Path], out_dir: Path, fmt: str, fingerprint: str | N
             plan.append(PlannedImage(index, source, None, problem=exc.message))
             continue
         target = batch_name(target, names, originals)
-        key = file_key(target)
-        exists = key is not None or target.is_symlink()
-        done = False
-        if exists and entries:
+        done = None
+        if entries:
             try:
-                done = BatchJournal.entries_say_finished(entries, input_identity(source), fingerprint, target)
+                done = finished_export(entries, input_identity(source), fingerprint, target)
             except OSError:
-                done = False  # the input itself is unreadable: reading it says why
-        plan.append(PlannedImage(index, source, target, exists, done))
+                done = None  # the input itself is unreadable: reading it says why
+        if done is not None:
+            plan.append(PlannedImage(index, source, done, exists=True, done_before=True))
+            continue
+        exists = file_key(target) is not None or target.is_symlink()
+        plan.append(PlannedImage(index, source, target, exists))
     return plan
+
+
+def finished_export(entries: list[dict], identity: dict, fingerprint: str, target: Path) -> Path | None:
+    """Where this input's finished export with these settings lies intact: target, or a `-N` copy of it that
+    "keep_both" wrote because another file had target's name (so protecting again finds that copy instead of
+    asking about the other file and making a third); None when there is none. The journal's identity check
+    keeps another input's numbered export (a.jpg's a.protected-2.png) from counting as this one's."""
+    from engine.journal import BatchJournal
+
+    pattern = re.compile(rf"{re.escape(target.stem)}-([1-9][0-9]*){re.escape(target.suffix)}")
+    numbers = {int(m.group(1)) for e in entries if isinstance(e.get("output"), str)
+               for m in [pattern.fullmatch(e["output"])] if m is not None}
+    for candidate in [target, *(_numbered(target, n) for n in sorted(numbers))]:
+        if BatchJournal.entries_say_finished(entries, identity, fingerprint, candidate):
+            return candidate
+    return None
 
 
 def batch_name(target: Path, names: set[str], originals: set[tuple[int, int]]) -> Path:
@@ -275,8 +294,11 @@ def protect_batch(protector, inputs: list[Path], settings: ProtectSettings, opti
                 if planned.problem is not None:
                     raise ArtveilError("output", planned.problem)
                 identity = _identity(source, input_identity)
-                if planned.done_before or (journal is not None and not options.redo and identity is not None
-                                           and journal.finished(identity, fingerprint, target)):
+                if not planned.done_before and journal is not None and not options.redo and identity is not None:
+                    done_at = finished_export(journal.entries, identity, fingerprint, target)
+                    if done_at is not None:
+                        planned = replace(planned, target=done_at, exists=True, done_before=True)
+                if planned.done_before:
                     skipped += 1
                     yield Result(_skipped_done(planned, options, load_image), i)
                     continue

@@ -282,11 +282,23 @@ def test_existing_outputs_are_never_overwritten_without_asking(make_window, tmp_
     assert ("conflicts", ["a.protected.png"]) in prompts.asked
     assert existing.read_bytes() == b"earlier work"
     assert ws.queue.items[0].output_path.name == "a.protected-2.png"
+    kept = (out / "a.protected-2.png").read_bytes()
 
-    # Cancelling the question starts nothing.
+    # Protecting it again with the same settings finds the kept copy: no question about the other file, no third.
+    asked = len(prompts.asked)
+    ws.queue.items[0].state = ItemState.WAITING
+    drive(scenario())
+    assert not [q for q in prompts.asked[asked:] if q[0] == "conflicts"]
+    assert ws.queue.items[0].state == ItemState.DONE and ws.queue.items[0].output_path.name == "a.protected-2.png"
+    assert sorted(p.name for p in out.glob("*.png")) == ["a.protected-2.png", "a.protected.png"]
+    assert (out / "a.protected-2.png").read_bytes() == kept and existing.read_bytes() == b"earlier work"
+
+    # Once the copy is edited by hand it is not taken for done: the question comes again, and cancelling it starts nothing.
+    (out / "a.protected-2.png").write_bytes(kept + b"signed")
     prompts.conflict_answer = None
     ws.queue.items[0].state = ItemState.WAITING
     assert ws.protect_all() is None
+    assert ("conflicts", ["a.protected.png"]) in prompts.asked[asked:]
 
 
 def test_the_output_folder_of_inputs_never_replaces_an_original(make_window, tmp_path, drive):

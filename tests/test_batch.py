@@ -112,6 +112,51 @@ def test_an_existing_file_is_handled_as_asked_and_never_lost_unasked(tmp_path, p
         assert left != b"earlier work" and Image.open(out / "fox.protected.png").size == (48, 40)
 
 
+def test_a_kept_copy_is_found_again_so_protecting_again_neither_asks_nor_makes_a_third(tmp_path):
+    """"Keep both" wrote fox.protected-2.png beside someone else's fox.protected.png: the next run with the same
+    settings finds that copy as this input's finished export (no question about fox.protected.png, no -3), and
+    once the copy is edited it is no longer taken for done."""
+    source = write(tmp_path / "in" / "fox.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "fox.protected.png").write_bytes(b"earlier work")
+    run([source], out, on_existing="keep_both")
+    copy = out / "fox.protected-2.png"
+    kept = copy.read_bytes()
+    fingerprint = B.fingerprint_for(SETTINGS, B.BatchOptions(out, model_source="stand-in"))
+    (planned,) = B.plan_batch([source], out, "png", fingerprint)
+    assert planned.target == copy and planned.done_before and not planned.conflict
+    calls: list = []
+    again = run([source], out, calls=calls, on_existing="keep_both")
+    assert calls == [] and of(again, B.ImageDone)[0].target == copy
+    assert of(again, B.ImageDone)[0].skipped == "already exported by an earlier run"
+    assert not (out / "fox.protected-3.png").exists() and copy.read_bytes() == kept
+    # Given a plan that did not read the journal, the batch finds the copy itself.
+    blind = tuple(B.plan_batch([source], out, "png"))
+    assert of(run([source], out, calls=calls, plan=blind), B.ImageDone)[0].target == copy and calls == []
+    copy.write_bytes(kept + b"signed by hand")
+    (planned,) = B.plan_batch([source], out, "png", fingerprint)
+    assert planned.target == out / "fox.protected.png" and planned.conflict
+    again = run([source], out, calls=calls, on_existing="keep_both")
+    assert len(calls) == 1 and of(again, B.ImageDone)[0].target == out / "fox.protected-3.png"
+    assert (out / "fox.protected.png").read_bytes() == b"earlier work" and copy.read_bytes().endswith(b"signed by hand")
+
+
+def test_another_inputs_numbered_export_is_never_taken_for_this_ones(tmp_path):
+    """a.jpg's export is a.protected-2.png (a.png has the plain name): deleting a.png's export must make the
+    next run protect a.png again, not report a.jpg's copy as a.png's."""
+    a_jpg = tmp_path / "in" / "a.jpg"
+    write(tmp_path / "in" / "tmp.png").rename(a_jpg)
+    a_png = write(tmp_path / "in" / "a.png", 1)
+    out = tmp_path / "out"
+    run([a_png, a_jpg], out)
+    (out / "a.protected.png").unlink()
+    calls: list = []
+    again = run([a_png, a_jpg], out, calls=calls)
+    assert len(calls) == 1 and [d.target.name for d in of(again, B.ImageDone)] == ["a.protected.png", "a.protected-2.png"]
+    assert [bool(d.skipped) for d in of(again, B.ImageDone)] == [False, True]
+
+
 def test_an_input_named_like_an_output_is_an_original_and_never_written(tmp_path):
     folder = tmp_path / "art"
     fox = write(folder / "fox.png")
