@@ -15,7 +15,9 @@ def test_the_map_takes_each_rows_cells_at_the_strength_and_keeps_same_named_rows
                + _cells("AntiPure", 32, 0.5, 0.1) + _cells("AntiPure", 16, 0.85, 0.7))
     b = write_curve_csv(tmp_path / "tune-b" / "curve.csv", _cells("none", 0, 0.9, 0.92, "inf") + _cells("Random ±ε", 32, 0.8, 0.85)
                + _cells("AntiPure", 32, 0.6, 0.3) + [_cells("Mist", 32, 0.55, 0.2)[0]])  # Mist: no SDEdit cell
-    points = V.read_points([a, b], 32.0, "accuracy", "none", "SDEdit 0.2")
+    # a third folder that reused tune-a's AntiPure runs (the same numbers): that row is not drawn twice
+    c = write_curve_csv(tmp_path / "final-c" / "curve.csv", _cells("AntiPure", 32, 0.5, 0.1))
+    points = V.read_points([a, b, c], 32.0, "accuracy", "none", "SDEdit 0.2")
     by = {(p.label, p.source): p for p in points}
     # the controls once; AntiPure from each folder at 32 levels (not 16); Mist left out, it lacks the y cell
     assert sorted(by) == [("AntiPure", "tune-a"), ("AntiPure", "tune-b"), ("Random ±ε", "tune-a"), ("none", "tune-a")]

@@ -9,7 +9,8 @@ note: "the curves of every variant tried").
 
 The clean mimic and the controls (Random ±ε, Grid ±ε), shared by the files of one run folder, are drawn once, from the first
 file that has them; every other row is named with its file's folder, so one label in two files (the same
-method under older defaults) stays two points.
+method under older defaults) stays two points, unless both its cells are the same numbers there (the same runs,
+reused in another folder's curve): then it is drawn once, named with the first folder.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ def read_points(paths: list[Path], strength: float, measure: str, x_purifier: st
             other = cells.get((label, y_purifier))
             if other is None:
                 continue
+            if any(p.label == label and p.x[0] == float(row["mean"]) and p.y[0] == float(other["mean"])
+                   for p in points.values()):
+                continue  # the same runs in another folder's curve (a baseline reused cell for cell): drawn once
             psnr = float(row["psnr"]) if row.get("psnr") not in (None, "", "inf") else None
             points[key] = Point(label, path.parent.name, _triple(row), _triple(other), psnr)
     return list(points.values())
@@ -122,7 +126,7 @@ def save_figure(fig, path: Path) -> None:
 
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")  # a legend beside the axes is not cut off
     plt.close(fig)
 
 
