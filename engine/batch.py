@@ -106,6 +106,7 @@ def plan_batch(inputs: list[Path], out_dir: Path, fmt: str, fingerprint: str | N
             except OSError:
                 done = None  # the input itself is unreadable: reading it says why
         if done is not None:
+            names.add(done.name.lower())  # a later input of the batch must not be planned onto this copy
             plan.append(PlannedImage(index, source, done, exists=True, done_before=True))
             continue
         exists = file_key(target) is not None or target.is_symlink()

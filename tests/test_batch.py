@@ -142,6 +142,26 @@ def test_a_kept_copy_is_found_again_so_protecting_again_neither_asks_nor_makes_a
     assert (out / "fox.protected.png").read_bytes() == b"earlier work" and copy.read_bytes().endswith(b"signed by hand")
 
 
+def test_a_later_input_is_never_planned_onto_a_kept_copy(tmp_path):
+    """fox.png's export is the kept copy fox.protected-2.png; fox.jpg, added later, would get that name in the
+    batch's own numbering: it gets the next one, and fox.png's copy is not in question."""
+    source = write(tmp_path / "in" / "fox.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "fox.protected.png").write_bytes(b"earlier work")
+    run([source], out, on_existing="keep_both")
+    kept = (out / "fox.protected-2.png").read_bytes()
+    fox_jpg = tmp_path / "in" / "fox.jpg"
+    write(tmp_path / "in" / "tmp.png", 4).rename(fox_jpg)
+    fingerprint = B.fingerprint_for(SETTINGS, B.BatchOptions(out, model_source="stand-in"))
+    plan = B.plan_batch([source, fox_jpg], out, "png", fingerprint)
+    assert [(p.target.name, p.done_before, p.conflict) for p in plan] == [
+        ("fox.protected-2.png", True, False), ("fox.protected-3.png", False, False)]
+    run([source, fox_jpg], out, on_existing="overwrite")
+    assert (out / "fox.protected-2.png").read_bytes() == kept and (out / "fox.protected-3.png").is_file()
+    assert (out / "fox.protected.png").read_bytes() == b"earlier work"
+
+
 def test_another_inputs_numbered_export_is_never_taken_for_this_ones(tmp_path):
     """a.jpg's export is a.protected-2.png (a.png has the plain name): deleting a.png's export must make the
     next run protect a.png again, not report a.jpg's copy as a.png's."""
