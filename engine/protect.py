@@ -82,7 +82,7 @@ def validate_settings(settings: ProtectSettings) -> None:
     strength = settings.strength_levels
     if not _is_number(strength) or not (0 < strength <= top):
         got = f"{strength:g}" if isinstance(strength, (int, float)) else repr(strength)
-        raise ArtveilError("config", f"strength must be between 0 and {top:g} pixel levels, got {got}.")
+        raise ArtveilError("config", f"strength must be more than 0 and at most {top:g} pixel levels, got {got}.")
     if not _is_number(settings.steps, whole=True) or settings.steps < 1:
         raise ArtveilError("config", f"steps must be at least 1, got {settings.steps}.")
     alpha = settings.step_levels

@@ -149,7 +149,7 @@ def test_a_stored_strength_above_the_old_slider_end_shows_on_the_slider_and_its_
     from engine.protect import validate_settings
 
     validate_settings(ProtectSettings(strength_levels=STRENGTH_RANGE[1]))
-    with pytest.raises(ArtveilError, match="strength must be between 0 and 32 pixel levels"):
+    with pytest.raises(ArtveilError, match="strength must be more than 0 and at most 32 pixel levels"):
         validate_settings(ProtectSettings(strength_levels=STRENGTH_RANGE[1] + 1))
 
 
