@@ -440,7 +440,7 @@ def _kill_all(procs) -> None:
 def test_a_table_row_with_a_strength_the_engine_refuses_is_refused_up_front():
     from engine.evaluation import efficacy as E
 
-    for params, words in (({"strength": 64}, "between 0 and 32"), ({"steps": 0}, "at least 1"),
+    for params, words in (({"strength": 64}, "more than 0 and at most 32"), ({"steps": 0}, "at least 1"),
                           ({"strength": float("nan")}, "not a strength")):
         with pytest.raises(ArtveilError, match=words):
             E.validate_rows([("none", "none", {}), ("AdvDM x", "advdm", params)])
