@@ -46,8 +46,9 @@ class Spread:
 
 def read_spread(folders: list[Path]) -> Spread:
     """The pooled spread of every cell with two or more seeds in the run folders' results.json files."""
-    seed_ss = sampling_ss = 0.0
-    df = cells = 0
+    from engine.evaluation.efficacy import pooled_spread  # the intervals' own pooling
+
+    cells: list[list[tuple[float, int]]] = []  # per cell: (accuracy, samples) of each mimic
     found = False
     for folder in folders:
         if not folder.is_dir():
@@ -61,20 +62,16 @@ def read_spread(folders: list[Path]) -> Spread:
             for mimics in by_seed.values():
                 pairs = [(m["style_accuracy"], m["samples"]) for m in mimics
                          if m.get("style_accuracy") is not None and m.get("samples", 0) > 1]
-                if len(pairs) < 2:
-                    continue
-                accs = [a for a, _ in pairs]
-                mean = sum(accs) / len(accs)
-                seed_ss += sum((a - mean) ** 2 for a in accs)
-                # each mimic's own binomial variance, unbiased (n - 1), averaged: what sampling alone would spread
-                sampling_ss += (len(pairs) - 1) * sum(a * (1 - a) / (n - 1) for a, n in pairs) / len(pairs)
-                df += len(pairs) - 1
-                cells += 1
+                if len(pairs) >= 2:
+                    cells.append(pairs)
     if not found:
         raise ArtveilError("input", f"no results.json under {', '.join(str(f) for f in folders)}")
-    if df == 0:
+    if not cells:
         raise ArtveilError("input", "no cell with two or more mimic seeds in those folders")
-    return Spread(seed_ss / df, sampling_ss / df, df, cells)
+    seed_sd, df = pooled_spread([[a for a, _ in pairs] for pairs in cells])
+    # each mimic's own binomial variance, unbiased (n - 1), averaged per cell and pooled with the cell's weight
+    sampling_ss = sum((len(pairs) - 1) * sum(a * (1 - a) / (n - 1) for a, n in pairs) / len(pairs) for pairs in cells)
+    return Spread(seed_sd**2, sampling_ss / df, df, len(cells))
 
 
 def main(argv: list[str] | None = None) -> int:
