@@ -85,7 +85,7 @@ def test_a_batch_shares_one_surrogate_and_restores_unet(tiny_model, textured_ima
         return original_surrogate_for(ctx, params)
 
     def spy(self, images, *args, **kwargs):
-        calls.append((id(self), current["image"], len(images)))
+        calls.append((self, current["image"], len(images)))  # the object, not its id: a freed copy's id is reused
         return original_tune(self, images, *args, **kwargs)
 
     monkeypatch.setattr(aspl_module, "surrogate_for", surrogate_for)
@@ -98,12 +98,12 @@ def test_a_batch_shares_one_surrogate_and_restores_unet(tiny_model, textured_ima
     results = protect_images(tiny_model, images, settings)
     assert len(results) == 2
     assert all(0 < np.abs(r.protected.astype(int) - im.astype(int)).max() <= 6 for r, im in zip(results, images))
-    by_surrogate: dict[int, set[int]] = {}
-    for sid, image, _ in calls:
-        by_surrogate.setdefault(sid, set()).add(image)
+    by_surrogate: dict[int, set[int]] = {}  # ids stay unique: calls holds every surrogate alive
+    for surrogate, image, _ in calls:
+        by_surrogate.setdefault(id(surrogate), set()).add(image)
     shared = [sid for sid, seen in by_surrogate.items() if seen == {0, 1}]
     assert len(shared) == 1, calls  # the kept surrogate; the throw-away copies are per round
-    assert all(n == 2 for sid, _, n in calls if sid == shared[0])  # tuned on both images of the set
+    assert all(n == 2 for surrogate, _, n in calls if id(surrogate) == shared[0])  # tuned on both images of the set
     assert_unet_restored(tiny_model, snap)
 
 
