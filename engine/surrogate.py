@@ -367,6 +367,7 @@ class SurrogatePool:
     images: dict[int, torch.Tensor] = field(default_factory=dict)
     clean: dict[int, torch.Tensor] = field(default_factory=dict)
     current: int = 0
+    shared: dict[str, torch.Tensor] = field(default_factory=dict)  # what a method learns once for the set
 
     def register(self, x_protected: torch.Tensor) -> None:
         self.images[self.current] = x_protected.detach()

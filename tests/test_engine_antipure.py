@@ -310,3 +310,138 @@ def test_grid_share_keeps_the_grid_sign_whatever_the_optimizer_does(tiny_model, 
             assert off_centre["share"].max() >= 2
     # Without the box, steps of 8 levels take δ well outside that band: the bound above is the box's doing.
     assert off_centre["start"].max() > (1 - share) * eps + 1
+
+
+def test_tile_over_repeats_from_the_corner_and_crops_the_far_edges():
+    from engine.methods.antipure import tile_over
+
+    tile = torch.arange(16.0).reshape(1, 1, 4, 4)
+    out = tile_over(tile, 10, 7)
+    assert out.shape == (1, 1, 10, 7)
+    assert torch.equal(out[..., 4:8, 0:4], tile[0:1]) and torch.equal(out[..., 8:10, 4:7], tile[..., :2, :3])
+
+
+def _set_denoising_loss(model, images, delta_tile, draws=6):
+    """This test's own measure: the mean denoising error of `model` over the set with the tile added, at fixed
+    (t, noise) draws spread over the whole range of t. Not the method's loss code."""
+    from engine.methods.antipure import tile_over
+
+    g = torch.Generator().manual_seed(123)
+    total = 0.0
+    with torch.no_grad():
+        for x in images:
+            _, _, h, w = x.shape
+            z = D.encode(model, (x + tile_over(delta_tile, h, w).expand_as(x)).clamp(0, 1))
+            for k in range(draws):
+                t = torch.tensor([int((k + 0.5) * model.num_train_timesteps / draws)])
+                noise = torch.randn(z.shape, generator=g)
+                out = D.unet(model, D.add_noise(model, z, noise, t), t, model.encode_prompt(""))
+                total += float(((out - D.target(model, z, noise, t)) ** 2).mean())
+    return total / (len(images) * draws)
+
+
+def _learned_tile(model, images, cls=None, steps=6, objective="semantic"):
+    from engine.surrogate import SurrogatePool
+
+    pool = SurrogatePool()
+    for k, x in enumerate(images):
+        pool.clean[k] = x
+    params = {"grid_learn_steps": steps, "normalize": False, "grid_learn_objective": objective}
+    method = get_method("antipure", params) if cls is None else cls(params)
+    ctx = _ctx(model, images[0], pool=pool, timesteps_per_step=2)
+    ctx.eps = 16 / 255
+    return method._learned_tile(ctx), pool, ctx.eps
+
+
+class _DescendingTile(get_method("antipure", {}).__class__):
+    """AntiPure with the tile's objective negated: its learner walks the wrong way."""
+
+    def _tile_loss(self, *args, **kwargs):
+        return -super()._tile_loss(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def proxy_and_set():
+    """The proxy model (it has learned the proxy world's styles; the random tiny model's denoising error barely
+    depends on its input) and two 64 px images of the held-out style it never saw."""
+    from engine.models import load_model
+    from engine.proxy.data import render_set
+    from engine.proxy.styles import HELD_OUT_STYLE
+
+    images = render_set([HELD_OUT_STYLE], 2, size=64, use="artist").images
+    return load_model("proxy", device="cpu"), [torch.from_numpy(i).permute(2, 0, 1)[None].float() / 255 for i in images]
+
+
+@pytest.mark.parametrize("cls, raises", [(None, True), (_DescendingTile, False)])
+def test_the_learned_tile_raises_the_sets_denoising_error_and_a_descending_learner_does_not(proxy_and_set, cls, raises):
+    """Learned over a two-image set, the tile at ε raises the proxy's denoising error on the set (this test's own
+    fixed draws) above the starting tile, Mist's pattern's sign (measured 0.268 → 0.275; no tile 0.238); the
+    same learner with its objective negated lowers it (0.255), so the check tells the two apart."""
+    from engine.methods.antipure import grid_signs
+
+    model, images = proxy_and_set
+    tile, pool, eps = _learned_tile(model, images, cls, steps=4)
+    start = grid_signs(torch.from_numpy(grid_pattern(16, 16, 8, "luma"))[None][:, :1])
+    assert tile.shape == start.shape == (1, 1, 16, 16) and set(tile.unique().tolist()) <= {-1.0, 1.0}
+    assert pool.shared["antipure_tile"] is tile  # learned once, kept for the set's other images
+    assert not torch.equal(tile, start)
+    learned, started = (_set_denoising_loss(model, images, eps * t) for t in (tile, start))
+    assert (learned > started) is raises, (learned, started)
+
+
+def _latent_distance(model, images, delta_tile):
+    """This test's own measure for the latent objective: the mean squared move of the set's latents."""
+    from engine.methods.antipure import tile_over
+
+    with torch.no_grad():
+        return sum(float(((D.encode(model, (x + tile_over(delta_tile, *x.shape[-2:]).expand_as(x)).clamp(0, 1))
+                           - D.encode(model, x)) ** 2).mean()) for x in images) / len(images)
+
+
+@pytest.mark.parametrize("cls, raises", [(None, True), (_DescendingTile, False)])
+def test_the_latent_objective_moves_the_sets_latents_further_and_a_negated_one_does_not(proxy_and_set, cls, raises):
+    """grid_learn_objective=latent: the learned tile moves the set's latents further from the clean ones' than the
+    starting tile (measured 0.247 → 0.340 after 8 steps); negated, the learner brings them closer."""
+    from engine.methods.antipure import grid_signs
+
+    model, images = proxy_and_set
+    tile, _, eps = _learned_tile(model, images, cls, steps=4, objective="latent")
+    start = grid_signs(torch.from_numpy(grid_pattern(16, 16, 8, "luma"))[None][:, :1])
+    learned, started = (_latent_distance(model, images, eps * t) for t in (tile, start))
+    assert (learned > started) is raises, (learned, started)
+
+
+def test_a_set_shares_one_learned_tile_and_the_same_input_gives_the_same_bytes(tiny_model):
+    """Two images protected as a set with grid_learn_steps and the whole ε held on the grid (grid_share 1): both
+    exported δ are ±ε on one 16-px tile, not on Mist's pattern; a second run gives the same bytes."""
+    import numpy as np
+
+    from engine.events import Result
+    from engine.jobs import ProtectSettings
+    from engine.protect_set import ModelProtector, protect_set
+    from tests.conftest import make_image
+
+    images = [make_image(64, 64, seed=s) for s in (5, 6)]
+    eps = 16
+    settings = ProtectSettings(method="antipure", strength_levels=eps, steps=1, working_size=64, preview_every=0,
+                               measure_objective=False,
+                               method_params={"grid_learn_steps": 4, "grid_share": 1.0, "normalize": False})
+    runs = [[e.value.protected for e in protect_set(ModelProtector(tiny_model), images, settings)
+             if isinstance(e, Result)] for _ in range(2)]
+    assert all(np.array_equal(a, b) for a, b in zip(*runs))
+    signs = []
+    for clean, protected in zip(images, runs[0]):
+        d = protected.astype(int) - clean.astype(int)
+        inside = (clean >= eps) & (clean <= 255 - eps)
+        assert (np.abs(d[inside]) == eps).all()
+        signs.append(np.where(inside, np.sign(d), 0))
+    tile = np.zeros((16, 16, 3))
+    for s in signs:  # every pixel the clip leaves alone agrees with one 16-px tile, in both images
+        for i in range(0, 64, 16):
+            for j in range(0, 64, 16):
+                block = s[i:i + 16, j:j + 16]
+                clash = (tile != 0) & (block != 0) & (tile != block)
+                assert not clash.any()
+                tile = np.where(tile == 0, block, tile)
+    mist = np.where(grid_pattern(16, 16, 8, "luma").transpose(1, 2, 0) >= 0.5, 1, -1)
+    assert (tile[tile != 0] != mist[tile != 0]).any()  # learned: not Mist's pattern

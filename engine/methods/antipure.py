@@ -65,6 +65,7 @@ ETG_VARIANTS = ("wrong_timestep", "band_error", "grid_band")
 LATENT_TARGETS = ("gray", "grid")
 GRID_COLORS = ("color", "luma")
 TERMS = ("semantic", "pfg", "etg", "latent")
+TILE_OBJECTIVES = ("semantic", "latent")
 UNIT_SCALES = {"pfg": 1.0, "etg": 1.0, "latent": 1.0}
 
 
@@ -88,6 +89,12 @@ class AntiPureParams:
     grid_start: bool = setting(False, "start δ at the grid's sign, ε·sign(g − ½), instead of at 0", bool)
     grid_share: float = setting(0.5, "share a of ε held on the grid's sign: δ = a·ε·sign(g − ½) + r, the optimizer "
                                       "moving only r, |r| ≤ (1 − a)·ε (0: off)", float, 0.0, 1.0)
+    grid_learn_steps: int = setting(0, "steps of a sign-PGD that learns the grid's tile (2 × grid_period px) over the "
+                                       "set's clean images before the first is protected, from Mist's pattern's sign; "
+                                       "0: Mist's fixed pattern", int, 0, 1000)
+    grid_learn_objective: str = setting("semantic", "what the tile's learning raises over the set: the denoising "
+                                                    "error, or how far the latent moves from the clean one's",
+                                        str, choices=TILE_OBJECTIVES)
     grid_color: str = setting("luma", "the grid's channels: Mist's colour pattern, or its grey in all three (luma: "
                                        "no chroma for JPEG's subsampling to halve)", str, choices=GRID_COLORS)
     high_band_k: int | None = setting(None, "PFG keeps DCT bands u + v ≥ k; none: patch_size // 2", int, 0, 126,
@@ -147,6 +154,13 @@ def grid_pattern(height: int, width: int, period: int, color: str) -> np.ndarray
     target_pattern) in colour, or for "luma" its grey (the colour pattern's first channel) in all three."""
     pattern = target_pattern(height, width, period)
     return pattern[:1].repeat(3, axis=0) if color == "luma" else pattern
+
+
+def tile_over(tile: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """A [1, c, p, p] tile repeated from the top-left corner over height × width (cropped at the far edges)."""
+    _, _, th, tw = tile.shape
+    reps = (1, 1, -(-height // th), -(-width // tw))
+    return tile.repeat(*reps)[..., :height, :width]
 
 
 def grid_signs(grid: torch.Tensor) -> torch.Tensor:
@@ -279,15 +293,88 @@ class AntiPure(ProtectionMethod):
 
     def _grid(self, ctx: MethodContext) -> tuple[torch.Tensor, torch.Tensor]:
         """The grid g (pixels) and E(g) the grid variants pull toward: one pattern for every image of a size, so
-        the whole set points the same way. Made once per job."""
+        the whole set points the same way. Made once per job. With grid_learn_steps, g is the learned tile's
+        black and white (½ ± ½), tiled from the top-left corner."""
         if "antipure_grid" not in ctx.cache:
             _, _, h, w = ctx.x_clean.shape
-            grid = torch.from_numpy(grid_pattern(h, w, self.params.grid_period, self.params.grid_color))[None]
+            if self.params.grid_learn_steps > 0:
+                grid = 0.5 + 0.5 * tile_over(self._learned_tile(ctx), h, w).expand(1, 3, h, w)
+            else:
+                grid = torch.from_numpy(grid_pattern(h, w, self.params.grid_period, self.params.grid_color))[None]
             grid = grid.to(device=ctx.x_clean.device, dtype=ctx.x_clean.dtype)
             with torch.no_grad():
                 ctx.cache["antipure_grid_latent"] = D.encode(ctx.model, grid)
             ctx.cache["antipure_grid"] = grid
         return ctx.cache["antipure_grid"], ctx.cache["antipure_grid_latent"]
+
+    def _learned_tile(self, ctx: MethodContext) -> torch.Tensor:
+        """The set's tile τ ∈ {±1}^[1, c, 2p, 2p] (c = 1 for the luma grid, 3 for colour): learned once per set (kept
+        on the pool; one image alone learns on itself), by sign-PGD on _tile_loss over every clean image with the
+        tile at the full ε added, x_i + ε·τ, from Mist's pattern's sign. Odd steps score the latent after
+        the purifier model (one-step SDEdit at a strength from [s_min, s_max]), even steps the plain latent, so
+        the tile is chosen to work with and without purification. Deterministic: its own
+        seeded draws, the images in index order."""
+        pool = ctx.pool
+        shared = getattr(pool, "shared", None)
+        if shared is not None and "antipure_tile" in shared:
+            return shared["antipure_tile"]
+        p = self.params
+        model, dev = ctx.model, ctx.x_clean.device
+        size = 2 * p.grid_period
+        pattern = torch.from_numpy(grid_pattern(size, size, p.grid_period, p.grid_color))[None].to(dev)
+        tau = grid_signs(pattern[:, :1] if p.grid_color == "luma" else pattern)
+        images = [pool.clean[k].to(dev) for k in sorted(pool.clean)] if pool is not None and pool.clean else [ctx.x_clean]
+        generator = torch.Generator(device=dev).manual_seed(p.normalize_seed + 1)
+        step_size = 2.0 / max(1, min(p.grid_learn_steps, 8))  # a sign may flip within the first few steps
+        n = max(1, ctx.timesteps_per_step)
+        for step in range(p.grid_learn_steps):
+            ctx.job.check()
+            tau = tau.detach().requires_grad_(True)
+            for x in images:
+                _, _, h, w = x.shape
+                x_adv = (x + ctx.eps * tile_over(tau, h, w).expand_as(x)).clamp(0, 1)
+                (self._tile_loss(ctx, x, x_adv, generator, purified=step % 2 == 1, n=n) / len(images)).backward()
+            with torch.no_grad():
+                tau = (tau + step_size * tau.grad.sign()).clamp(-1, 1)
+        tau = grid_signs(0.5 + 0.5 * tau.detach())
+        if shared is not None:
+            shared["antipure_tile"] = tau
+        return tau
+
+    def _tile_loss(self, ctx: MethodContext, x: torch.Tensor, x_adv: torch.Tensor, generator: torch.Generator,
+                   purified: bool, n: int) -> torch.Tensor:
+        """What the tile's sign-PGD raises for one clean image x and x_adv = x + ε·τ: the denoising error at n random t
+        of E(x_adv) ("semantic"), or the squared distance of E(x_adv) from E(x) ("latent"). With `purified`, of the
+        latent the purifier model leaves (one-step SDEdit at a strength drawn from [s_min, s_max]; for "latent"
+        both sides through the same noise)."""
+        p, model = self.params, ctx.model
+        z = D.encode(model, x_adv)
+        latent = p.grid_learn_objective == "latent"
+        if latent:
+            with torch.no_grad():
+                z_ref = D.encode(model, x)
+        if purified:
+            s = p.purify_strength_min + (p.purify_strength_max - p.purify_strength_min) * float(
+                torch.rand((), generator=generator, device=generator.device))
+            t_star = torch.full((1,), max(1, min(model.num_train_timesteps - 1, round(s * model.num_train_timesteps))),
+                                device=model.device)
+            noise = D.randn_like(z, generator)
+
+            def purify(latent_in):
+                z_s = D.add_noise(model, latent_in, noise, t_star)
+                return D.predict_x0(model, z_s, t_star, D.unet(model, z_s, t_star, ctx.cond))
+
+            z = purify(z)
+            if latent:
+                with torch.no_grad():
+                    z_ref = purify(z_ref)
+        if latent:
+            return ((z - z_ref) ** 2).mean()
+        t = D.sample_timesteps(model, n, generator)
+        zb = z.expand(n, -1, -1, -1)
+        noise = D.randn_like(zb, generator)
+        out = D.unet(model, D.add_noise(model, zb, noise, t), t, ctx.cond)
+        return ((out - D.target(model, zb, noise, t)) ** 2).mean()
 
     def initial_delta(self, ctx: MethodContext) -> torch.Tensor | None:
         """With grid_start, δ starts where the Grid ±ε control ends: the grid's sign at the full strength (with a
@@ -371,7 +458,7 @@ class AntiPure(ProtectionMethod):
         return scales
 
     def tunes_on_set(self) -> bool:
-        return self.params.aspl_rounds > 0
+        return self.params.aspl_rounds > 0 or self.params.grid_learn_steps > 0  # the learned tile is the set's
 
     def between_steps(self, ctx, x_protected, step):
         aspl_between_steps(ctx, x_protected, step, self.params.aspl_rounds, self.params.aspl_tune_steps)
