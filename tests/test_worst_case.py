@@ -51,3 +51,20 @@ def test_the_cli_prints_the_tables_draws_the_figure_and_refuses_bad_input(tmp_pa
     assert "no such curve.csv" in capsys.readouterr().err
     assert W.main([str(a), "--strength", "8"]) == 2
     assert "no row at 8 levels" in capsys.readouterr().err
+
+
+def test_one_render_set_read_from_two_curve_folders_and_a_cell_that_disagrees_is_refused(tmp_path, capsys):
+    """A.csv+B.csv: new rows measured in another curve folder of the same set join its earlier rows (the clean
+    images, in both, read the same); a cell the two files give different numbers for is not one set."""
+    old = write_curve_csv(tmp_path / "tune-old" / "curve.csv", _row("none", 0, (0.9, 0.95, 0.92), (18, 17, 21))
+                          + _row("AntiPure", 32, (0.40, 0.55, 0.20), (60, 45, 80)))
+    new = write_curve_csv(tmp_path / "tune-new" / "curve.csv", _row("none", 0, (0.9, 0.95, 0.92), (18, 17, 21))
+                          + _row("AntiPure tile", 32, (0.45, 0.43, 0.08), (55, 57, 90)))
+    assert W.main([f"{old}+{new}"]) == 0
+    text = capsys.readouterr().out
+    assert "| row | tune-old | mean |" in text
+    assert "| AntiPure | 0.550 (JPEG 75) | 0.550 |" in text and "| AntiPure tile | 0.450 (none) | 0.450 |" in text
+    assert "| clean images | 0.950 (JPEG 75) | 0.950 |" in text
+    other = write_curve_csv(tmp_path / "tune-other" / "curve.csv", _row("none", 0, (0.8, 0.95, 0.92), (18, 17, 21)))
+    assert W.main([f"{old}+{other}"]) == 2
+    assert "reads 0.9 in" in capsys.readouterr().err

@@ -8,7 +8,8 @@ setting that keeps its damage through JPEG but loses it through SDEdit is only a
 "Worst" follows each measure's direction in the file: the highest accuracy ("lower" is better for the artist),
 the lowest Fréchet distance ("higher" is better). A row that lacks one of the purifiers in a file has no worst
 case there (a worst case over fewer purifiers would flatter it), and no mean. `--same A=B` reads row A as B
-(one setting measured under two labels, e.g. the default and its explicit value).
+(one setting measured under two labels, e.g. the default and its explicit value). `A.csv+B.csv` reads one render
+set measured in two curve folders (new rows beside earlier ones); a cell both have must read the same in each.
 """
 
 from __future__ import annotations
@@ -46,23 +47,35 @@ def _name(path: Path) -> str:
     return path.parent.name or path.stem
 
 
-def read_worst(paths: list[Path], strength: float, purifiers: list[str], measures=MEASURES,
+def read_worst(paths: list[Path | list[Path]], strength: float, purifiers: list[str], measures=MEASURES,
                same: dict[str, str] | None = None) -> list[Worst]:
-    """Every row (the clean images at strength 0, the others at `strength`) of every file, per measure."""
+    """Every row (the clean images at strength 0, the others at `strength`) of every render set, per measure. A
+    render set is one file, or a list of files: rows measured in several curve folders of one set (a cell found in
+    more than one of them must read the same in each)."""
     same = same or {}
     out: dict[tuple[str, str], Worst] = {}
-    names = [_name(p) for p in paths]
+    sets = [p if isinstance(p, list) else [p] for p in paths]
+    names = [_name(files[0]) for files in sets]
     if len(set(names)) != len(names):
         raise ArtveilError("input", "two of the files are in folders of the same name; give each render set its own")
-    for path, name in zip(paths, names):
+    for files, name in zip(sets, names):
         cells: dict[tuple[str, str], dict[str, tuple[float, str]]] = {}
-        for row in read_curve_csv(path, ("method", "strength", "purifier", "measure", "direction", "mean")):
-            if row["measure"] not in measures or row["purifier"] not in purifiers:
-                continue
-            if row["method"] != NONE_LABEL and float(row["strength"]) != strength:
-                continue
-            label = same.get(row["method"], row["method"])
-            cells.setdefault((label, row["measure"]), {})[row["purifier"]] = (float(row["mean"]), row["direction"])
+        seen: dict[tuple[str, str, str], tuple[float, Path]] = {}
+        for path in files:
+            for row in read_curve_csv(path, ("method", "strength", "purifier", "measure", "direction", "mean")):
+                if row["measure"] not in measures or row["purifier"] not in purifiers:
+                    continue
+                if row["method"] != NONE_LABEL and float(row["strength"]) != strength:
+                    continue
+                label = same.get(row["method"], row["method"])
+                key, value = (label, row["measure"], row["purifier"]), float(row["mean"])
+                if key in seen and seen[key][0] != value:
+                    raise ArtveilError("input", f"{label}'s {row['measure']} under {row['purifier']} reads "
+                                                f"{seen[key][0]:g} in {seen[key][1]} and {value:g} in {path}: "
+                                                "not one render set")
+                seen[key] = (value, path)
+                cells.setdefault((label, row["measure"]), {})[row["purifier"]] = (value, row["direction"])
+        path = files[0]
         for (label, measure), by_purifier in cells.items():
             w = out.setdefault((label, measure), Worst(label, measure))
             if set(by_purifier) != set(purifiers):
@@ -124,7 +137,8 @@ def plot(worsts: list[Worst], path: Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m engine.evaluation.worst_case", description=__doc__.split("\n\n")[0])
-    ap.add_argument("csv", nargs="+", type=Path, help="curve.csv files, one per render set")
+    ap.add_argument("csv", nargs="+", help="curve.csv files, one per render set; A.csv+B.csv: one set measured in "
+                                           "two curve folders")
     ap.add_argument("--strength", type=float, default=32.0, help="the strength in levels whose rows are read")
     ap.add_argument("--purifiers", default="none,JPEG 75,SDEdit 0.2", help="comma-separated purifier columns")
     ap.add_argument("--same", action="append", default=[], metavar="A=B", help="read row A as row B (repeatable)")
@@ -141,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         purifiers = [p.strip() for p in args.purifiers.split(",") if p.strip()]
         if not purifiers:
             raise ArtveilError("input", "--purifiers: name at least one purifier column")
-        worsts = read_worst(args.csv, args.strength, purifiers, same=same)
+        sets = [[Path(part) for part in arg.split("+")] for arg in args.csv]
+        worsts = read_worst(sets, args.strength, purifiers, same=same)
         if not any(w.label != NONE_LABEL for w in worsts):
             raise ArtveilError("input", f"no row at {args.strength:g} levels under {purifiers} in those files")
     except ArtveilError as exc:
