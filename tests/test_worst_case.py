@@ -62,7 +62,7 @@ def test_one_render_set_read_from_two_curve_folders_and_a_cell_that_disagrees_is
                           + _row("AntiPure tile", 32, (0.45, 0.43, 0.08), (55, 57, 90)))
     assert W.main([f"{old}+{new}"]) == 0
     text = capsys.readouterr().out
-    assert "| row | tune-old | mean |" in text
+    assert "| row | tune-old+tune-new | mean |" in text
     assert "| AntiPure | 0.550 (JPEG 75) | 0.550 |" in text and "| AntiPure tile | 0.450 (none) | 0.450 |" in text
     assert "| clean images | 0.950 (JPEG 75) | 0.950 |" in text
     other = write_curve_csv(tmp_path / "tune-other" / "curve.csv", _row("none", 0, (0.8, 0.95, 0.92), (18, 17, 21)))

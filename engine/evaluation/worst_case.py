@@ -55,7 +55,7 @@ def read_worst(paths: list[Path | list[Path]], strength: float, purifiers: list[
     same = same or {}
     out: dict[tuple[str, str], Worst] = {}
     sets = [p if isinstance(p, list) else [p] for p in paths]
-    names = [_name(files[0]) for files in sets]
+    names = ["+".join(_name(f) for f in files) for files in sets]
     if len(set(names)) != len(names):
         raise ArtveilError("input", "two of the files are in folders of the same name; give each render set its own")
     for files, name in zip(sets, names):
