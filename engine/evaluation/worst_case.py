@@ -114,7 +114,9 @@ def plot(worsts: list[Worst], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     measures = [m for m in MEASURES if any(w.measure == m for w in worsts)]
-    fig, axes = plt.subplots(1, len(measures), figsize=(6.2 * len(measures), 5.2), squeeze=False)
+    n_rows = max(sum(w.measure == m for w in worsts) for m in measures)
+    width = max(6.2, 0.8 * n_rows)  # room for each row's wrapped label
+    fig, axes = plt.subplots(1, len(measures), figsize=(width * len(measures), 5.2), squeeze=False)
     for ax, measure in zip(axes[0], measures):
         rows = [w for w in worsts if w.measure == measure]
         labels = ["clean images" if w.label == NONE_LABEL else w.label for w in rows]
