@@ -32,6 +32,11 @@ parameter so ablations can switch it:
   Half of ε on the grid, half the optimizer's: chosen on the worst case over none, JPEG 75 and SDEdit 0.2 on
   three tuning render sets (¾ lost damage after SDEdit; 0, ¼ and ½ were level on accuracy, ½ kept the
   mimic furthest from the style).
+- Learned tile (off by default, grid_learn_steps = 0): the grid's 16-px tile learned over the set's clean images
+  before the first is protected (_learned_tile: sign-PGD from Mist's pattern's sign, on the denoising error or on
+  the latents' move, alternating plain and one-step-purified latents), kept on the set's pool so every image
+  shares it; the share and both grid terms then use it. It survives SDEdit far better than Mist's pattern but
+  loses the unpurified and JPEG cells to it, so its worst case over the purifiers is behind (docs/efficacy.md).
 - The defaults (grid_latent at λ_f = 4, grid_band at λ_t = 1, the luma grid, grid share ½) were chosen on
   the proxy world's tuning splits, where the spec's first choices took the base term's damage away
   (docs/methods.md, docs/efficacy.md).
