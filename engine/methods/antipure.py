@@ -376,10 +376,7 @@ class AntiPure(ProtectionMethod):
         if latent:
             return ((z - z_ref) ** 2).mean()
         t = D.sample_timesteps(model, n, generator)
-        zb = z.expand(n, -1, -1, -1)
-        noise = D.randn_like(zb, generator)
-        out = D.unet(model, D.add_noise(model, zb, noise, t), t, ctx.cond)
-        return ((out - D.target(model, zb, noise, t)) ** 2).mean()
+        return D.denoising_loss(model, z, ctx.cond, t, D.randn_like(z.expand(n, -1, -1, -1), generator))
 
     def initial_delta(self, ctx: MethodContext) -> torch.Tensor | None:
         """With grid_start, δ starts where the Grid ±ε control ends: the grid's sign at the full strength (with a
